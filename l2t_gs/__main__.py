@@ -1,0 +1,3 @@
+from l2t_gs.cli.main import main
+
+raise SystemExit(main())

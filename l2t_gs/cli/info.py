@@ -1,0 +1,69 @@
+"""``l2t-gs info``: versions, compute device, gsplat status, shipped avatars and models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+
+def gsplat_status() -> tuple[bool, str]:
+    """Whether gsplat's CUDA kernels are usable here, with a short reason."""
+    try:
+        import gsplat  # noqa: F401
+    except Exception as exc:  # ImportError or a broken install
+        return False, f"gsplat not installed ({type(exc).__name__})"
+    import torch
+
+    if not torch.cuda.is_available():
+        return False, f"gsplat {gsplat.__version__} installed, but no CUDA device"
+    try:
+        from gsplat.cuda._backend import _C  # JIT-compiles or loads the kernels
+
+        if _C is None:
+            return False, f"gsplat {gsplat.__version__}: CUDA kernels failed to build"
+    except Exception as exc:
+        return False, f"gsplat {gsplat.__version__}: CUDA kernels unavailable ({exc})"
+    return True, f"gsplat {gsplat.__version__} with CUDA kernels"
+
+
+def collect_info() -> dict:
+    """Everything ``l2t-gs info`` reports, as a JSON-serialisable dict."""
+    import torch
+
+    from l2t_gs import __version__
+    from l2t_gs.catalog import list_avatars, list_head_models, list_models
+
+    ok, gs = gsplat_status()
+    device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+    return {
+        "l2t-gs": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device,
+        "cpu_threads": torch.get_num_threads(),
+        "gsplat_cuda": ok,
+        "gsplat": gs,
+        "head_models": list_head_models(),
+        "avatars": list_avatars(),
+        "models": list_models(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    info = collect_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if isinstance(value, list):
+            value = ", ".join(value) if value else "(none)"
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="show versions, device, gsplat status, avatars and models")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)

@@ -1,0 +1,1 @@
+"""The interactive viser viewer (installed as ``l2t_gs.viewer``)."""
