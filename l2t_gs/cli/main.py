@@ -14,7 +14,7 @@ PROG = "l2t-gs"
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every sub-command registered."""
-    from l2t_gs.cli import info
+    from l2t_gs.cli import avatar, head, info
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (info,):
+    for module in (info, head, avatar):
         module.register(sub)
     return parser
 

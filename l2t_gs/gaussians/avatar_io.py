@@ -1,0 +1,504 @@
+"""The avatar folder format, and import of GaussianAvatars exports.
+
+An avatar is a folder (``docs/avatar-format.md`` has the full description)::
+
+    <avatar>/
+        avatar.json       {"format": "l2t-gs-avatar", "version": 1, "name", "head_model",
+                           "sh_degree", "num_splats", "num_vertices", "num_faces", "notes"}
+        point_cloud.ply   INRIA 3DGS PLY in *local* triangle coordinates, with ``binding_0``
+        flame_param.npz   neutral rig parameters, GaussianAvatars names and shapes:
+                          shape [S], expr [1, E], rotation / neck_pose / jaw_pose / translation
+                          [1, 3] (axis-angle), eyes_pose [1, 6], static_offset [1, V, 3],
+                          dynamic_offset [1, V, 3]
+        head_model.npz    (optional) the head model, when ``head_model`` names a file
+
+``head_model`` is ``"builtin"`` (the project's shipped head) or the name of a file inside the
+folder (``head_model.npz`` / ``head_model.pkl``, anything :func:`l2t_gs.rig.load_head_model`
+reads). When ``flame_param.npz`` holds ``T > 1`` frames (a GaussianAvatars export) the first one is
+the neutral frame. Shipped avatars live in the ``l2t_gs.avatars`` package (``avatars/<name>/`` in
+the repository) and load by name.
+
+A GaussianAvatars export (``point_cloud.ply`` + ``flame_param.npz`` without ``avatar.json``) is
+converted by :func:`import_gaussian_avatars` with a user-supplied FLAME model. GaussianAvatars
+always extends FLAME with teeth (120 vertices and 168 triangles appended after FLAME's own, see
+``flame_model/flame.py::FlameHead.add_teeth``); l2t-gs does not reproduce that extension, so an
+export whose splats use teeth triangles is refused unless ``drop_teeth=True`` discards those splats
+(FLAME's own vertex and face indices are unchanged by the extension, so the rest import exactly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from l2t_gs.errors import L2TError
+from l2t_gs.gaussians.avatar import (
+    DYNAMIC_KEYS,
+    NEUTRAL_KEYS,
+    GaussianAvatar,
+    head_model_sizes,
+    head_model_spec_of,
+)
+from l2t_gs.gaussians.ply import GaussianPly, read_gaussian_ply, write_gaussian_ply
+
+if TYPE_CHECKING:
+    from l2t_gs.rig import HeadModel
+
+FORMAT_NAME = "l2t-gs-avatar"
+FORMAT_VERSION = 1
+AVATAR_JSON = "avatar.json"
+POINT_CLOUD = "point_cloud.ply"
+FLAME_PARAM = "flame_param.npz"
+#: GaussianAvatars' teeth extension: vertices and triangles appended to FLAME's.
+GA_TEETH_VERTICES = 120
+GA_TEETH_FACES = 168
+
+_REQUIRED_PARAMS = ("shape", "expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation")
+
+
+# ---------------------------------------------------------------------------- rig parameters
+def load_flame_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a ``flame_param.npz`` (GaussianAvatars names); float arrays only, all keys kept."""
+    path = Path(path)
+    if not path.is_file():
+        raise L2TError(f"rig parameter file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    except L2TError:
+        raise
+    except Exception as exc:
+        raise L2TError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+
+
+def num_frames(params: dict[str, np.ndarray]) -> int:
+    """Frames ``T`` in a parameter file (``expr`` is ``[T, E]``; an unbatched ``[E]`` counts as 1)."""
+    expr = params.get("expr")
+    return int(expr.shape[0]) if expr is not None and expr.ndim == 2 else 1
+
+
+def _fit_vertex_rows(value: np.ndarray, num_vertices: int, key: str, where: str) -> np.ndarray:
+    """``[.., V', 3]`` per-vertex array -> ``[.., V, 3]``; drops GaussianAvatars' appended teeth rows."""
+    rows = value.shape[-2] if value.ndim >= 2 else -1
+    if value.ndim < 2 or value.shape[-1] != 3:
+        raise L2TError(f"{where}: {key} has shape {list(value.shape)}, expected [..., {num_vertices}, 3]")
+    if rows == num_vertices + GA_TEETH_VERTICES:
+        return value[..., :num_vertices, :]
+    if rows != num_vertices:
+        raise L2TError(
+            f"{where}: {key} has {rows} vertices, the head model has {num_vertices} (topology mismatch)"
+        )
+    return value
+
+
+def select_frame(
+    params: dict[str, np.ndarray],
+    frame: int,
+    num_vertices: int,
+    *,
+    keys: tuple[str, ...] = (*NEUTRAL_KEYS, "dynamic_offset"),
+    where: str = FLAME_PARAM,
+) -> dict[str, Tensor]:
+    """Unbatched float32 rig parameters of one frame.
+
+    Per-frame arrays are ``[T, ...]`` (or already unbatched); ``shape`` may be ``[S]`` or ``[1, S]``
+    and ``static_offset`` ``[V, 3]`` or ``[1, V, 3]``. Keys in ``keys`` absent from ``params`` are
+    left out, except that a missing required key (``shape``, ``expr`` and the poses, when asked for)
+    raises :class:`L2TError`.
+    """
+    missing = [k for k in _REQUIRED_PARAMS if k in keys and k not in params]
+    if missing:
+        raise L2TError(f"{where}: missing rig parameter(s) {', '.join(missing)}")
+    t = num_frames(params)
+    if not -t <= frame < t:
+        raise L2TError(f"{where}: frame {frame} out of range (it holds {t} frame(s))")
+    out: dict[str, Tensor] = {}
+    unbatched_dims = {"shape": 1, "expr": 1, "static_offset": 2, "dynamic_offset": 2}
+    for key in keys:
+        if key not in params:
+            continue
+        value = np.asarray(params[key], dtype=np.float32)
+        if key in ("static_offset", "dynamic_offset"):
+            value = _fit_vertex_rows(value, num_vertices, key, where)
+        ndim = unbatched_dims.get(key, 1)
+        if value.ndim == ndim + 1:
+            if key in ("shape", "static_offset"):  # identity: [1, ...] (or per frame; take the first)
+                value = value[0]
+            else:
+                if value.shape[0] != t:
+                    raise L2TError(f"{where}: {key} has {value.shape[0]} frames, expr has {t}")
+                value = value[frame]
+        if value.ndim != ndim:
+            raise L2TError(f"{where}: {key} has shape {list(params[key].shape)}, unexpected")
+        out[key] = torch.from_numpy(np.ascontiguousarray(value))
+    return out
+
+
+def load_frame_params(path: str | os.PathLike, frame: int, avatar: GaussianAvatar) -> dict[str, Tensor]:
+    """The per-frame rig parameters (:data:`DYNAMIC_KEYS`) of frame ``frame`` of a motion file.
+
+    Identity parameters (``shape``, ``static_offset``) stay the avatar's, as GaussianAvatars does
+    when it renders a target motion.
+    """
+    params = load_flame_params(path)
+    if "expr" not in params:
+        raise L2TError(f"{path}: missing rig parameter expr")
+    out = select_frame(params, frame, avatar.num_vertices, keys=DYNAMIC_KEYS, where=str(path))
+    expr, n_expr = out["expr"], int(avatar.neutral_params["expr"].shape[0])
+    if expr.shape[0] < n_expr:  # fewer expression components: zero-pad, as the rig does
+        out["expr"] = torch.nn.functional.pad(expr, (0, n_expr - expr.shape[0]))
+    for key, value in out.items():
+        expected = tuple(avatar.neutral_params[key].shape) if key in avatar.neutral_params else None
+        if expected is not None and tuple(value.shape) != expected:
+            raise L2TError(
+                f"{path}: {key} has shape {list(value.shape)}, avatar '{avatar.name}' needs {list(expected)}"
+            )
+    return out
+
+
+def _save_flame_params(path: Path, params: dict[str, Tensor], num_vertices: int) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for key in (*NEUTRAL_KEYS, "dynamic_offset"):
+        value = params.get(key)
+        if value is None:
+            value = torch.zeros(num_vertices, 3)
+        value = value.detach().cpu().to(torch.float32).numpy()
+        arrays[key] = value if key == "shape" else value[None]
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+# ---------------------------------------------------------------------------- loading
+def shipped_avatars_dir() -> Path | None:
+    """The folder of the ``l2t_gs.avatars`` package, or ``None`` if it is not installed."""
+    try:
+        return Path(str(resources.files("l2t_gs.avatars")))
+    except ModuleNotFoundError:
+        return None
+
+
+def resolve_avatar_dir(name_or_dir: str | os.PathLike) -> Path:
+    """A directory path as given, or the shipped avatar folder of that name."""
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return path
+    text = str(name_or_dir)
+    if os.sep in text or (os.altsep and os.altsep in text) or text in ("", ".", ".."):
+        raise L2TError(f"avatar directory not found: {path}")
+    root = shipped_avatars_dir()
+    if root is not None and (root / text / AVATAR_JSON).is_file():
+        return root / text
+    shipped = sorted(p.name for p in root.iterdir() if (p / AVATAR_JSON).is_file()) if root else []
+    available = ", ".join(shipped) if shipped else "none shipped"
+    raise L2TError(f"unknown avatar '{text}' (not a directory; shipped avatars: {available})")
+
+
+def _read_avatar_json(folder: Path) -> dict[str, Any]:
+    meta_path = folder / AVATAR_JSON
+    if not meta_path.is_file():
+        if (folder / POINT_CLOUD).is_file() and (folder / FLAME_PARAM).is_file():
+            raise L2TError(
+                f"{folder} has no {AVATAR_JSON}; it looks like a GaussianAvatars export: convert it with "
+                f"'l2t-gs avatar import-ga {folder} --flame-model FLAME.pkl --out DIR'"
+            )
+        raise L2TError(f"{folder} is not an avatar folder (no {AVATAR_JSON})")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise L2TError(f"{meta_path}: invalid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise L2TError(f"{meta_path}: not an l2t-gs avatar description (format must be '{FORMAT_NAME}')")
+    if int(meta.get("version", 0)) > FORMAT_VERSION:
+        raise L2TError(
+            f"{meta_path}: avatar format version {meta['version']} is newer than this l2t-gs reads"
+        )
+    return meta
+
+
+def _head_model_path(folder: Path, spec: Any) -> str:
+    """``"builtin"`` or the absolute path of the head model file named in ``avatar.json``."""
+    if spec == "builtin":
+        return "builtin"
+    if not isinstance(spec, str) or not spec or Path(spec).is_absolute() or ".." in Path(spec).parts:
+        raise L2TError(
+            f"{folder / AVATAR_JSON}: head_model must be 'builtin' or a file name inside the folder, "
+            f"got {spec!r}"
+        )
+    path = folder / spec
+    if not path.is_file():
+        raise L2TError(f"{folder}: head model file {spec} named in {AVATAR_JSON} is missing")
+    return str(path.resolve())
+
+
+def _load_head_model(spec: str, n_shape: int | None, n_expr: int | None) -> HeadModel:
+    from l2t_gs.rig import load_head_model
+
+    return load_head_model(spec, n_shape=n_shape, n_expr=n_expr)
+
+
+def avatar_from_ply(
+    ply: GaussianPly,
+    head_model: HeadModel,
+    neutral_params: dict[str, Tensor],
+    **kwargs: Any,
+) -> GaussianAvatar:
+    """A :class:`GaussianAvatar` from a bound PLY's arrays (validated)."""
+    if ply.binding is None:
+        raise L2TError("the point cloud has no binding_0 attribute: not a mesh-bound avatar")
+    return GaussianAvatar(
+        means=torch.from_numpy(ply.means),
+        log_scales=torch.from_numpy(ply.log_scales),
+        quats=torch.from_numpy(ply.quats),
+        opacity_logits=torch.from_numpy(ply.opacity_logits),
+        sh=torch.from_numpy(ply.sh),
+        binding=torch.from_numpy(ply.binding),
+        head_model=head_model,
+        neutral_params=neutral_params,
+        **kwargs,
+    )
+
+
+def load_avatar(
+    name_or_dir: str | os.PathLike, *, head_model: HeadModel | str | os.PathLike | None = None
+) -> GaussianAvatar:
+    """Load an avatar folder, or a shipped avatar by name.
+
+    Args:
+        name_or_dir: a directory, or the name of a shipped avatar (``avatars/<name>``).
+        head_model: overrides the head model named in ``avatar.json``: a loaded ``HeadModel`` or a
+            spec for ``load_head_model`` (``"builtin"`` or a file path).
+    """
+    folder = resolve_avatar_dir(name_or_dir)
+    meta = _read_avatar_json(folder)
+    where = str(folder)
+    raw = load_flame_params(folder / FLAME_PARAM)
+    missing = [k for k in _REQUIRED_PARAMS if k not in raw]
+    if missing:
+        raise L2TError(f"{folder / FLAME_PARAM}: missing rig parameter(s) {', '.join(missing)}")
+    n_shape, n_expr = int(raw["shape"].shape[-1]), int(raw["expr"].shape[-1])
+    if head_model is None or isinstance(head_model, (str, os.PathLike)):
+        spec = _head_model_path(folder, meta.get("head_model")) if head_model is None else str(head_model)
+        model = _load_head_model(spec, n_shape, n_expr)
+    else:
+        model = head_model
+        spec = head_model_spec_of(model)
+        json_spec = meta.get("head_model")
+        if not spec and (
+            json_spec == "builtin" or (isinstance(json_spec, str) and (folder / json_spec).is_file())
+        ):
+            spec = _head_model_path(folder, json_spec)
+    v, f, _, _ = head_model_sizes(model)
+    for key, have in (("num_vertices", v), ("num_faces", f)):
+        want = meta.get(key)
+        if want is not None and int(want) != have:
+            raise L2TError(
+                f"{where}: topology mismatch: the avatar was built for {want} {key[4:]}, "
+                f"the head model has {have}"
+            )
+    ply = read_gaussian_ply(folder / POINT_CLOUD, require_binding=True)
+    if "sh_degree" in meta and int(meta["sh_degree"]) != ply.sh_degree:
+        raise L2TError(
+            f"{where}: {AVATAR_JSON} says sh_degree {meta['sh_degree']}, the PLY has {ply.sh_degree}"
+        )
+    neutral = select_frame(raw, 0, v, where=str(folder / FLAME_PARAM))
+    neutral.setdefault("static_offset", torch.zeros(v, 3))
+    return avatar_from_ply(
+        ply,
+        model,
+        neutral,
+        head_model_spec=spec,
+        name=str(meta.get("name") or folder.name),
+        notes=str(meta.get("notes") or ""),
+    )
+
+
+# ---------------------------------------------------------------------------- saving
+def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
+    """Write ``avatar`` as an avatar folder, atomically (built in a temporary sibling, then renamed).
+
+    An existing ``out_dir`` is replaced only if it is empty or an avatar folder. A file-based head
+    model is copied into the folder as ``head_model<suffix>``; one without a file is written as
+    ``head_model.npz``.
+    """
+    avatar.validate()
+    out = Path(out_dir)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise L2TError(f"output directory does not exist: {parent}")
+    if out.exists() and not out.is_dir():
+        raise L2TError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / AVATAR_JSON).is_file():
+        raise L2TError(f"refusing to replace {out}: it is not empty and not an avatar folder")
+    spec = avatar.head_model_spec or ""
+    if spec not in ("", "builtin") and not Path(spec).is_file():
+        raise L2TError(
+            f"avatar '{avatar.name}': head model file {spec} not found (needed to save the avatar)"
+        )
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    backup: Path | None = None
+    try:
+        head_entry = "builtin"
+        if spec == "":  # an in-memory head model: write it out
+            from l2t_gs.rig import save_head_model
+
+            head_entry = "head_model.npz"
+            save_head_model(avatar.head_model, tmp / head_entry)
+        elif spec != "builtin":
+            head_entry = "head_model" + "".join(Path(spec).suffixes[-1:])
+            shutil.copyfile(spec, tmp / head_entry)
+        write_gaussian_ply(
+            tmp / POINT_CLOUD,
+            GaussianPly(
+                means=avatar.means.detach().cpu().float().numpy(),
+                log_scales=avatar.log_scales.detach().cpu().float().numpy(),
+                quats=avatar.quats.detach().cpu().float().numpy(),
+                opacity_logits=avatar.opacity_logits.detach().cpu().float().numpy(),
+                sh=avatar.sh.detach().cpu().float().numpy(),
+                binding=avatar.binding.detach().cpu().numpy(),
+            ),
+        )
+        _save_flame_params(tmp / FLAME_PARAM, avatar.neutral_params, avatar.num_vertices)
+        meta = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "name": avatar.name,
+            "head_model": head_entry,
+            "sh_degree": avatar.sh_degree,
+            "num_splats": avatar.num_splats,
+            "num_vertices": avatar.num_vertices,
+            "num_faces": avatar.num_faces,
+            "notes": avatar.notes,
+        }
+        (tmp / AVATAR_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o755)
+        if out.is_dir():
+            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+            backup.rmdir()
+            os.replace(out, backup)
+        os.replace(tmp, out)
+    except BaseException:
+        if backup is not None and backup.exists() and not out.exists():
+            os.replace(backup, out)
+            backup = None
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    return out
+
+
+# ---------------------------------------------------------------------------- GaussianAvatars import
+def find_gaussian_avatars_export(export_dir: str | os.PathLike) -> Path:
+    """The folder holding ``point_cloud.ply`` + ``flame_param.npz``.
+
+    Accepts that folder itself or a GaussianAvatars output folder (``point_cloud/iteration_<n>/``,
+    the highest ``n`` wins).
+    """
+    root = Path(export_dir)
+    if not root.is_dir():
+        raise L2TError(f"GaussianAvatars export folder not found: {root}")
+    candidates = [root]
+    iterations = []
+    for p in (root / "point_cloud").glob("iteration_*") if (root / "point_cloud").is_dir() else []:
+        with contextlib.suppress(ValueError):
+            iterations.append((int(p.name.split("_", 1)[1]), p))
+    candidates += [p for _, p in sorted(iterations, reverse=True)]
+    for folder in candidates:
+        if (folder / POINT_CLOUD).is_file() and (folder / FLAME_PARAM).is_file():
+            return folder
+    raise L2TError(f"{root}: not a GaussianAvatars export (needs {POINT_CLOUD} and {FLAME_PARAM})")
+
+
+def import_gaussian_avatars(
+    export_dir: str | os.PathLike,
+    flame_model_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    frame: int = 0,
+    drop_teeth: bool = False,
+    name: str | None = None,
+) -> GaussianAvatar:
+    """Convert a GaussianAvatars export into an avatar folder at ``out_dir``.
+
+    Args:
+        export_dir: folder with ``point_cloud.ply`` (local coordinates, ``binding_0``) and
+            ``flame_param.npz`` (``T`` tracked frames), or its GaussianAvatars output folder.
+        flame_model_path: the FLAME model the export was trained with (e.g. ``flame2023.pkl``);
+            copied into the avatar folder as its head model (mind FLAME's license when sharing).
+        out_dir: the avatar folder to write.
+        frame: which of the ``T`` frames becomes the neutral frame.
+        drop_teeth: discard splats bound to GaussianAvatars' teeth triangles instead of failing.
+        name: avatar name (default: ``out_dir``'s name).
+
+    Returns:
+        The imported avatar (its head model spec points at the copy inside ``out_dir``).
+    """
+    folder = find_gaussian_avatars_export(export_dir)
+    flame_path = Path(flame_model_path)
+    if not flame_path.is_file():
+        raise L2TError(f"FLAME model not found: {flame_path}")
+    ply = read_gaussian_ply(folder / POINT_CLOUD, require_binding=True)
+    raw = load_flame_params(folder / FLAME_PARAM)
+    missing = [k for k in _REQUIRED_PARAMS if k not in raw]
+    if missing:
+        raise L2TError(f"{folder / FLAME_PARAM}: missing rig parameter(s) {', '.join(missing)}")
+    model = _load_head_model(str(flame_path), int(raw["shape"].shape[-1]), int(raw["expr"].shape[-1]))
+    v, f, _, _ = head_model_sizes(model)
+
+    assert ply.binding is not None
+    outside = ply.binding >= f
+    n_outside = int(outside.sum())
+    dropped = 0
+    if n_outside:
+        top = int(ply.binding.max())
+        if top >= f + GA_TEETH_FACES:
+            raise L2TError(
+                f"{folder / POINT_CLOUD}: splats bind to triangles up to {top}, but the FLAME model has {f} "
+                f"(+{GA_TEETH_FACES} GaussianAvatars teeth triangles): wrong FLAME model?"
+            )
+        if not drop_teeth:
+            raise L2TError(
+                f"{folder}: {n_outside} of {ply.num_splats} splats are bound to GaussianAvatars' teeth "
+                f"triangles (indices >= {f}); the teeth extension of FLAME is required and not supported "
+                "by l2t-gs: re-run with --drop-teeth to import without them (no teeth in the mouth)"
+            )
+        keep = ~outside
+        ply = GaussianPly(
+            means=ply.means[keep],
+            log_scales=ply.log_scales[keep],
+            quats=ply.quats[keep],
+            opacity_logits=ply.opacity_logits[keep],
+            sh=ply.sh[keep],
+            binding=ply.binding[keep],
+        )
+        dropped = n_outside
+    t = num_frames(raw)
+    neutral = select_frame(raw, frame, v, where=str(folder / FLAME_PARAM))
+    neutral.setdefault("static_offset", torch.zeros(v, 3))
+    frame_index = frame % t
+    notes = f"imported from GaussianAvatars export {folder.resolve()} (neutral = frame {frame_index} of {t})"
+    if dropped:
+        notes += f"; dropped {dropped} splats bound to the teeth extension"
+    avatar = avatar_from_ply(
+        ply,
+        model,
+        neutral,
+        head_model_spec=str(flame_path.resolve()),
+        name=name or Path(out_dir).name,
+        notes=notes,
+    )
+    out = save_avatar(avatar, out_dir)
+    avatar.head_model_spec = str((out / ("head_model" + "".join(flame_path.suffixes[-1:]))).resolve())
+    return avatar

@@ -1,0 +1,199 @@
+"""Gaussian-to-triangle binding (the GaussianAvatars scheme), batched over frames.
+
+Every splat has a parent triangle ``(v0, v1, v2)`` and lives in that triangle's local frame:
+
+- ``a0 = normalize(v1 - v0)``, ``a1 = normalize(a0 x (v2 - v0))`` (the face normal),
+  ``a2 = -normalize(a1 x a0)`` (= ``a0 x a1``); ``R = [a0 a1 a2]`` as *columns*, a proper rotation.
+- scale ``k = (|v1 - v0| + |a2 . (v2 - v0)|) / 2`` (mean of the base length and the height).
+- origin: the triangle centroid ``c = (v0 + v1 + v2) / 3``.
+
+Local -> world, for a splat with local mean ``mu``, log-scales ``s`` and quaternion ``q`` (wxyz):
+
+- position ``x = k * R @ mu + c``
+- scales ``exp(s) * k`` (log-space: ``s + log k``)
+- rotation ``q_world = q_tri * normalize(q)`` (Hamilton product, triangle on the left), where
+  ``q_tri`` is the unit quaternion of ``R``.
+
+These conventions match GaussianAvatars: ``utils/graphics_utils.py::compute_face_orientation``
+(axes, scale, normalisation with ``eps = 1e-20`` on the squared length), and
+``scene/flame_gaussian_model.py::update_mesh_properties`` (centroid = mean of the three corners)
+with ``scene/gaussian_model.py::get_xyz / get_scaling / get_rotation`` (the formulas above, the
+triangle quaternion normalised and multiplied on the left of the normalised local one).
+
+Degenerate triangles (zero area) give a degenerate frame exactly as in GaussianAvatars, but never
+NaN: normalisation is guarded and the matrix-to-quaternion conversion falls back to the identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+#: Guard on squared lengths before a square root (GaussianAvatars uses the same value).
+NORM_EPS = 1e-20
+
+
+def safe_normalize(x: Tensor, eps: float = NORM_EPS) -> Tensor:
+    """``x / |x|`` along the last axis, with ``|x|^2`` clamped at ``eps`` (no NaN, finite gradients)."""
+    return x / torch.sqrt(torch.clamp((x * x).sum(-1, keepdim=True), min=eps))
+
+
+def matrix_to_quaternion(matrix: Tensor) -> Tensor:
+    """Rotation matrices ``[..., 3, 3]`` -> unit quaternions ``[..., 4]`` (wxyz, ``w >= 0``).
+
+    Shepperd's method, vectorised: of the four algebraically equivalent candidates (each equal to
+    ``q`` times ``4 q_i``) the one with the largest ``|q_i|`` is taken, so the result is accurate
+    for every rotation, including half-turns. Non-rotations (e.g. the zero matrix of a degenerate
+    triangle) give a finite unit quaternion; the zero matrix maps to the identity.
+    """
+    m = matrix
+    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
+    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
+    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
+    t_w = 1.0 + m00 + m11 + m22  # 4 w^2
+    t_x = 1.0 + m00 - m11 - m22  # 4 x^2
+    t_y = 1.0 - m00 + m11 - m22  # 4 y^2
+    t_z = 1.0 - m00 - m11 + m22  # 4 z^2
+    candidates = torch.stack(
+        [
+            torch.stack([t_w, m21 - m12, m02 - m20, m10 - m01], -1),  # 4w * q
+            torch.stack([m21 - m12, t_x, m01 + m10, m02 + m20], -1),  # 4x * q
+            torch.stack([m02 - m20, m01 + m10, t_y, m12 + m21], -1),  # 4y * q
+            torch.stack([m10 - m01, m02 + m20, m12 + m21, t_z], -1),  # 4z * q
+        ],
+        -2,
+    )  # [..., 4 candidates, 4]
+    best = torch.stack([t_w, t_x, t_y, t_z], -1).argmax(-1)  # [...]
+    q = torch.gather(candidates, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
+    q = safe_normalize(q)
+    q = torch.where(q[..., :1] < 0, -q, q)
+    # A (near-)zero candidate only arises for non-rotations; map it to the identity.
+    identity = torch.zeros_like(q)
+    identity[..., 0] = 1.0
+    return torch.where((q * q).sum(-1, keepdim=True) < 0.5, identity, q)
+
+
+def quaternion_to_matrix(q: Tensor) -> Tensor:
+    """Quaternions ``[..., 4]`` (wxyz, normalised here) -> rotation matrices ``[..., 3, 3]``."""
+    w, x, y, z = safe_normalize(q).unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        -1,
+    ).reshape(*q.shape[:-1], 3, 3)  # fmt: skip
+
+
+def quaternion_multiply(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton product ``a * b`` of quaternions ``[..., 4]`` (wxyz, broadcast): rotate by b, then a."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        -1,
+    )
+
+
+def quaternion_conjugate(q: Tensor) -> Tensor:
+    """``(w, -x, -y, -z)``: the inverse of a unit quaternion ``[..., 4]``."""
+    return q * q.new_tensor([1.0, -1.0, -1.0, -1.0])
+
+
+@dataclass
+class TriangleFrames:
+    """Per-triangle local frames of a batch of meshes.
+
+    Attributes:
+        rotations: ``[B, F, 3, 3]`` columns ``a0, a1, a2``.
+        quats: ``[B, F, 4]`` the same rotations as unit quaternions (wxyz, ``w >= 0``).
+        scales: ``[B, F]`` the isotropic scale ``k``.
+        centroids: ``[B, F, 3]`` triangle centroids (the frame origins).
+    """
+
+    rotations: Tensor
+    quats: Tensor
+    scales: Tensor
+    centroids: Tensor
+
+
+def triangle_frames(vertices: Tensor, faces: Tensor) -> TriangleFrames:
+    """Local frames of every triangle.
+
+    Args:
+        vertices: ``[B, V, 3]`` (or ``[V, 3]``, treated as ``B = 1``).
+        faces: ``[F, 3]`` integer vertex indices.
+    """
+    if vertices.dim() == 2:
+        vertices = vertices[None]
+    tri = vertices[:, faces.long()]  # [B, F, 3 corners, 3]
+    v0, v1, v2 = tri.unbind(-2)
+    e1 = v1 - v0
+    e2 = v2 - v0
+    a0 = safe_normalize(e1)
+    a1 = safe_normalize(torch.cross(a0, e2, dim=-1))
+    a2 = -safe_normalize(torch.cross(a1, a0, dim=-1))
+    rotations = torch.stack([a0, a1, a2], dim=-1)  # columns
+    base = torch.sqrt(torch.clamp((e1 * e1).sum(-1), min=NORM_EPS))
+    height = (a2 * e2).sum(-1).abs()
+    return TriangleFrames(
+        rotations=rotations,
+        quats=matrix_to_quaternion(rotations),
+        scales=(base + height) / 2,
+        centroids=tri.mean(dim=-2),
+    )
+
+
+def local_to_world(
+    frames: TriangleFrames, binding: Tensor, means: Tensor, log_scales: Tensor, quats: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Splats from their parent triangles' frames to world space.
+
+    Args:
+        frames: triangle frames of ``B`` meshes (``[B, F, ...]``).
+        binding: ``[N]`` parent triangle of each splat.
+        means: ``[N, 3]`` local positions. log_scales: ``[N, 3]``. quats: ``[N, 4]`` local wxyz.
+
+    Returns:
+        ``(means [B, N, 3], quats [B, N, 4] unit wxyz, log_scales [B, N, 3])`` in world space;
+        world scales are ``exp(log_scales)``.
+    """
+    b = binding.long()
+    rot = frames.rotations[:, b]  # [B, N, 3, 3]
+    k = frames.scales[:, b, None]  # [B, N, 1]
+    world_means = torch.einsum("bnij,nj->bni", rot, means) * k + frames.centroids[:, b]
+    world_quats = quaternion_multiply(safe_normalize(frames.quats[:, b]), safe_normalize(quats)[None])
+    world_log_scales = log_scales[None] + torch.log(k)
+    return world_means, world_quats, world_log_scales
+
+
+def world_to_local(
+    frames: TriangleFrames, binding: Tensor, means: Tensor, log_scales: Tensor, quats: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Inverse of :func:`local_to_world` for one mesh (``B = 1``).
+
+    Args:
+        frames: frames of a single mesh (``[1, F, ...]``).
+        binding: ``[N]``; means ``[N, 3]``, log_scales ``[N, 3]``, quats ``[N, 4]`` in world space.
+
+    Returns:
+        ``(means [N, 3], quats [N, 4], log_scales [N, 3])`` in the parent triangles' frames.
+    """
+    if frames.rotations.shape[0] != 1:
+        raise ValueError("world_to_local takes the frames of a single mesh")
+    b = binding.long()
+    rot = frames.rotations[0, b]  # [N, 3, 3]
+    k = frames.scales[0, b, None]  # [N, 1]
+    local_means = torch.einsum("nji,nj->ni", rot, means - frames.centroids[0, b]) / k
+    local_quats = quaternion_multiply(
+        quaternion_conjugate(safe_normalize(frames.quats[0, b])), safe_normalize(quats)
+    )
+    return local_means, local_quats, log_scales - torch.log(k)
