@@ -1,0 +1,591 @@
+"""Load FLAME-format head models: official FLAME pickles (without chumpy or scipy) and ``.npz`` files.
+
+Official FLAME 2020/2023 pickles are Python 2 era pickles whose arrays are chumpy objects and whose
+``J_regressor`` is a scipy sparse matrix. They are read by a restricted unpickler that maps chumpy
+classes and scipy sparse classes to small stand-ins keeping the pickled state, then turns that state
+into numpy arrays; any other non-numpy class is refused (and named in the error).
+
+The ``.npz`` format uses FLAME's array names (``v_template``, ``shapedirs``, ``posedirs``,
+``J_regressor``, ``weights``, ``kintree_table``, ``f``) plus project extensions: ``n_shape`` (number of
+identity components at the front of ``shapedirs``; the rest are expression components),
+``shape_names``, ``expr_names``, ``name`` and region masks ``mask_<region>`` (vertex indices).
+"""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import copyreg
+import importlib
+import io
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from l2t_gs.errors import L2TError
+from l2t_gs.rig.model import HeadModel
+
+__all__ = [
+    "BUILTIN_HEAD",
+    "head_model_from_arrays",
+    "load_flame_masks",
+    "load_head_model",
+    "resolve_head_spec",
+    "save_head_model",
+]
+
+#: File name of the project's built-in head inside ``l2t_gs/assets/head/``.
+BUILTIN_HEAD = "l2t_head.npz"
+
+_REQUIRED = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+# Accepted alternative names in .npz files (canonical name -> alternatives).
+_ALIASES = {"kintree_table": ("parents",), "f": ("faces",), "weights": ("lbs_weights",)}
+_FLAME_SHAPE_SPLIT = (400, 300)  # FLAME: 400 shapedirs columns = 300 identity + 100 expression
+
+
+# --------------------------------------------------------------------------- restricted unpickler
+class _UnsupportedClass(Exception):
+    """A pickle referenced a class the loader does not accept."""
+
+
+class _Stub:
+    """Stand-in for a pickled foreign object: keeps constructor args and the ``__setstate__`` state."""
+
+    _qualname = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Stub:
+        self = object.__new__(cls)
+        self._args = args
+        self._state = {}
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
+            merged: dict[str, Any] = {}
+            for part in state:
+                if isinstance(part, dict):
+                    merged.update(part)
+            state = merged
+        if not isinstance(state, dict):
+            raise ValueError(f"unexpected pickled state for {self._qualname}")
+        self._state = {str(k): v for k, v in state.items()}
+
+    def __repr__(self) -> str:
+        return f"<{self._qualname} stand-in>"
+
+
+class _ChumpyStub(_Stub):
+    """A chumpy object (``chumpy.ch.Ch`` and derived operations)."""
+
+
+class _SparseStub(_Stub):
+    """A scipy.sparse matrix/array (csc, csr or coo)."""
+
+
+_STUB_CACHE: dict[tuple[type, str], type] = {}
+
+
+def _stub_class(base: type[_Stub], module: str, name: str) -> type:
+    key = (base, f"{module}.{name}")
+    if key not in _STUB_CACHE:
+        _STUB_CACHE[key] = type(name, (base,), {"_qualname": f"{module}.{name}"})
+    return _STUB_CACHE[key]
+
+
+_SAFE_BUILTINS = frozenset(
+    "set frozenset slice complex object list dict tuple bytearray bytes str int float bool range".split()
+)
+_PY2_NAMES = {"unicode": "str", "long": "int", "xrange": "range"}
+_NUMPY_NAMES = frozenset({"_reconstruct", "scalar", "ndarray", "dtype", "_frombuffer"})
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that only resolves builtins, numpy arrays/dtypes, chumpy and scipy.sparse classes."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in ("__builtin__", "builtins"):
+            name = _PY2_NAMES.get(name, name)
+            if name in _SAFE_BUILTINS:
+                return getattr(builtins, name)
+        elif module in ("copy_reg", "copyreg") and name == "_reconstructor":
+            return copyreg._reconstructor
+        elif module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        elif module == "_codecs" and name == "encode":
+            import codecs
+
+            return codecs.encode
+        elif module == "chumpy" or module.startswith("chumpy."):
+            return _stub_class(_ChumpyStub, module, name)
+        elif module == "scipy.sparse" or module.startswith("scipy.sparse."):
+            return _stub_class(_SparseStub, module, name)
+        elif (module == "numpy" or module.startswith("numpy.")) and (
+            name in _NUMPY_NAMES or module == "numpy.dtypes"
+        ):
+            return getattr(_import_numpy_module(module), name)
+        raise _UnsupportedClass(f"{module}.{name}")
+
+
+def _import_numpy_module(module: str) -> Any:
+    # numpy 2 renamed numpy.core to numpy._core (the old name still works but warns); numpy 1 lacks
+    # numpy._core, which pickles written by numpy 2 name.
+    for old, new in (("numpy.core", "numpy._core"), ("numpy._core", "numpy.core")):
+        if module == old or module.startswith(old + "."):
+            try:
+                return importlib.import_module(new + module[len(old) :])
+            except ImportError:
+                break
+    return importlib.import_module(module)
+
+
+def _unpickle(path: Path, what: str) -> Any:
+    """Unpickle ``path`` (latin1 for Python 2 pickles) with the restricted unpickler."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise L2TError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise L2TError(f"{what} {path} is empty")
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except _UnsupportedClass as exc:
+        raise L2TError(
+            f"{what} {path} contains an unsupported object of class {exc} "
+            "(only numpy, chumpy and scipy.sparse arrays are understood)"
+        ) from None
+    except EOFError:
+        raise L2TError(f"{what} {path} is truncated (unexpected end of file)") from None
+    except Exception as exc:  # any other failure means the bytes are not a usable pickle
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "truncated" in msg.lower():
+            raise L2TError(f"{what} {path} is truncated ({msg})") from None
+        raise L2TError(f"{what} {path} is not a readable pickle ({type(exc).__name__}: {msg})") from None
+
+
+# --------------------------------------------------------------------------- stand-ins -> numpy
+def _as_array(obj: Any, key: str, who: str, depth: int = 0) -> np.ndarray:
+    """Turn an unpickled value (ndarray, chumpy/sparse stand-in, list, scalar) into a numpy array."""
+    if depth > 50:
+        raise L2TError(f"{who}: {key!r} is a chumpy expression nested too deeply")
+    if isinstance(obj, np.ndarray):
+        return obj
+    if isinstance(obj, _ChumpyStub):
+        return _chumpy_value(obj, key, who, depth)
+    if isinstance(obj, _SparseStub):
+        return _sparse_dense(obj, key, who)
+    if isinstance(obj, (np.generic, int, float, bool, list, tuple)):
+        try:
+            return np.asarray(obj)
+        except Exception:
+            pass
+    raise L2TError(f"{who}: {key!r} holds a {type(obj).__name__}, not an array")
+
+
+def _chumpy_value(obj: _ChumpyStub, key: str, who: str, depth: int) -> np.ndarray:
+    """Evaluate a chumpy object from its pickled state (plain ``Ch`` and a few simple operations)."""
+    st = obj._state
+    cls = obj._qualname.rsplit(".", 1)[-1]
+
+    def get(name: str) -> np.ndarray:
+        if name not in st:
+            raise L2TError(f"{who}: {key!r} is a {obj._qualname} without its {name!r} term")
+        return _as_array(st[name], key, who, depth + 1)
+
+    ops: dict[str, Any] = {
+        "Ch": lambda: get("x"),
+        "ChHandle": lambda: get("x"),
+        "add": lambda: get("a") + get("b"),
+        "subtract": lambda: get("a") - get("b"),
+        "multiply": lambda: get("a") * get("b"),
+        "divide": lambda: get("x1") / get("x2"),
+        "negative": lambda: -get("x"),
+        "dot": lambda: np.dot(get("a"), get("b")),
+        "transpose": lambda: np.transpose(get("a"), axes=st.get("axes")),
+        "Reshape": lambda: get("a").reshape(st["newshape"]),
+        "Select": lambda: _select(get("a"), np.asarray(st["idxs"]), st.get("preferred_shape")),
+    }
+    if cls not in ops:
+        raise L2TError(
+            f"{who}: {key!r} is a chumpy {obj._qualname} expression, which cannot be evaluated without chumpy"
+        )
+    try:
+        return np.asarray(ops[cls](), dtype=np.float64)
+    except L2TError:
+        raise
+    except Exception as exc:
+        raise L2TError(f"{who}: cannot evaluate chumpy {obj._qualname} for {key!r} ({exc})") from None
+
+
+def _select(a: np.ndarray, idxs: np.ndarray, shape: Any) -> np.ndarray:
+    out = a.ravel()[idxs.ravel()]
+    return out.reshape(shape) if shape is not None else out
+
+
+def _sparse_dense(obj: _SparseStub, key: str, who: str) -> np.ndarray:
+    """Dense array from a pickled scipy.sparse csc/csr/coo matrix state."""
+    st = obj._state
+    cls = obj._qualname.rsplit(".", 1)[-1]
+    fmt = cls[:3]
+    try:
+        shape = tuple(int(n) for n in st.get("_shape", st.get("shape")))
+        data = np.asarray(st["data"])
+        out = np.zeros(shape, dtype=data.dtype if data.dtype.kind in "fc" else np.float64)
+        if fmt in ("csc", "csr"):
+            indices = np.asarray(st["indices"], dtype=np.int64)
+            indptr = np.asarray(st["indptr"], dtype=np.int64)
+            major = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+            rows, cols = (indices, major) if fmt == "csc" else (major, indices)
+        elif fmt == "coo":
+            coords = st.get("coords") or (st["row"], st["col"])
+            rows, cols = (np.asarray(c, dtype=np.int64) for c in coords)
+        else:
+            raise L2TError(f"{who}: {key!r} is a sparse {obj._qualname}, which is not supported")
+        np.add.at(out, (rows, cols), data)  # duplicates sum, as in scipy
+        return out
+    except L2TError:
+        raise
+    except Exception as exc:
+        raise L2TError(f"{who}: {key!r} is a damaged {obj._qualname} ({type(exc).__name__}: {exc})") from None
+
+
+# --------------------------------------------------------------------------- arrays -> HeadModel
+def _as_str(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _str_list(arr: Any) -> list[str]:
+    return [_as_str(s) for s in np.asarray(arr).reshape(-1).tolist()]
+
+
+def _scalar_str(arr: Any) -> str:
+    flat = np.asarray(arr).reshape(-1)
+    return _as_str(flat[0].item()) if flat.size == 1 else " ".join(_str_list(flat))
+
+
+def _vertex_indices(arr: np.ndarray, n_verts: int, what: str) -> np.ndarray:
+    """Vertex index list from an index array or a boolean per-vertex mask."""
+    a = np.asarray(arr)
+    if a.dtype.kind not in "biuf":
+        raise L2TError(f"{what}: expected vertex indices, got {a.dtype} values")
+    if a.dtype == bool:
+        if a.size != n_verts:
+            raise L2TError(f"{what}: boolean mask has {a.size} entries for {n_verts} vertices")
+        return np.flatnonzero(a.reshape(-1)).astype(np.int64)
+    if a.size and a.dtype.kind not in "iu" and not np.array_equal(a, np.round(a)):
+        raise L2TError(f"{what}: vertex indices must be integers")
+    return a.reshape(-1).astype(np.int64)
+
+
+def head_model_from_arrays(
+    arrays: Mapping[str, Any],
+    *,
+    name: str | None = None,
+    source: str = "",
+    n_shape: int | None = None,
+    n_expr: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> HeadModel:
+    """Build and validate a :class:`HeadModel` from FLAME-named arrays (the ``.npz`` layout).
+
+    Required: ``v_template`` [V,3], ``shapedirs`` [V,3,K], ``posedirs`` ([V,3,P], [P,V*3] or
+    [V*3,P]), ``J_regressor`` [J,V], ``weights`` [V,J], ``kintree_table`` [2,J] (or ``parents`` [J]),
+    ``f`` [F,3]. Optional: ``n_shape`` (identity components at the front of ``shapedirs``; defaults to
+    300 when K == 400 as in FLAME), ``exprdirs`` [V,3,E] (then ``shapedirs`` is identity only),
+    ``shape_names``, ``expr_names``, ``name``, ``mask_<region>``. ``n_shape``/``n_expr`` arguments
+    keep only the leading components. Values may be numpy arrays or chumpy/sparse stand-ins.
+    """
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating type, got {dtype}")
+    who = f"FLAME model {source or name or 'arrays'}"
+
+    def has(k: str) -> bool:
+        return k in arrays or any(a in arrays for a in _ALIASES.get(k, ()))
+
+    missing = [k for k in _REQUIRED if not has(k)]
+    if missing:
+        raise L2TError(f"{who} lacks: {', '.join(missing)}")
+
+    def get(k: str) -> np.ndarray:
+        for cand in (k, *_ALIASES.get(k, ())):
+            if cand in arrays:
+                return _as_array(arrays[cand], cand, who)
+        raise AssertionError(k)
+
+    def float_arr(k: str, ndim: int) -> np.ndarray:
+        a = get(k)
+        if a.dtype.kind not in "fiu" or a.ndim != ndim:
+            raise L2TError(f"{who}: {k} must be a {ndim}-D numeric array, got {a.dtype} {list(a.shape)}")
+        return a.astype(np.float64, copy=False)
+
+    v_template = float_arr("v_template", 2)
+    n_verts = v_template.shape[0]
+    shapedirs_all = float_arr("shapedirs", 3)
+    k_all = shapedirs_all.shape[-1]
+
+    # Identity / expression split.
+    file_n_shape: int | None = None
+    if "n_shape" in arrays:
+        try:
+            file_n_shape = int(np.asarray(arrays["n_shape"]).reshape(()))
+        except Exception:
+            raise L2TError(f"{who}: n_shape must be an integer scalar") from None
+    if "exprdirs" in arrays:
+        exprdirs = float_arr("exprdirs", 3)
+        ident_total = k_all
+        if file_n_shape is not None and file_n_shape != k_all:
+            raise L2TError(
+                f"{who}: n_shape = {file_n_shape} but shapedirs has {k_all} components and exprdirs "
+                "is separate"
+            )
+    else:
+        if file_n_shape is not None:
+            ident_total = file_n_shape
+        elif k_all == _FLAME_SHAPE_SPLIT[0]:
+            ident_total = _FLAME_SHAPE_SPLIT[1]
+        else:
+            raise L2TError(
+                f"{who}: shapedirs has {k_all} components but no n_shape says how many are "
+                "identity components (the rest being expression)"
+            )
+        if not 0 <= ident_total <= k_all:
+            raise L2TError(f"{who}: n_shape = {ident_total} is outside 0..{k_all} (shapedirs components)")
+        exprdirs = shapedirs_all[..., ident_total:]
+    shapedirs = shapedirs_all[..., :ident_total]
+
+    shape_names = _str_list(arrays["shape_names"]) if "shape_names" in arrays else []
+    expr_names = _str_list(arrays["expr_names"]) if "expr_names" in arrays else []
+    for label, names, count in (
+        ("shape_names", shape_names, shapedirs.shape[-1]),
+        ("expr_names", expr_names, exprdirs.shape[-1]),
+    ):
+        if names and len(names) != count:
+            raise L2TError(f"{who}: {len(names)} {label} for {count} components")
+
+    for label, req, avail in (
+        ("n_shape", n_shape, shapedirs.shape[-1]),
+        ("n_expr", n_expr, exprdirs.shape[-1]),
+    ):
+        if req is not None and not 0 <= req <= avail:
+            kind = "identity" if label == "n_shape" else "expression"
+            raise L2TError(f"{who} has {avail} {kind} components; {label} = {req} was requested")
+    if n_shape is not None:
+        shapedirs, shape_names = shapedirs[..., :n_shape], shape_names[:n_shape]
+    if n_expr is not None:
+        exprdirs, expr_names = exprdirs[..., :n_expr], expr_names[:n_expr]
+
+    # Kinematic tree.
+    if "kintree_table" in arrays:
+        kt = get("kintree_table")
+        if kt.ndim != 2 or kt.shape[0] != 2:
+            raise L2TError(f"{who}: kintree_table must be [2, J], got {list(kt.shape)}")
+        parents = kt[0].astype(np.int64)
+    else:
+        parents = get("kintree_table").reshape(-1).astype(np.int64)
+    if parents.size:
+        parents[0] = -1  # FLAME stores 2**32 - 1 for the root
+    n_joints = parents.size
+
+    posedirs = get("posedirs")
+    if posedirs.dtype.kind not in "fiu" or posedirs.ndim not in (2, 3):
+        raise L2TError(
+            f"{who}: posedirs must be [V, 3, P] or [P, V*3], got {posedirs.dtype} {list(posedirs.shape)}"
+        )
+    posedirs = posedirs.astype(np.float64, copy=False)
+    n_pose = 9 * (n_joints - 1)
+    if posedirs.ndim == 3:
+        if tuple(posedirs.shape[:2]) != (n_verts, 3):
+            raise L2TError(f"{who}: posedirs must be [{n_verts}, 3, {n_pose}], got {list(posedirs.shape)}")
+        posedirs = posedirs.reshape(n_verts * 3, -1).T
+    elif posedirs.shape[0] == n_verts * 3 and posedirs.shape[1] != n_verts * 3:
+        posedirs = posedirs.T
+
+    faces = get("f")
+    if faces.dtype.kind not in "iu" and not (
+        faces.dtype.kind == "f" and np.array_equal(faces, np.round(faces))
+    ):
+        raise L2TError(f"{who}: f (faces) must hold integer vertex indices, got {faces.dtype}")
+
+    masks = {
+        k[len("mask_") :]: torch.from_numpy(_vertex_indices(get(k), n_verts, f"{who}: {k}"))
+        for k in arrays
+        if k.startswith("mask_")
+    }
+    model_name = name
+    if model_name is None:
+        model_name = _scalar_str(arrays["name"]) if "name" in arrays else "head"
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)).to(dtype)
+
+    model = HeadModel(
+        v_template=t(v_template),
+        shapedirs=t(shapedirs),
+        exprdirs=t(exprdirs),
+        posedirs=t(posedirs),
+        J_regressor=t(float_arr("J_regressor", 2)),
+        lbs_weights=t(float_arr("weights", 2)),
+        parents=torch.from_numpy(parents),
+        faces=torch.from_numpy(np.ascontiguousarray(faces.astype(np.int64))),
+        masks=masks,
+        shape_names=shape_names,
+        expr_names=expr_names,
+        name=model_name,
+        source=source,
+    )
+    return model.validate()
+
+
+# --------------------------------------------------------------------------- files
+def resolve_head_spec(spec: str | os.PathLike[str]) -> Path:
+    """Path of a head model spec: ``"builtin"`` or a ``.pkl``/``.npz`` path (must exist)."""
+    if isinstance(spec, str) and spec == "builtin":
+        from l2t_gs.assets import asset_path
+
+        path = asset_path("head", BUILTIN_HEAD)
+        if not path.is_file():
+            raise L2TError(f"the built-in head model is missing ({path}); create it with `l2t-gs head build`")
+        return path
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise L2TError(f"head model file not found: {path} (expected a FLAME .pkl, an .npz, or 'builtin')")
+    if not path.is_file():
+        raise L2TError(f"head model path is not a file: {path}")
+    return path
+
+
+def _sniff(path: Path) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(8)
+    except OSError as exc:
+        raise L2TError(f"cannot read head model {path}: {exc.strerror or exc}") from None
+
+
+def _load_npz_arrays(path: Path, who: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except zipfile.BadZipFile:
+        raise L2TError(f"{who} is truncated or not a valid .npz archive") from None
+    except EOFError:
+        raise L2TError(f"{who} is truncated (unexpected end of file)") from None
+    except ValueError as exc:
+        raise L2TError(f"{who} is not a plain .npz of arrays ({exc})") from None
+    except Exception as exc:
+        raise L2TError(f"{who} is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def load_head_model(
+    spec: str | os.PathLike[str] = "builtin",
+    *,
+    n_shape: int | None = None,
+    n_expr: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    masks: str | os.PathLike[str] | None = None,
+) -> HeadModel:
+    """Load a head model: ``"builtin"``, an official FLAME ``.pkl`` (2020/2023), or an ``.npz``.
+
+    ``n_shape``/``n_expr`` keep only the leading identity/expression components. ``masks`` optionally
+    names a ``FLAME_masks.pkl`` whose regions are added to the model's masks. Bad files raise
+    :class:`L2TError` with a one-line reason.
+    """
+    path = resolve_head_spec(spec)
+    who = f"FLAME model {path}"
+    head = _sniff(path)
+    if not head:
+        raise L2TError(f"{who} is empty")
+    if head.startswith(b"\x93NUMPY"):
+        raise L2TError(f"{who} is a single .npy array, not a head model (.pkl or .npz)")
+    if head.startswith(b"PK"):
+        arrays: Mapping[str, Any] = _load_npz_arrays(path, who)
+        name = _scalar_str(arrays["name"]) if "name" in arrays else path.stem
+    elif path.suffix.lower() == ".npz":
+        raise L2TError(f"{who} is not a valid .npz archive")
+    else:
+        raw = _unpickle(path, "FLAME model")
+        if not isinstance(raw, dict):
+            raise L2TError(f"{who} does not hold a FLAME model dictionary (found {type(raw).__name__})")
+        keys = {str(k): v for k, v in raw.items()}
+        known = set(_REQUIRED) | {a for al in _ALIASES.values() for a in al}
+        known |= {"n_shape", "exprdirs", "shape_names", "expr_names"}
+        arrays = {k: v for k, v in keys.items() if k in known or k.startswith("mask_")}
+        name = str(keys["name"]) if isinstance(keys.get("name"), str) else path.stem
+    model = head_model_from_arrays(
+        arrays, name=name, source=str(path), n_shape=n_shape, n_expr=n_expr, dtype=dtype
+    )
+    if masks is not None:
+        extra = load_flame_masks(masks)
+        for region, idx in extra.items():
+            if idx.size and (idx.min() < 0 or idx.max() >= model.n_verts):
+                raise L2TError(
+                    f"FLAME masks {masks}: region {region!r} indexes vertices outside the "
+                    f"{model.n_verts}-vertex model {path}"
+                )
+            model.masks[region] = torch.from_numpy(idx)
+    return model
+
+
+def load_flame_masks(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read FLAME's ``FLAME_masks.pkl``: region name -> int64 vertex indices.
+
+    Boolean per-vertex masks are converted to indices.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise L2TError(f"FLAME masks file not found: {p}")
+    raw = _unpickle(p, "FLAME masks file")
+    if not isinstance(raw, dict):
+        raise L2TError(
+            f"FLAME masks file {p} does not hold a dictionary of regions (found {type(raw).__name__})"
+        )
+    out: dict[str, np.ndarray] = {}
+    for k, v in raw.items():
+        arr = _as_array(v, str(k), f"FLAME masks file {p}")
+        if arr.dtype == bool:
+            out[str(k)] = np.flatnonzero(arr.reshape(-1)).astype(np.int64)
+        else:
+            out[str(k)] = _vertex_indices(arr, arr.size, f"FLAME masks file {p}: region {k!r}")
+    return out
+
+
+def save_head_model(model: HeadModel, path: str | os.PathLike[str], *, compress: bool = False) -> Path:
+    """Write ``model`` as an ``.npz`` that :func:`load_head_model` reads back (atomically).
+
+    Layout: FLAME names, ``shapedirs`` = identity then expression components with ``n_shape``,
+    ``posedirs`` in FLAME's [V, 3, P] layout, ``kintree_table`` [2, J], float64 arrays.
+    """
+    from l2t_gs.io.atomic import atomic_path
+
+    m = model.to(device="cpu", dtype=torch.float64)
+    v = m.n_verts
+    parents = m.parents.numpy().astype(np.int64)
+    arrays: dict[str, np.ndarray] = {
+        "v_template": m.v_template.numpy(),
+        "shapedirs": torch.cat([m.shapedirs, m.exprdirs], dim=-1).numpy(),
+        "n_shape": np.asarray(m.n_shape, dtype=np.int64),
+        "posedirs": m.posedirs.numpy().T.reshape(v, 3, -1),
+        "J_regressor": m.J_regressor.numpy(),
+        "weights": m.lbs_weights.numpy(),
+        "kintree_table": np.stack([parents, np.arange(len(parents), dtype=np.int64)]),
+        "f": m.faces.numpy().astype(np.int64),
+        "name": np.asarray(m.name),
+    }
+    if m.shape_names:
+        arrays["shape_names"] = np.asarray(m.shape_names, dtype=str)
+    if m.expr_names:
+        arrays["expr_names"] = np.asarray(m.expr_names, dtype=str)
+    for region, idx in m.masks.items():
+        arrays[f"mask_{region}"] = idx.numpy().astype(np.int64)
+    target = Path(path)
+    with atomic_path(target) as tmp, tmp.open("wb") as fh:
+        (np.savez_compressed if compress else np.savez)(fh, **arrays)
+    return target
