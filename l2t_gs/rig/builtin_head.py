@@ -175,7 +175,9 @@ def head_field(p: np.ndarray, d: HeadDesign) -> np.ndarray:
     f = _smin(f, _ellipsoid(p, (0, 0.045, 0.020), (0.066 * w, 0.060, 0.072)), 0.01)
     f = _smin(f, _ellipsoid(pt, (0, fy(-0.035), 0.020), (0.062 * w, 0.075 * d.face_length, 0.066)), 0.012)
     for s in (1, -1):
-        f = _smin(f, _ellipsoid(p, (s * 0.046 * w * d.jaw_width, fy(-0.058), -0.008), (0.017, 0.030, 0.030)), 0.012)
+        f = _smin(
+            f, _ellipsoid(p, (s * 0.046 * w * d.jaw_width, fy(-0.058), -0.008), (0.017, 0.030, 0.030)), 0.012
+        )
         f = _smin(f, _ellipsoid(p, (s * 0.045 * w, 0.002, 0.042), (0.024, 0.019, 0.030)), 0.012)
         f = _smin(f, _ellipsoid(p, (s * 0.034 * w, fy(-0.030), 0.052), (0.027, 0.030, 0.030)), 0.012)
     f = _smin(f, _ellipsoid(p, (0, d.eye_y + 0.016, 0.062), (0.058 * w, 0.014, 0.024)), 0.012)
@@ -183,9 +185,13 @@ def head_field(p: np.ndarray, d: HeadDesign) -> np.ndarray:
     ns = d.nose_size
     bridge_c = (0, fy(0.002), 0.083)
     f = _smin(f, _ellipsoid(_rot_x(p, bridge_c, 0.38), bridge_c, (0.010 * ns, 0.034 * ns, 0.016 * ns)), 0.010)
-    f = _smin(f, _ellipsoid(p, (0, fy(-0.019), 0.082 + 0.022 * ns), (0.0115 * ns, 0.0105 * ns, 0.012 * ns)), 0.008)
+    f = _smin(
+        f, _ellipsoid(p, (0, fy(-0.019), 0.082 + 0.022 * ns), (0.0115 * ns, 0.0105 * ns, 0.012 * ns)), 0.008
+    )
     for s in (1, -1):
-        f = _smin(f, _ellipsoid(p, (s * 0.0125 * ns, fy(-0.024), 0.091), (0.0085 * ns, 0.0068, 0.0095)), 0.004)
+        f = _smin(
+            f, _ellipsoid(p, (s * 0.0125 * ns, fy(-0.024), 0.091), (0.0085 * ns, 0.0068, 0.0095)), 0.004
+        )
     # mouth: muzzle, lips, chin
     lf = d.lip_fullness
     f = _smin(f, _ellipsoid(p, (0, fy(-0.050), 0.063), (0.034, 0.030 * d.face_length, 0.030)), 0.010)
@@ -213,7 +219,9 @@ def _ray_dirs(theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
     return np.stack([st * np.sin(phi), np.cos(theta), st * np.cos(phi)], axis=-1)
 
 
-def _cast(d: HeadDesign, dirs: np.ndarray, t_max: float = 0.4, samples: int = 160, iters: int = 32) -> np.ndarray:
+def _cast(
+    d: HeadDesign, dirs: np.ndarray, t_max: float = 0.4, samples: int = 160, iters: int = 32
+) -> np.ndarray:
     """Distance along each ray from the origin to the head's outermost surface crossing. dirs [...,3].
 
     The ray is sampled densely; the last inside sample brackets the outer crossing, refined by
@@ -370,7 +378,9 @@ def _build_geometry(d: HeadDesign, topo: _Topology) -> _Geometry:
     theta = np.where(
         t <= ke,
         t / ke * th_e,
-        np.where(t <= km, th_e + (t - ke) / (km - ke) * (th_m - th_e), th_m + (t - km) / (1 - km) * (th_c - th_m)),
+        np.where(
+            t <= km, th_e + (t - ke) / (km - ke) * (th_m - th_e), th_m + (t - km) / (1 - km) * (th_c - th_m)
+        ),
     )  # [R,C]
     phi = np.broadcast_to(cols, (R, C)).copy()
 
@@ -448,21 +458,23 @@ def _build_geometry(d: HeadDesign, topo: _Topology) -> _Geometry:
 
     lower_mouth_ids = add_lower_copies(topo.row_mouth, jm0, jm1, lower_mouth, PART_SKIN)
     lower_eye_ids = [
-        add_lower_copies(topo.row_eye, j0, j1, lo, PART_SKIN) for (j0, j1), lo in zip(topo.eye_cols, lower_eyes)
+        add_lower_copies(topo.row_eye, j0, j1, lo, PART_SKIN)
+        for (j0, j1), lo in zip(topo.eye_cols, lower_eyes, strict=False)
     ]
 
     faces = []
     # pole fan
     j = np.arange(C)
-    faces.append(np.stack([np.zeros(C, np.int64), vid[1, (j + 1) % C], vid[1, j]], -1))
+    faces.append(np.stack([np.zeros(C, np.int64), vid[1, j], vid[1, (j + 1) % C]], -1))
     # quads: row i (top) uses `vid`, row i+1 uses `vid`; for a slit row i, the quad below uses `below`
     for i in range(1, R - 1):
         a = below[i, j]
         b = below[i, (j + 1) % C]
         c = vid[i + 1, (j + 1) % C]
         e = vid[i + 1, j]
-        faces.append(np.stack([a, b, c], -1))
-        faces.append(np.stack([a, c, e], -1))
+        faces.append(np.stack([a, c, b], -1))
+        faces.append(np.stack([a, e, c], -1))
+
     # hole loops: upper edge left->right (increasing column), lower edge back
     def loop(row, j0, j1):
         up = vid[row, j0 : j1 + 1]
@@ -493,12 +505,12 @@ def _build_geometry(d: HeadDesign, topo: _Topology) -> _Geometry:
         prev = ids
     center = add([[0.0, yc, zc + MOUTH_RINGS[-1][2] - 0.003]], PART_MOUTH, s=0.0, r=len(MOUTH_RINGS) + 1)
     m = len(prev)
-    faces.append(np.stack([prev, np.roll(prev, -1), np.full(m, center[0])], -1))
+    faces.append(np.stack([np.roll(prev, -1), prev, np.full(m, center[0])], -1))
 
     # --- eye rims (one ring inset toward the eyeball centre, left open behind the eye)
     ecs = eye_centers(d)
     eye_loops = []
-    for (j0, j1), ec in zip(topo.eye_cols, ecs):
+    for (j0, j1), ec in zip(topo.eye_cols, ecs, strict=False):
         eloop, eside = loop(topo.row_eye, j0, j1)
         Vn = np.concatenate(verts)
         pts = Vn[eloop]
@@ -530,8 +542,6 @@ def _build_geometry(d: HeadDesign, topo: _Topology) -> _Geometry:
         ang = s * 0.35
         rot = np.array([[math.cos(ang), 0, math.sin(ang)], [0, 1, 0], [-math.sin(ang), 0, math.cos(ang)]])
         ev = ev @ rot.T + np.array([s * 0.0745 * d.width, 0.006, -0.008])
-        if s < 0:
-            ef = ef[:, ::-1]
         ids = add(ev, PART_EAR)
         faces.append(ef + ids[0])
 
@@ -672,7 +682,7 @@ class _Rig:
         # column index of every skin vertex (lower slit copies included), -1 elsewhere
         col = geo.grid_rc[:, 1].copy()
         col[ji["mouth_lower_ids"]] = self.mouth_js
-        for (j0, j1), ids in zip(topo.eye_cols, ji["eye_lower_ids"]):
+        for (j0, j1), ids in zip(topo.eye_cols, ji["eye_lower_ids"], strict=False):
             col[ids] = np.arange(j0 + 1, j1)
         col[geo.part != PART_SKIN] = -1
         self.col = col
@@ -695,7 +705,7 @@ class _Rig:
         y_up = P[self.vid[row, js], 1][kk]
         y_lo = P[self.below[row, js], 1][kk]
         dist = np.where(upper, P[sel, 1] - y_up, y_lo - P[sel, 1])
-        fall = np.clip(1 - np.maximum(dist, 0) / np.where(upper, reach_up, reach_lo), 0, 1) ** 2
+        fall = np.clip(1 - np.abs(dist) / np.where(upper, reach_up, reach_lo), 0, 1) ** 2
         out[sel] = np.where(upper[:, None], up[kk], lo[kk]) * fall[:, None]
         return out
 
@@ -712,7 +722,9 @@ class _Rig:
         g = self.geo
         out = disp.copy()
         hang = g.edge_src >= 0
-        factor = np.where(g.part == PART_MOUTH, np.array([1.0, 1.0, 0.8, 0.5, 0.25, 0.1, 0.0, 0.0])[g.ring], 1.0)
+        factor = np.where(
+            g.part == PART_MOUTH, np.array([1.0, 1.0, 0.8, 0.5, 0.25, 0.1, 0.0, 0.0])[g.ring], 1.0
+        )
         out[hang] = disp[g.edge_src[hang]] * factor[hang, None]
         return out
 
@@ -768,7 +780,7 @@ class _Rig:
         lo = vec(0, 1, 0) * (0.5 * np.abs(gap[:, 1:2]) + 0.0017) * p5 + vec(0, 0, -0.0042) * p5
         E.append(self.mouth_field(vec(0, 0.0012, 0.0005) * p5, lo, 0.01, 0.012))
         # 7, 8 blinks: the upper lid edge travels 85% of the way to the lower lid, the lower lid 15%
-        for (j0, j1) in self.topo.eye_cols:
+        for j0, j1 in self.topo.eye_cols:
             js = np.arange(j0 + 1, j1)
             r = self.topo.row_eye
             opening = P[self.below[r, js]] - P[self.vid[r, js]]  # lower - upper
@@ -804,7 +816,7 @@ class _Rig:
             * _smoothstep(-0.015, 0.02, z)
             * _smoothstep(-0.135, -0.105, y)
         )
-        in_mouth = (self.col >= 0) & np.isin(self.col, self.mouth_js) & (g.side != 0)
+        in_mouth = (self.col >= 0) & np.isin(self.col, self.mouth_js) & (g.side != 0) & (np.abs(y - self.y_m) < 0.03)
         lip_x = _opening_profile(P[:, 0] / self.mouth_hw, 0.3)
         jaw = np.where(in_mouth & (g.side > 0), 0.0, jaw)
         jaw = np.where(in_mouth & (g.side < 0), np.maximum(jaw, lip_x), jaw)
@@ -879,7 +891,13 @@ class _Rig:
         skin = g.part == PART_SKIN
         ye, ym = d.eye_y, self.y_m
         zc = P[self.vid[self.topo.row_mouth, (self.topo.mouth_cols[0] + self.topo.mouth_cols[1]) // 2], 2]
-        lips = skin & (np.abs(x) <= self.mouth_hw + 0.004) & (y > ym - 0.017) & (y < ym + 0.013) & (z > zc - 0.014)
+        lips = (
+            skin
+            & (np.abs(x) <= self.mouth_hw + 0.004)
+            & (y > ym - 0.017)
+            & (y < ym + 0.013)
+            & (z > zc - 0.014)
+        )
         lips |= (g.part == PART_MOUTH) & (g.ring == 1)
         lip_upper = lips & (np.where(g.part == PART_SKIN, g.side, g.side) > 0)
         lip_lower = lips & (g.side < 0)
@@ -922,13 +940,15 @@ class _Rig:
         out = {
             "upper_lip_mid": np.array([self.vid[r, mid]]),
             "lower_lip_mid": np.array([self.below[r, mid]]),
-            "mouth_corners": np.array([self.vid[r, self.topo.mouth_cols[0]], self.vid[r, self.topo.mouth_cols[1]]]),
+            "mouth_corners": np.array(
+                [self.vid[r, self.topo.mouth_cols[0]], self.vid[r, self.topo.mouth_cols[1]]]
+            ),
         }
         teeth = np.nonzero(self.geo.part == PART_TEETH_UP)[0]
         # front-bottom edge of the upper teeth at the midline: corner 0 of the middle arc samples
         k = TEETH_ARC // 2
         out["upper_teeth_edge"] = teeth[[4 * (k - 1), 4 * k]]
-        for name, (j0, j1) in zip(("left", "right"), self.topo.eye_cols):
+        for name, (j0, j1) in zip(("left", "right"), self.topo.eye_cols, strict=False):
             re = self.topo.row_eye
             m = (j0 + j1) // 2
             out[f"{name}_upper_lid"] = np.array([self.vid[re, m]])
