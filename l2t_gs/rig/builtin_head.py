@@ -893,10 +893,10 @@ class _Rig:
         zc = P[self.vid[self.topo.row_mouth, (self.topo.mouth_cols[0] + self.topo.mouth_cols[1]) // 2], 2]
         lips = (
             skin
-            & (np.abs(x) <= self.mouth_hw + 0.004)
-            & (y > ym - 0.017)
-            & (y < ym + 0.013)
-            & (z > zc - 0.014)
+            & (np.abs(x) <= self.mouth_hw + 0.002)
+            & (y > ym - 0.0135)
+            & (y < ym + 0.0105)
+            & (z > zc - 0.012)
         )
         lips |= (g.part == PART_MOUTH) & (g.ring == 1)
         lip_upper = lips & (np.where(g.part == PART_SKIN, g.side, g.side) > 0)
