@@ -12,7 +12,9 @@ import torch
 from l2t_gs.errors import L2TError
 
 
-def parse_values(text: str | None, option: str, names: list[str] | None = None, count: int | None = None) -> list:
+def parse_values(
+    text: str | None, option: str, names: list[str] | None = None, count: int | None = None
+) -> list:
     """Parse ``v1,v2,...`` or (with ``names``) ``name=v,...`` into a list of floats.
 
     Positional lists may be shorter than ``names`` (zero-padded); ``count`` demands an exact length.
@@ -110,8 +112,15 @@ def run_render(args: argparse.Namespace) -> int:
         if "lips" not in model.masks:
             raise L2TError("--view mouth needs a model with a 'lips' region mask")
         view, frame = "front", verts[model.masks["lips"]]
-    img = render_head(verts, model.faces, view=view, size=args.size, masks=model.masks, frame_verts=frame,
-                      fill=0.55 if frame is not None else 0.85)
+    img = render_head(
+        verts,
+        model.faces,
+        view=view,
+        size=args.size,
+        masks=model.masks,
+        frame_verts=frame,
+        fill=0.55 if frame is not None else 0.85,
+    )
     with atomic_path(args.out) as tmp:
         Image.fromarray(img).save(tmp, format="PNG")
     print(f"wrote {args.out}", file=sys.stderr)
@@ -119,7 +128,9 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def _pose_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="builtin", help="head model: 'builtin' (default) or a FLAME .pkl/.npz path")
+    p.add_argument(
+        "--model", default="builtin", help="head model: 'builtin' (default) or a FLAME .pkl/.npz path"
+    )
     p.add_argument("--shape", help="identity coefficients: v1,v2,... or name=v,...")
     p.add_argument("--expr", help="expression coefficients: v1,v2,... or name=v,... (e.g. lip_close=1)")
     p.add_argument("--jaw", help="jaw pose, axis-angle radians: ax,ay,az")

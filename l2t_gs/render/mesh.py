@@ -73,9 +73,7 @@ def render_mesh(
     K = K.detach().to(torch.float64).cpu()
     cam = verts @ viewmat[:3, :3].T + viewmat[:3, 3]
     z = cam[:, 2]
-    px = torch.stack(
-        [K[0, 0] * cam[:, 0] / z + K[0, 2], K[1, 1] * cam[:, 1] / z + K[1, 2]], dim=-1
-    )  # [V,2]
+    px = torch.stack([K[0, 0] * cam[:, 0] / z + K[0, 2], K[1, 1] * cam[:, 1] / z + K[1, 2]], dim=-1)  # [V,2]
     fz = z[faces]  # [F,3]
     fpx = px[faces]  # [F,3,2]
     keep = (fz > near).all(dim=1)
