@@ -7,32 +7,13 @@ import json
 import platform
 
 
-def gsplat_status() -> tuple[bool, str]:
-    """Whether gsplat's CUDA kernels are usable here, with a short reason."""
-    try:
-        import gsplat  # noqa: F401
-    except Exception as exc:  # ImportError or a broken install
-        return False, f"gsplat not installed ({type(exc).__name__})"
-    import torch
-
-    if not torch.cuda.is_available():
-        return False, f"gsplat {gsplat.__version__} installed, but no CUDA device"
-    try:
-        from gsplat.cuda._backend import _C  # JIT-compiles or loads the kernels
-
-        if _C is None:
-            return False, f"gsplat {gsplat.__version__}: CUDA kernels failed to build"
-    except Exception as exc:
-        return False, f"gsplat {gsplat.__version__}: CUDA kernels unavailable ({exc})"
-    return True, f"gsplat {gsplat.__version__} with CUDA kernels"
-
-
 def collect_info() -> dict:
     """Everything ``l2t-gs info`` reports, as a JSON-serialisable dict."""
     import torch
 
     from l2t_gs import __version__
     from l2t_gs.catalog import list_avatars, list_head_models, list_models
+    from l2t_gs.render.rasterize import gsplat_status
 
     ok, gs = gsplat_status()
     device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"

@@ -31,6 +31,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from l2t_gs.rig.rotation import matrix_to_quat
+from l2t_gs.rig.rotation import quat_conjugate as quaternion_conjugate  # noqa: F401 (re-exported)
+from l2t_gs.rig.rotation import quat_multiply as quaternion_multiply  # noqa: F401 (re-exported)
+
 #: Guard on squared lengths before a square root (GaussianAvatars uses the same value).
 NORM_EPS = 1e-20
 
@@ -43,33 +47,11 @@ def safe_normalize(x: Tensor, eps: float = NORM_EPS) -> Tensor:
 def matrix_to_quaternion(matrix: Tensor) -> Tensor:
     """Rotation matrices ``[..., 3, 3]`` -> unit quaternions ``[..., 4]`` (wxyz, ``w >= 0``).
 
-    Shepperd's method, vectorised: of the four algebraically equivalent candidates (each equal to
-    ``q`` times ``4 q_i``) the one with the largest ``|q_i|`` is taken, so the result is accurate
-    for every rotation, including half-turns. Non-rotations (e.g. the zero matrix of a degenerate
-    triangle) give a finite unit quaternion; the zero matrix maps to the identity.
+    :func:`l2t_gs.rig.rotation.matrix_to_quat` (Shepperd's method, accurate for every rotation,
+    half-turns included); non-rotations such as the zero matrix of a degenerate triangle map to
+    the identity instead of a non-unit result.
     """
-    m = matrix
-    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
-    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
-    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
-    t_w = 1.0 + m00 + m11 + m22  # 4 w^2
-    t_x = 1.0 + m00 - m11 - m22  # 4 x^2
-    t_y = 1.0 - m00 + m11 - m22  # 4 y^2
-    t_z = 1.0 - m00 - m11 + m22  # 4 z^2
-    candidates = torch.stack(
-        [
-            torch.stack([t_w, m21 - m12, m02 - m20, m10 - m01], -1),  # 4w * q
-            torch.stack([m21 - m12, t_x, m01 + m10, m02 + m20], -1),  # 4x * q
-            torch.stack([m02 - m20, m01 + m10, t_y, m12 + m21], -1),  # 4y * q
-            torch.stack([m10 - m01, m02 + m20, m12 + m21, t_z], -1),  # 4z * q
-        ],
-        -2,
-    )  # [..., 4 candidates, 4]
-    best = torch.stack([t_w, t_x, t_y, t_z], -1).argmax(-1)  # [...]
-    q = torch.gather(candidates, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
-    q = safe_normalize(q)
-    q = torch.where(q[..., :1] < 0, -q, q)
-    # A (near-)zero candidate only arises for non-rotations; map it to the identity.
+    q = matrix_to_quat(matrix)
     identity = torch.zeros_like(q)
     identity[..., 0] = 1.0
     return torch.where((q * q).sum(-1, keepdim=True) < 0.5, identity, q)
@@ -86,26 +68,6 @@ def quaternion_to_matrix(q: Tensor) -> Tensor:
         ],
         -1,
     ).reshape(*q.shape[:-1], 3, 3)  # fmt: skip
-
-
-def quaternion_multiply(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product ``a * b`` of quaternions ``[..., 4]`` (wxyz, broadcast): rotate by b, then a."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        -1,
-    )
-
-
-def quaternion_conjugate(q: Tensor) -> Tensor:
-    """``(w, -x, -y, -z)``: the inverse of a unit quaternion ``[..., 4]``."""
-    return q * q.new_tensor([1.0, -1.0, -1.0, -1.0])
 
 
 @dataclass
