@@ -1,0 +1,1 @@
+"""Datasets: VOCASET/BIWI loaders and the project corpus."""

@@ -1,0 +1,1 @@
+"""Speech tools: phone sets, phoneme timing from TTS engines (espeak-ng, flite, festival), forced alignment."""
