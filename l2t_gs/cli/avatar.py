@@ -1,9 +1,45 @@
-"""``l2t-gs avatar``: export a frame as a plain 3DGS PLY, import GaussianAvatars exports."""
+"""``l2t-gs avatar``: build the default avatar, export a frame as a plain 3DGS PLY, import GaussianAvatars."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from l2t_gs.errors import L2TError
+    from l2t_gs.gaussians.avatar_io import save_avatar
+    from l2t_gs.gaussians.builder import build_default_avatar
+
+    if args.preview is not None and Path(args.preview).suffix.lower() != ".png":
+        raise L2TError(f"--preview must end in .png, got {args.preview}")
+    if args.preview is not None and not 64 <= args.preview_size <= 2048:
+        raise L2TError(f"--preview-size must be between 64 and 2048, got {args.preview_size}")
+    out = Path(args.out)
+    avatar = build_default_avatar(
+        num_splats=args.splats, seed=args.seed, sh_degree=args.sh_degree, name=args.name or out.resolve().name
+    )
+    save_avatar(avatar, out)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(
+        f"wrote {out}: avatar '{avatar.name}' with {avatar.num_splats} splats on {avatar.num_faces} triangles, "
+        f"SH degree {avatar.sh_degree}, {size / 1e6:.1f} MB"
+    )
+    if args.preview is not None:
+        from PIL import Image
+
+        from l2t_gs.gaussians.builder import render_preview
+        from l2t_gs.io.atomic import atomic_path
+
+        image, seconds = render_preview(avatar, args.preview_size)
+        with atomic_path(args.preview) as tmp:
+            Image.fromarray(image).save(tmp, format="PNG")
+        print(
+            f"wrote {args.preview}: neutral and jaw-open, front and three-quarter, {args.preview_size}px "
+            f"(median {sorted(seconds)[len(seconds) // 2]:.3f} s per frame)"
+        )
+    return 0
 
 
 def run_export_ply(args: argparse.Namespace) -> int:
@@ -38,9 +74,37 @@ def run_import_ga(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("avatar", help="avatar tools: export a frame as a 3DGS PLY, import GaussianAvatars")
+    p = sub.add_parser(
+        "avatar", help="avatar tools: build the default avatar, export a frame as a 3DGS PLY, import GaussianAvatars"
+    )
     avatar_sub = p.add_subparsers(dest="avatar_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda _args: (p.print_help(sys.stderr), 2)[1])
+
+    b = avatar_sub.add_parser(
+        "build",
+        help="build the procedural default avatar (splats painted on the built-in head) as an avatar folder",
+        description="Build the procedural default avatar: splats on every triangle of the built-in head with "
+        "skin, hair, brows, eyes, lips, mouth and teeth colours, written as an avatar folder (atomically). "
+        "The shipped avatars/default is built with the defaults.",
+    )
+    b.add_argument("--out", required=True, metavar="DIR", help="avatar folder to write")
+    b.add_argument(
+        "--splats",
+        type=int,
+        default=None,
+        metavar="N",
+        help="total splats, at least one per triangle (default 40000)",
+    )
+    b.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    b.add_argument("--sh-degree", type=int, default=1, choices=range(4), metavar="D", help="SH degree 0..3 (default 1)")
+    b.add_argument("--name", help="avatar name (default: the output folder's name)")
+    b.add_argument(
+        "--preview",
+        metavar="FILE.png",
+        help="also render neutral and jaw-open views (front, three-quarter) side by side into this PNG",
+    )
+    b.add_argument("--preview-size", type=int, default=512, metavar="PX", help="preview tile size (default 512)")
+    b.set_defaults(func=run_build)
 
     e = avatar_sub.add_parser(
         "export-ply",
