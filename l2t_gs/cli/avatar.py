@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from l2t_gs.cli.pose_args import add_pose_options
+
 
 def run_build(args: argparse.Namespace) -> int:
     from l2t_gs.errors import L2TError
@@ -73,6 +75,54 @@ def run_import_ga(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_color(text: str) -> tuple[float, float, float]:
+    """``white``/``black``/``gray``, ``#rrggbb`` or ``r,g,b`` in 0..1 -> RGB floats."""
+    from l2t_gs.errors import L2TError
+
+    named = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5), "green": (0.0, 1.0, 0.0)}
+    t = text.strip().lower()
+    if t in named:
+        return named[t]
+    try:
+        if t.startswith("#") and len(t) == 7:
+            return tuple(int(t[k : k + 2], 16) / 255.0 for k in (1, 3, 5))  # type: ignore[return-value]
+        vals = tuple(float(v) for v in t.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 3 or not all(0.0 <= v <= 1.0 for v in vals):
+        raise L2TError(f"--background: expected a name, #rrggbb or r,g,b in 0..1, got {text!r}")
+    return vals  # type: ignore[return-value]
+
+
+def run_render(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image
+
+    from l2t_gs.cli.pose_args import pose_params
+    from l2t_gs.errors import L2TError
+    from l2t_gs.gaussians import load_avatar
+    from l2t_gs.io.atomic import atomic_path
+    from l2t_gs.render import head_camera, rasterize
+
+    if Path(args.out).suffix.lower() != ".png":
+        raise L2TError(f"--out must end in .png, got {args.out}")
+    if not 16 <= args.size <= 4096:
+        raise L2TError(f"--size must be between 16 and 4096, got {args.size}")
+    bg = torch.tensor([parse_color(args.background)], dtype=torch.float32)
+    avatar = load_avatar(args.avatar)
+    verts = avatar.vertices_from_params(pose_params(args, avatar.head_model))[0]
+    viewmats, ks = head_camera(args.view, avatar.neutral_vertices(), args.size, args.size)
+    rgb, _, _ = rasterize(
+        **avatar.splat_params(verts.float()), viewmats=viewmats, Ks=ks, width=args.size, height=args.size,
+        backgrounds=bg, backend=args.backend,
+    )  # fmt: skip
+    img = (rgb[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    with atomic_path(args.out) as tmp:
+        Image.fromarray(img).save(tmp, format="PNG")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "avatar", help="avatar tools: build the default avatar, export a frame as a 3DGS PLY, import GaussianAvatars"
@@ -105,6 +155,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--preview-size", type=int, default=512, metavar="PX", help="preview tile size (default 512)")
     b.set_defaults(func=run_build)
+
+    r = avatar_sub.add_parser(
+        "render",
+        help="render an avatar in a pose to a PNG with the Gaussian rasterizer",
+        description="Pose an avatar (rig options as in `head render`) and rasterize its splats.",
+    )
+    r.add_argument("--avatar", default="default", metavar="NAME_OR_DIR", help="avatar name or folder")
+    r.add_argument("--out", required=True, metavar="FILE.png", help="output PNG")
+    r.add_argument("--view", default="front", choices=["front", "three-quarter", "side"])
+    r.add_argument("--size", type=int, default=512, metavar="PX")
+    r.add_argument("--background", default="white", help="white, black, gray, #rrggbb or r,g,b in 0..1")
+    r.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-pure", "cpu-fast", "gsplat"])
+    add_pose_options(r)
+    r.set_defaults(func=run_render)
 
     e = avatar_sub.add_parser(
         "export-ply",

@@ -6,51 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from l2t_gs.cli.pose_args import add_pose_options, pose_params
 from l2t_gs.errors import L2TError
-
-
-def parse_values(
-    text: str | None, option: str, names: list[str] | None = None, count: int | None = None
-) -> list:
-    """Parse ``v1,v2,...`` or (with ``names``) ``name=v,...`` into a list of floats.
-
-    Positional lists may be shorter than ``names`` (zero-padded); ``count`` demands an exact length.
-    """
-    if text is None:
-        return []
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if names is not None and any("=" in t for t in items):
-        vals = [0.0] * len(names)
-        for item in items:
-            key, _, raw = item.partition("=")
-            key = key.strip()
-            if key not in names:
-                raise L2TError(f"{option}: unknown name {key!r}; known: {', '.join(names)}")
-            vals[names.index(key)] = _float(raw, option)
-        return vals
-    vals = [_float(t, option) for t in items]
-    if count is not None and len(vals) != count:
-        raise L2TError(f"{option} needs {count} comma-separated values, got {len(vals)}")
-    if names is not None and len(vals) > len(names):
-        raise L2TError(f"{option}: the model has {len(names)} components, got {len(vals)} values")
-    return vals
-
-
-def _float(raw: str, option: str) -> float:
-    try:
-        v = float(raw)
-    except ValueError:
-        raise L2TError(f"{option}: not a number: {raw!r}") from None
-    if not np.isfinite(v):
-        raise L2TError(f"{option}: values must be finite, got {raw!r}")
-    return v
-
-
-def _names(given: list[str], n: int) -> list[str]:
-    return given if len(given) == n else [str(i) for i in range(n)]
 
 
 def posed_from_args(args: argparse.Namespace):
@@ -58,17 +17,7 @@ def posed_from_args(args: argparse.Namespace):
     from l2t_gs.rig import FlameRig, load_head_model
 
     model = load_head_model(args.model, dtype=torch.float64)
-    rig = FlameRig(model)
-    shape = parse_values(args.shape, "--shape", _names(model.shape_names, model.n_shape))
-    expr = parse_values(args.expr, "--expr", _names(model.expr_names, model.n_expr))
-    t = lambda v: torch.tensor([v], dtype=torch.float64) if v else None  # noqa: E731
-    verts = rig(
-        shape=t(shape),
-        expr=t(expr),
-        jaw_pose=t(parse_values(args.jaw, "--jaw", count=3)),
-        neck_pose=t(parse_values(args.neck, "--neck", count=3)),
-        eyes_pose=t(parse_values(args.eyes, "--eyes", count=6)),
-    )[0]
+    verts = FlameRig(model)(**pose_params(args, model, dtype=torch.float64))[0]
     return model, verts
 
 
@@ -127,17 +76,6 @@ def run_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pose_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", default="builtin", help="head model: 'builtin' (default) or a FLAME .pkl/.npz path"
-    )
-    p.add_argument("--shape", help="identity coefficients: v1,v2,... or name=v,...")
-    p.add_argument("--expr", help="expression coefficients: v1,v2,... or name=v,... (e.g. lip_close=1)")
-    p.add_argument("--jaw", help="jaw pose, axis-angle radians: ax,ay,az")
-    p.add_argument("--neck", help="neck pose, axis-angle radians: ax,ay,az")
-    p.add_argument("--eyes", help="eye poses, axis-angle radians: 6 values (left eye, then right eye)")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     head = sub.add_parser("head", help="the FLAME-format head: build, export, render")
     hs = head.add_subparsers(dest="head_command", metavar="SUBCOMMAND", required=True)
@@ -148,12 +86,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = hs.add_parser("export", help="pose a head model and write it as OBJ")
     p.add_argument("--out", required=True, help="output .obj")
-    _pose_options(p)
+    add_pose_options(p)
     p.set_defaults(func=run_export)
 
     p = hs.add_parser("render", help="pose a head model and render a shaded PNG with the project's renderer")
     p.add_argument("--out", required=True, help="output .png")
     p.add_argument("--view", default="front", choices=["front", "three-quarter", "side", "mouth"])
     p.add_argument("--size", type=int, default=512)
-    _pose_options(p)
+    add_pose_options(p)
     p.set_defaults(func=run_render)
