@@ -1,0 +1,155 @@
+"""``l2t-gs eval``: score an Audio2Mesh model on a dataset split (LVE, FDD, lip closure, lip correlation)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from l2t_gs.errors import L2TError
+
+_UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}
+
+
+def parse_units(text: str) -> float:
+    """Metres per data unit from ``m``/``cm``/``mm`` or a positive number."""
+    if text in _UNITS:
+        return _UNITS[text]
+    try:
+        value = float(text)
+    except ValueError:
+        raise L2TError(f"--units: expected m, cm, mm or metres per data unit, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise L2TError(f"--units must be positive, got {text!r}")
+    return value
+
+
+def parse_lip_pair(text: str | None) -> tuple[int, int] | None:
+    """``U,L`` -> (upper-lip vertex, lower-lip vertex)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        u, low = (int(p) for p in parts)
+    except ValueError:
+        raise L2TError(f"--lip-pair needs two vertex indices U,L, got {text!r}") from None
+    if u < 0 or low < 0 or u == low:
+        raise L2TError(f"--lip-pair needs two different non-negative vertex indices, got {text!r}")
+    return u, low
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise L2TError(f"--device {name}: CUDA is not available on this machine")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise L2TError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    return name
+
+
+def _load_model(spec: str, device: str = "cpu"):
+    try:
+        from l2t_gs.models.checkpoint import load_model
+    except ImportError as exc:
+        raise L2TError(f"Audio2Mesh models are unavailable in this installation ({exc})") from None
+    try:
+        return load_model(spec, device=device)
+    except L2TError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise L2TError(f"cannot load model {spec}: {type(exc).__name__}: {first}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from l2t_gs.data.datasets import load_dataset
+    from l2t_gs.eval import LipClosure, evaluate, get_metric
+    from l2t_gs.io.atomic import write_text_atomic
+
+    unit_m = parse_units(args.units)
+    lip_pair = parse_lip_pair(args.lip_pair)
+    if args.json is not None:
+        parent = Path(args.json).parent
+        if not parent.is_dir():
+            raise L2TError(f"--json: output directory does not exist: {parent}")
+    if args.limit is not None and args.limit < 1:
+        raise L2TError(f"--limit must be at least 1, got {args.limit}")
+    names = [n.strip() for n in args.metrics.split(",") if n.strip()]
+    metrics = [LipClosure(threshold_mm=args.closure_mm) if n == "lip_closure" else get_metric(n) for n in names]
+    if not metrics:
+        raise L2TError("--metrics names no metric")
+
+    model = _load_model(args.model, _device(args.device))
+    dataset = load_dataset(args.data, kind=args.kind, split=args.split)
+
+    def progress(i: int, total: int | None, name: str) -> None:
+        if not args.quiet:
+            print(f"[{i + 1}/{total if total is not None else '?'}] {name}", file=sys.stderr, flush=True)
+
+    result = evaluate(
+        model,
+        dataset,
+        args.regions,
+        metrics=metrics,
+        style=args.style,
+        unit_m=unit_m,
+        lip_pair=lip_pair,
+        data_root=args.data,
+        limit=args.limit,
+        progress=progress,
+    )
+    print(result.table())
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json is not None:
+        report = result.to_dict(model=str(args.model), data=str(args.data), split=args.split, style=args.style)
+        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score a model on a dataset split: LVE, FDD, lip closure on p/b/m, lip-opening correlation",
+        description=(
+            "Run an Audio2Mesh model on every clip of a dataset split and print per-subject and overall "
+            "metrics: LVE and FDD in mm^2 (CodeTalker's definitions), lip-closure recall on bilabial "
+            "phones and the correlation of predicted and true lip opening (lip-gap metrics need phone "
+            "segments and a lip vertex pair)."
+        ),
+    )
+    p.add_argument("--model", required=True, help="trained model: run directory or checkpoint file")
+    p.add_argument("--data", required=True, help="dataset root (FaceFormer layout: wav/, vertices_npy/, templates.pkl)")
+    p.add_argument("--kind", default="auto", choices=["auto", "vocaset", "biwi", "custom"], help="dataset kind")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--json", metavar="OUT", help="also write the full report (per clip) as JSON")
+    p.add_argument(
+        "--regions",
+        metavar="FILE",
+        help="lip/upper-face regions: .npz/.json ('lips', 'upper_face', optional 'lip_pair'), FLAME_masks.pkl, "
+        "or a folder with CodeTalker's lve.txt + fdd.txt (default: the data root's, else the built-in head's)",
+    )
+    p.add_argument("--lip-pair", metavar="U,L", help="upper- and lower-lip midline vertex for the lip gap")
+    p.add_argument(
+        "--units", default="m", help="length unit of the data: m (default; FLAME, VOCASET), cm, mm, or metres per unit"
+    )
+    p.add_argument(
+        "--style",
+        default=None,
+        help="speaker style: a training subject, 'all' (every one), or auto (default: the clip's subject "
+        "if the model knows it, else the model's mean style)",
+    )
+    p.add_argument("--closure-mm", type=float, default=1.0, help="lip gap counted as closed, mm (default 1)")
+    p.add_argument(
+        "--metrics", default="lve,fdd,lip_closure,lip_corr", help="comma-separated metrics (default: all built-in)"
+    )
+    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu or cuda[:N]")
+    p.add_argument("--limit", type=int, help="evaluate only the first N clips")
+    p.add_argument("--quiet", action="store_true", help="no per-clip progress on stderr")
+    p.set_defaults(func=run)
