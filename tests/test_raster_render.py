@@ -22,7 +22,10 @@ from l2t_gs.render.sh import eval_sh, num_sh_bases
 
 W, H = 64, 48
 NEAR, FAR = 0.2, 3.0
-BACKENDS = ["torch-pure", pytest.param("cpu-fast", marks=pytest.mark.skipif(not fast_cpu_available(), reason="no numba"))]
+BACKENDS = [
+    "torch-pure",
+    pytest.param("cpu-fast", marks=pytest.mark.skipif(not fast_cpu_available(), reason="no numba")),
+]
 
 
 def _scene(seed: int = 0, n: int = 200) -> dict[str, torch.Tensor]:
@@ -76,8 +79,10 @@ def brute_force(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Reference render of colour (3) + accumulated depth (1): ([C, H, W, 4], alpha [C, H, W], n stopped)."""
     means = s["means"].numpy()
-    cov3 = _rotmat(s["quats"].numpy()) * s["scales"].numpy()[:, None, :] ** 2 @ np.transpose(
-        _rotmat(s["quats"].numpy()), (0, 2, 1)
+    cov3 = (
+        _rotmat(s["quats"].numpy())
+        * s["scales"].numpy()[:, None, :] ** 2
+        @ np.transpose(_rotmat(s["quats"].numpy()), (0, 2, 1))
     )
     px, py = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
     out = np.zeros((2, H, W, 4))
@@ -133,7 +138,7 @@ def brute_force(
     return out, alphas, stopped
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference(sh_degree: int | None, use_bg: bool, antialiased: bool) -> tuple[np.ndarray, np.ndarray, int]:
     return brute_force(_scene(), sh_degree, use_bg, antialiased)
 
@@ -234,6 +239,38 @@ def test_packed_and_dense_meta():
         assert m["isect_offsets"].shape == (2, m["tile_height"], m["tile_width"])
         assert int(m["flatten_ids"].max()) < n_items
         assert int(m["tiles_per_gauss"].sum()) == m["flatten_ids"].numel()
+
+
+@pytest.mark.skipif(not fast_cpu_available(), reason="no numba")
+@pytest.mark.parametrize("antialiased", [False, True])
+def test_fast_path_meta_matches_pure_path(antialiased):
+    s = _scene()
+    with torch.no_grad():
+        metas = [_render(s, be, 2, True, "RGB", antialiased, packed=False)[2] for be in ("torch-pure", "cpu-fast")]
+    pure, fast = metas
+    torch.testing.assert_close(fast["radii"], pure["radii"])
+    vis = (pure["radii"] > 0).all(-1)
+    for key in ("means2d", "depths", "conics", "opacities"):
+        torch.testing.assert_close(fast[key][vis], pure[key][vis], msg=key)
+    packed = _render(s, "cpu-fast", None, False, "RGB", antialiased, packed=True)[2]
+    assert packed["means2d"].shape == (int(vis.sum()), 2)
+    torch.testing.assert_close(packed["conics"], pure["conics"][vis])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("sh_degree", [None, 2])
+def test_per_camera_colors(backend, sh_degree):
+    """colors [C, N, D] / [C, N, K, 3] give camera c the colours of slice c."""
+    s = _scene()
+    base = s["rgb"] if sh_degree is None else s["sh"][:, :9]
+    per_cam = torch.stack([base, base.flip(0)])
+    args = (s["means"], s["quats"], s["scales"], s["opacities"])
+    with torch.no_grad():
+        both, _, _ = rasterize(*args, per_cam, s["viewmats"], s["Ks"], W, H, sh_degree=sh_degree, backend=backend)
+        for c in range(2):
+            one, _, _ = rasterize(*args, per_cam[c], s["viewmats"][c : c + 1], s["Ks"][c : c + 1], W, H,
+                                  sh_degree=sh_degree, backend=backend)  # fmt: skip
+            torch.testing.assert_close(both[c : c + 1], one)
 
 
 def test_empty_and_fully_culled_scenes():

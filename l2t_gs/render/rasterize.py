@@ -7,7 +7,7 @@ Backends:
   that need no gradient (when numba is installed), the pure PyTorch path (:mod:`.torch_raster`)
   otherwise.
 * ``"torch-pure"`` / ``"cpu-fast"`` — force one of the two (for tests and benchmarks).
-* ``"auto"`` — ``"gsplat"`` for CUDA tensors when its kernels work, ``"torch"`` otherwise.
+* ``"auto"`` — ``"gsplat"`` for float32 CUDA tensors when its kernels work, ``"torch"`` otherwise.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import importlib.util
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -74,9 +75,21 @@ def fast_cpu_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
+def _values(t: Tensor) -> Tensor | np.ndarray:
+    """A numpy view of a CPU tensor (checks then run single-threaded, immune to busy cores), else ``t``."""
+    return t.detach().numpy() if t.device.type == "cpu" else t.detach()
+
+
 def _check_finite(name: str, t: Tensor) -> None:
-    if not bool(torch.isfinite(t).all()):
+    v = _values(t)
+    # A sum is NaN/inf when any element is (cheap); confirm element-wise so that an overflowing sum of
+    # finite values is not reported.
+    if not bool(_isfinite(v.sum())) and not bool(_isfinite(v).all()):
         _fail(f"{name} contains NaN or inf")
+
+
+def _isfinite(v: Any) -> Any:
+    return np.isfinite(v) if isinstance(v, (np.ndarray, np.generic)) else torch.isfinite(v)
 
 
 def _shape(t: Tensor) -> str:
@@ -159,13 +172,14 @@ def _validate(
 
     for name, t in named.items():
         _check_finite(name, t)
-    if n and bool((quats.norm(dim=-1) == 0).any()):
+    q, sc, op, k = _values(quats), _values(scales), _values(opacities), _values(Ks)
+    if n and bool(((q * q).sum(-1) == 0).any()):
         _fail("quats contains a zero quaternion")
-    if n and bool((scales < 0).any()):
+    if n and bool((sc < 0).any()):
         _fail("scales must be non-negative (pass activated scales, e.g. exp(log_scales))")
-    if n and bool(((opacities < 0) | (opacities > 1)).any()):
+    if n and bool(((op < 0) | (op > 1)).any()):
         _fail("opacities must lie in [0, 1] (pass activated opacities, e.g. sigmoid(logits))")
-    if bool((Ks[:, 0, 0] <= 0).any() | (Ks[:, 1, 1] <= 0).any()):
+    if bool((k[:, 0, 0] <= 0).any() | (k[:, 1, 1] <= 0).any()):
         _fail("Ks focal lengths must be positive")
 
 
@@ -173,7 +187,7 @@ def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _select_backend(backend: str, device: torch.device, needs_grad: bool) -> str:
+def _select_backend(backend: str, device: torch.device, dtype: torch.dtype, needs_grad: bool) -> str:
     """Resolve ``backend`` to "gsplat", "torch-pure" or "cpu-fast"."""
     if backend == "gsplat":
         ok, why = gsplat_status()
@@ -181,8 +195,10 @@ def _select_backend(backend: str, device: torch.device, needs_grad: bool) -> str
             _fail(f"backend 'gsplat' is unavailable: {why}")
         if device.type != "cuda":
             _fail(f"backend 'gsplat' needs CUDA tensors, got tensors on {device}")
+        if dtype != torch.float32:
+            _fail(f"backend 'gsplat' needs float32 tensors, got {dtype}")
         return "gsplat"
-    if backend == "auto" and device.type == "cuda" and gsplat_status()[0]:
+    if backend == "auto" and device.type == "cuda" and dtype == torch.float32 and gsplat_status()[0]:
         return "gsplat"
     if backend == "cpu-fast":
         if not fast_cpu_available():
@@ -255,7 +271,7 @@ def rasterize(
     if rasterize_mode not in ("classic", "antialiased"):
         _fail(f"rasterize_mode must be 'classic' or 'antialiased', got {rasterize_mode!r}")
     needs_grad = _needs_grad(means, quats, scales, opacities, colors, viewmats, Ks, backgrounds)
-    chosen = _select_backend(backend, means.device, needs_grad)
+    chosen = _select_backend(backend, means.device, means.dtype, needs_grad)
 
     if chosen == "gsplat":
         return _rasterize_gsplat(
@@ -279,16 +295,109 @@ def rasterize(
     )
     if backgrounds is not None:
         backgrounds = backgrounds.to(dtype)
-    c, n = viewmats.shape[0], means.shape[0]
+    c = viewmats.shape[0]
+    tile_width = math.ceil(width / tile_size)
+    tile_height = math.ceil(height / tile_size)
+    meta: dict[str, Any] = {}
 
-    proj = torch_raster.project_gaussians(
-        means, quats, scales, viewmats, Ks, width, height,
-        opacities=opacities, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
-        radius_clip=radius_clip, calc_compensations=rasterize_mode == "antialiased",
-    )  # fmt: skip
+    if chosen == "cpu-fast":
+        from l2t_gs.render import cpu_fast
+
+        render_colors, render_alphas, fproj = cpu_fast.render(
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+            near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, radius_clip=radius_clip,
+            antialiased=rasterize_mode == "antialiased", sh_degree=sh_degree, backgrounds=backgrounds,
+            render_mode=render_mode, tile_size=tile_size,
+        )  # fmt: skip
+        radii, means2d, depths, conics, ops = fproj.radii, fproj.means2d, fproj.depths, fproj.conics, fproj.opacities
+        cam_ids, gauss_ids = (torch.from_numpy(i) for i in np.nonzero((fproj.radii.numpy() > 0).all(-1)))
+    else:
+        proj = torch_raster.project_gaussians(
+            means, quats, scales, viewmats, Ks, width, height,
+            opacities=opacities, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
+            radius_clip=radius_clip, calc_compensations=rasterize_mode == "antialiased",
+        )  # fmt: skip
+        assert proj.opacities is not None
+        radii, means2d, depths, conics, ops = proj.radii, proj.means2d, proj.depths, proj.conics, proj.opacities
+        cam_ids, gauss_ids = (radii > 0).all(dim=-1).nonzero(as_tuple=True)  # camera-major
+        render_colors, render_alphas, isect_meta = _render_pure(
+            means, colors, viewmats, proj, cam_ids, gauss_ids, width, height, sh_degree, backgrounds,
+            render_mode, tile_size, packed, chunk_elements,
+        )  # fmt: skip
+        meta |= isect_meta
+
+    if render_mode in ("ED", "RGB+ED"):
+        render_colors = torch.cat(
+            [render_colors[..., :-1], render_colors[..., -1:] / render_alphas.clamp(min=1e-10)], dim=-1
+        )
+
+    if packed:
+        if chosen == "cpu-fast":  # no autograd here: gather with numpy (single-threaded, cheap)
+            ci, gi = cam_ids.numpy(), gauss_ids.numpy()
+
+            def gather(t: Tensor) -> Tensor:
+                return torch.from_numpy(t.numpy()[ci, gi])
+        else:
+
+            def gather(t: Tensor) -> Tensor:
+                return t[cam_ids, gauss_ids]
+
+        meta |= {
+            "batch_ids": torch.zeros_like(cam_ids),
+            "camera_ids": cam_ids,
+            "gaussian_ids": gauss_ids,
+            "radii": gather(radii),
+            "means2d": gather(means2d),
+            "depths": gather(depths),
+            "conics": gather(conics),
+            "opacities": gather(ops),
+        }
+        if "packed_means2d" in meta:  # the tensor the pure path rendered from (its grad is meaningful)
+            meta["means2d"] = meta.pop("packed_means2d")
+    else:
+        meta.pop("packed_means2d", None)
+        meta |= {
+            "batch_ids": None,
+            "camera_ids": None,
+            "gaussian_ids": None,
+            "radii": radii,
+            "means2d": means2d,
+            "depths": depths,
+            "conics": conics,
+            "opacities": ops,
+        }
+    meta |= {
+        "width": width,
+        "height": height,
+        "tile_size": tile_size,
+        "tile_width": tile_width,
+        "tile_height": tile_height,
+        "n_cameras": c,
+        "n_batches": 1,
+        "backend": chosen,
+    }
+    return render_colors, render_alphas, meta
+
+
+def _render_pure(
+    means: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    proj: torch_raster.Projection,
+    cam_ids: Tensor,
+    gauss_ids: Tensor,
+    width: int,
+    height: int,
+    sh_degree: int | None,
+    backgrounds: Tensor | None,
+    render_mode: str,
+    tile_size: int,
+    packed: bool,
+    chunk_elements: int,
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """Colours/depth of the visible (packed) splats, tile lists and compositing (differentiable)."""
     assert proj.opacities is not None
-    visible = (proj.radii > 0).all(dim=-1)  # [C, N]
-    cam_ids, gauss_ids = visible.nonzero(as_tuple=True)  # camera-major
+    c, n = viewmats.shape[0], means.shape[0]
     means2d_p = proj.means2d[cam_ids, gauss_ids]
     depths_p = proj.depths[cam_ids, gauss_ids]
     conics_p = proj.conics[cam_ids, gauss_ids]
@@ -309,77 +418,30 @@ def rasterize(
         if backgrounds is not None:
             backgrounds = backgrounds.new_zeros(c, 1)
 
-    tile_width = math.ceil(width / tile_size)
-    tile_height = math.ceil(height / tile_size)
-    meta: dict[str, Any] = {}
-    if chosen == "cpu-fast":
-        from l2t_gs.render import cpu_fast
-
-        render_colors, render_alphas = cpu_fast.rasterize_packed(
-            means2d_p, conics_p, feats, opac_p, depths_p, cam_ids, c, width, height, tile_size, backgrounds
-        )
-    else:
-        isect = torch_raster.isect_tiles(
-            means2d_p.detach(), radii_p, depths_p.detach(), cam_ids, c, tile_size, tile_width, tile_height
-        )
-        ct = torch_raster.COMPOSITE_TILE_SIZE
-        isect_c = isect if tile_size == ct else torch_raster.isect_tiles(
-            means2d_p.detach(), radii_p, depths_p.detach(), cam_ids, c, ct, math.ceil(width / ct),
-            math.ceil(height / ct),
-        )  # fmt: skip
-        render_colors, render_alphas = torch_raster.rasterize_to_pixels(
-            means2d_p, conics_p, feats, opac_p, width, height, ct, isect_c, backgrounds,
-            chunk_elements=chunk_elements,
-        )  # fmt: skip
-        flatten_ids = isect.flatten_ids
-        if not packed:  # gsplat indexes the dense [C * N] layout then
-            flatten_ids = (cam_ids * n + gauss_ids)[flatten_ids]
-            tiles_per_gauss = torch.zeros(c, n, dtype=torch.int32, device=means.device)
-            tiles_per_gauss[cam_ids, gauss_ids] = isect.tiles_per_gauss
-        else:
-            tiles_per_gauss = isect.tiles_per_gauss
-        meta |= {
-            "tiles_per_gauss": tiles_per_gauss,
-            "flatten_ids": flatten_ids,
-            "isect_offsets": isect.isect_offsets,
-        }
-
-    if render_mode in ("ED", "RGB+ED"):
-        render_colors = torch.cat(
-            [render_colors[..., :-1], render_colors[..., -1:] / render_alphas.clamp(min=1e-10)], dim=-1
-        )
-
-    if packed:
-        meta |= {
-            "batch_ids": torch.zeros_like(cam_ids),
-            "camera_ids": cam_ids,
-            "gaussian_ids": gauss_ids,
-            "radii": radii_p,
-            "means2d": means2d_p,
-            "depths": depths_p,
-            "conics": conics_p,
-            "opacities": opac_p,
-        }
-    else:
-        meta |= {
-            "batch_ids": None,
-            "camera_ids": None,
-            "gaussian_ids": None,
-            "radii": proj.radii,
-            "means2d": proj.means2d,
-            "depths": proj.depths,
-            "conics": proj.conics,
-            "opacities": proj.opacities,
-        }
-    meta |= {
-        "width": width,
-        "height": height,
-        "tile_size": tile_size,
-        "tile_width": tile_width,
-        "tile_height": tile_height,
-        "n_cameras": c,
-        "n_batches": 1,
-        "backend": chosen,
+    # gsplat-layout tile lists for meta, and lists on the (smaller) compositing tiles
+    tile_width, tile_height = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    isect = torch_raster.isect_tiles(
+        means2d_p.detach(), radii_p, depths_p.detach(), cam_ids, c, tile_size, tile_width, tile_height
+    )
+    ct = torch_raster.COMPOSITE_TILE_SIZE
+    isect_c = isect if tile_size == ct else torch_raster.isect_tiles(
+        means2d_p.detach(), radii_p, depths_p.detach(), cam_ids, c, ct, math.ceil(width / ct),
+        math.ceil(height / ct),
+    )  # fmt: skip
+    render_colors, render_alphas = torch_raster.rasterize_to_pixels(
+        means2d_p, conics_p, feats, opac_p, width, height, ct, isect_c, backgrounds, chunk_elements=chunk_elements
+    )
+    flatten_ids = isect.flatten_ids
+    tiles_per_gauss = isect.tiles_per_gauss
+    if not packed:  # gsplat indexes the dense [C * N] layout then
+        flatten_ids = (cam_ids * n + gauss_ids)[flatten_ids]
+        tiles_per_gauss = torch.zeros(c, n, dtype=torch.int32, device=means.device)
+        tiles_per_gauss[cam_ids, gauss_ids] = isect.tiles_per_gauss
+    meta = {
+        "tiles_per_gauss": tiles_per_gauss,
+        "flatten_ids": flatten_ids,
+        "isect_offsets": isect.isect_offsets,
+        "packed_means2d": means2d_p,
     }
     return render_colors, render_alphas, meta
 

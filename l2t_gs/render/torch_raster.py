@@ -13,7 +13,12 @@ The pipeline mirrors gsplat 1.5's ``rasterization`` (pinhole cameras, "classic" 
    :data:`ALPHA_MAX`, contributions below :data:`ALPHA_MIN` skipped and a pixel stopped before the
    splat that would bring its transmittance to :data:`T_MIN` or below. Tiles are processed in
    chunks of similar list length, as dense [tiles, splats, pixels] tensors; transmittance is an
-   exclusive cumulative product, so the result equals sequential compositing.
+   exclusive cumulative product, so the result equals sequential compositing. (gsplat also skips
+   ``sigma < 0``; with a positive-definite conic that only happens through rounding, so the
+   exponent here is evaluated as one quadratic form per tile and that test is left out.)
+
+:func:`l2t_gs.render.rasterize` composites on 8x8 tiles (:data:`COMPOSITE_TILE_SIZE`): because a
+splat's extent box holds every pixel it can reach, the tile size changes the cost, never the image.
 
 Everything is vectorised; the only Python loop runs over chunks of tiles (bounded memory). When a
 gradient is needed, each chunk is checkpointed so the backward pass keeps only the chunk inputs.
@@ -260,9 +265,7 @@ def _composite_chunk(
     ca, cb, cc = con[..., 0], con[..., 1], con[..., 2]
     const = log_opacities[idx] - (0.5 * ca * u0 * u0 + 0.5 * cc * v0 * v0 + cb * u0 * v0)
     const = torch.where(valid, const, torch.full_like(const, -1e4))  # padding: alpha = 0
-    coef = torch.stack(
-        [const, ca * u0 + cb * v0, cc * v0 + cb * u0, -0.5 * ca, -0.5 * cc, -cb], dim=-1
-    )  # [B, K, 6]
+    coef = torch.stack([const, ca * u0 + cb * v0, cc * v0 + cb * u0, -0.5 * ca, -0.5 * cc, -cb], dim=-1)  # [B, K, 6]
     alpha = torch.exp(coef @ features).clamp_max(ALPHA_MAX)  # [B, K, P]
     alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))
 
@@ -309,9 +312,7 @@ def rasterize_to_pixels(
     p = tile_size * tile_size
     d = colors.shape[-1]
     if use_checkpoint is None:
-        use_checkpoint = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (means2d, conics, colors, opacities)
-        )
+        use_checkpoint = torch.is_grad_enabled() and any(t.requires_grad for t in (means2d, conics, colors, opacities))
 
     features = _pixel_features(tile_size, device, dtype)
     log_opacities = torch.log(opacities.clamp_min(1e-30))
