@@ -1,0 +1,163 @@
+"""Audio2Mesh checkpoints: self-contained files that rebuild the model without the training setup.
+
+A checkpoint is a ``torch.save`` dict read back with ``weights_only=True`` (no arbitrary pickles):
+
+- ``format`` (``"l2t-gs/audio2mesh"``), ``format_version``, ``l2t_gs_version``;
+- ``config``: the :class:`~l2t_gs.models.audio2mesh.Audio2MeshConfig` as a dict;
+- ``subjects`` (speaker styles in one-hot order), ``fps``, ``n_verts``;
+- ``head``: rig output only: ``{"spec": str, "npz": bytes}``, the head model itself (compressed .npz);
+- ``hf_config``: the transformers config of a wav2vec2/HuBERT encoder (``None`` for the built-in one);
+- ``model``: the state dict;
+- ``train``: optional training state (optimizer, step, epoch, ...), ignored by :func:`load_model`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from l2t_gs.errors import L2TError
+from l2t_gs.io.atomic import atomic_path
+from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "load_model",
+    "model_from_checkpoint",
+    "model_payload",
+    "read_checkpoint",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]
+
+FORMAT = "l2t-gs/audio2mesh"
+FORMAT_VERSION = 1
+#: File names looked for, in order, when a run directory is given.
+RUN_FILES = ("best.pt", "last.pt", "model.pt")
+
+
+def _head_npz_bytes(model: Audio2Mesh) -> bytes:
+    from l2t_gs.rig import save_head_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "head.npz"
+        save_head_model(model.head, path, compress=True)
+        return path.read_bytes()
+
+
+def model_payload(model: Audio2Mesh) -> dict[str, Any]:
+    """Everything needed to rebuild ``model`` (unwrap DDP first), as a ``weights_only``-safe dict."""
+    from l2t_gs import __version__
+    from l2t_gs.models.encoders import HFEncoder
+
+    enc = model.encoder
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "l2t_gs_version": __version__,
+        "config": model.config.to_dict(),
+        "subjects": list(model.subjects),
+        "fps": model.fps,
+        "n_verts": model.n_verts,
+        "head": {"spec": model.config.head, "npz": _head_npz_bytes(model)} if model.rig is not None else None,
+        "hf_config": enc.config_dict() if isinstance(enc, HFEncoder) else None,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, model: Audio2Mesh, train: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (and optional training state) to ``path`` atomically."""
+    payload = model_payload(model)
+    if train is not None:
+        payload["train"] = train
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
+    return target
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or the best one of a run directory (``best.pt``, else ``last.pt``, else ``model.pt``)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for name in RUN_FILES:
+            if (p / name).is_file():
+                return p / name
+        raise L2TError(f"no checkpoint in {p} (looked for {', '.join(RUN_FILES)})")
+    if not p.exists():
+        raise L2TError(f"checkpoint not found: {p}")
+    return p
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint dict; corrupt, truncated or foreign files raise a one-line :class:`L2TError`."""
+    p = resolve_checkpoint(path)
+    try:
+        if p.stat().st_size == 0:
+            raise L2TError(f"checkpoint {p} is empty")
+        data = torch.load(p, map_location=map_location, weights_only=True)
+    except L2TError:
+        raise
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise L2TError(f"checkpoint {p} is corrupt, truncated or not an l2t-gs checkpoint ({first})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise L2TError(f"{p} is not an l2t-gs Audio2Mesh checkpoint")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise L2TError(
+            f"checkpoint {p} has format version {version!r}; this l2t-gs reads up to {FORMAT_VERSION} (upgrade l2t-gs)"
+        )
+    for key in ("config", "subjects", "n_verts", "model"):
+        if key not in data:
+            raise L2TError(f"checkpoint {p} is incomplete: missing {key!r}")
+    return data
+
+
+def model_from_checkpoint(data: dict[str, Any], where: str = "checkpoint") -> Audio2Mesh:
+    """Rebuild an :class:`Audio2Mesh` from a :func:`read_checkpoint` dict and load its weights."""
+    cfg = Audio2MeshConfig.from_dict(dict(data["config"]), where=f"{where}: model config")
+    head = None
+    if cfg.output == "rig":
+        head = _head_from_checkpoint(data.get("head"), where)
+    model = Audio2Mesh(cfg, list(data["subjects"]), int(data["n_verts"]), head=head, hf_config=data.get("hf_config"))
+    state = data["model"]
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).strip().splitlines()
+        detail = next((ln.strip() for ln in first[1:] if ln.strip()), first[0] if first else "")
+        raise L2TError(f"{where} does not match its model config ({detail[:200]})") from None
+    if missing or unexpected:
+        names = ", ".join((list(missing) + list(unexpected))[:4])
+        raise L2TError(f"{where} does not match its model config (missing/unexpected weights: {names})")
+    return model
+
+
+def _head_from_checkpoint(head: Any, where: str) -> Any:
+    from l2t_gs.rig import load_head_model
+
+    if not isinstance(head, dict) or not isinstance(head.get("npz"), bytes | bytearray):
+        raise L2TError(f"{where}: rig-output checkpoint lacks its head model")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "head.npz"
+        path.write_bytes(bytes(head["npz"]))
+        try:
+            return load_head_model(path)
+        except L2TError as exc:
+            raise L2TError(f"{where}: embedded head model is damaged ({exc})") from None
+
+
+def load_model(path_or_run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Audio2Mesh:
+    """Load an :class:`Audio2Mesh` (eval mode) from a checkpoint file or a training run directory."""
+    p = resolve_checkpoint(path_or_run_dir)
+    data = read_checkpoint(p)
+    model = model_from_checkpoint(data, where=f"checkpoint {p}")
+    return model.to(device).eval()

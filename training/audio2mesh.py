@@ -1,0 +1,893 @@
+"""Train Audio2Mesh: recipe loading, loss registry, the (optionally distributed) training loop.
+
+Entry point: :func:`train` (the CLI ``l2t-gs train audio2mesh`` calls it). A run directory holds
+
+- ``config.toml``: the resolved recipe (after command-line overrides);
+- ``last.pt``: model + optimizer + position (epoch, batch, step), written atomically every
+  ``checkpoint_every`` steps and at each epoch end; rerunning the same command resumes from it;
+- ``best.pt``: the model with the lowest validation loss so far (``load_model(RUN)`` picks it);
+- ``train_log.csv`` / ``val_log.csv`` (and TensorBoard events when ``tensorboard`` is installed).
+
+Determinism: the model is initialised from ``seed``; batch order comes from a generator seeded with
+``(seed, epoch)``, crops from ``(seed, epoch, batch)``, and the global RNG (dropout) is re-seeded from
+``(seed, step, rank)`` before every step, so a resumed run continues exactly as an uninterrupted one.
+
+Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the process group starts (NCCL on CUDA, gloo on
+CPU), the model is wrapped in ``DistributedDataParallel``, each global batch of ``batch_size x
+world_size`` clips is split across ranks (what ``DistributedSampler`` does, keeping length buckets and
+the same number of steps on every rank), validation is sharded and reduced, and rank 0 writes files.
+
+Losses: the ``[loss]`` table maps registered names to weights (or to tables with ``weight`` and
+options). Register new ones with :func:`register_loss`; see ``docs/training.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from l2t_gs.errors import L2TError
+from l2t_gs.io.atomic import write_text_atomic
+from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
+from l2t_gs.models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "LOSSES",
+    "LOSS_PLUGINS",
+    "Batch",
+    "DataConfig",
+    "LossContext",
+    "TrainConfig",
+    "load_recipe",
+    "recipe_path",
+    "register_loss",
+    "train",
+]
+
+RECIPES_DIR = Path(__file__).resolve().parent
+SECTIONS = ("model", "train", "data", "loss")
+#: Losses of a recipe without a ``[loss]`` table.
+DEFAULT_LOSSES = {"vertex": 1.0, "velocity": 0.5}
+
+
+# --------------------------------------------------------------------------- configuration
+def _typed_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise L2TError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    defaults = cls()
+    kw = {}
+    for key, value in data.items():
+        ref = getattr(defaults, key)
+        if isinstance(ref, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(ref, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(ref, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(ref))
+        if not ok:
+            raise L2TError(f"{where}: {key} must be {type(ref).__name__}, got {value!r}")
+        kw[key] = value
+    return cls(**kw)
+
+
+@dataclass
+class TrainConfig:
+    """The ``[train]`` table. ``max_steps = 0``: no step limit; ``crop_s = 0``: whole clips;
+    ``checkpoint_every``: steps between ``last.pt`` writes (0: epoch ends only); ``unit_scale``:
+    factor applied to positions in the losses (0: automatic, metres -> millimetres);
+    ``device``: ``auto``, ``cpu``, ``cuda``; ``threads``: CPU threads (0: torch's default)."""
+
+    epochs: int = 100
+    max_steps: int = 0
+    batch_size: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    grad_clip: float = 1.0
+    crop_s: float = 0.0
+    seed: int = 0
+    num_workers: int = 0
+    cache_clips: bool = False
+    checkpoint_every: int = 500
+    log_every: int = 10
+    unit_scale: float = 0.0
+    device: str = "auto"
+    threads: int = 0
+
+    def validate(self) -> TrainConfig:
+        if self.epochs < 1 or self.batch_size < 1 or self.max_steps < 0:
+            raise L2TError("[train]: epochs and batch_size must be >= 1, max_steps >= 0")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.crop_s < 0:
+            raise L2TError("[train]: lr must be > 0; weight_decay, grad_clip, crop_s >= 0")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise L2TError(f"[train]: lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise L2TError(f"[train]: device must be auto, cpu or cuda, got {self.device!r}")
+        if self.num_workers < 0 or self.checkpoint_every < 0 or self.log_every < 1 or self.threads < 0:
+            raise L2TError("[train]: num_workers, checkpoint_every, threads >= 0 and log_every >= 1")
+        return self
+
+
+@dataclass
+class DataConfig:
+    """The ``[data]`` table: dataset kind and splits (see :func:`l2t_gs.data.datasets.load_dataset`);
+    ``n_verts``/``frame_tolerance``: overrides for non-standard data (0/-1: none); ``val_split = ""``
+    disables validation."""
+
+    kind: str = "auto"
+    train_split: str = "train"
+    val_split: str = "val"
+    n_verts: int = 0
+    frame_tolerance: int = -1
+
+
+def recipe_path(spec: str | os.PathLike | None) -> Path | None:
+    """A recipe file: a path, or the name of a packaged recipe (``vocaset``, ``biwi``, ``corpus``)."""
+    if spec is None:
+        return None
+    p = Path(spec).expanduser()
+    if p.is_file():
+        return p
+    packaged = RECIPES_DIR / f"{spec}.toml"
+    if "/" not in str(spec) and packaged.is_file():
+        return packaged
+    known = ", ".join(sorted(q.stem for q in RECIPES_DIR.glob("*.toml")))
+    raise L2TError(f"training recipe not found: {spec} (a .toml file, or one of: {known})")
+
+
+def load_recipe(spec: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
+    """Read a recipe (``None``: all defaults) into ``{"model": {}, "train": {}, "data": {}, "loss": {}}`` tables."""
+    path = recipe_path(spec)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise L2TError(f"cannot read recipe {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise L2TError(f"recipe {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise L2TError(f"recipe {path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    return {s: dict(raw.get(s, {})) for s in SECTIONS}
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """A minimal TOML writer for recipes (tables of scalars, lists and sub-tables; ``None`` is skipped)."""
+    lines, subs = [], []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            subs.append((k, v))
+        elif v is not None:
+            lines.append(f"{k} = {_toml_value(v)}")
+    text = (f"[{prefix}]\n" if prefix and (lines or not subs) else "") + "".join(ln + "\n" for ln in lines)
+    for k, v in subs:
+        text += ("\n" if text else "") + dump_toml(v, f"{prefix}.{k}" if prefix else k)
+    return text
+
+
+# --------------------------------------------------------------------------- losses
+@dataclass
+class Batch:
+    """A training batch: ``audio [B, n]``, ``vertices [B, T, V, 3]``, ``mask [B, T]`` (valid frames),
+    ``templates [B, V, 3]``, ``style [B]`` (-1: unseen speaker), clip names/subjects, crop starts (frames)."""
+
+    audio: Tensor
+    vertices: Tensor
+    mask: Tensor
+    templates: Tensor
+    style: Tensor
+    names: list[str]
+    subjects: list[str]
+    starts: list[int]
+    fps: float
+
+    def to(self, device: torch.device) -> Batch:
+        move = {k: getattr(self, k).to(device) for k in ("audio", "vertices", "mask", "templates", "style")}
+        return dataclasses.replace(self, **move)
+
+
+@dataclass
+class LossContext:
+    """What a loss sees: predictions and targets ``[B, T, V, 3]`` (positions multiplied by ``scale``), the
+    decoder output ``raw [B, T, D]``, the batch, the model (unwrapped) and the step."""
+
+    pred: Tensor
+    target: Tensor
+    raw: Tensor
+    batch: Batch
+    model: Audio2Mesh
+    scale: float
+    step: int
+
+    @property
+    def mask(self) -> Tensor:
+        return self.batch.mask
+
+
+LossFn = Callable[[LossContext], Tensor]
+#: name -> factory(options: dict, model: Audio2Mesh, device) -> loss function
+LOSSES: dict[str, Callable[[dict[str, Any], Audio2Mesh, torch.device], LossFn]] = {}
+
+
+def register_loss(name: str) -> Callable:
+    """Decorator registering a loss factory ``factory(options, model, device) -> fn(ctx) -> scalar``.
+
+    The recipe's ``[loss]`` table turns it on: ``name = weight`` or ``[loss.name]`` with ``weight`` and
+    the factory's options (e.g. a frozen expert's checkpoint path). Weight 0 disables it.
+    """
+
+    def deco(factory: Callable[[dict[str, Any], Audio2Mesh, torch.device], LossFn]) -> Callable:
+        LOSSES[name] = factory
+        return factory
+
+    return deco
+
+
+def _masked_mean(sq: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``sq [B, T, ...]`` over valid frames (``mask [B, T]``) and the trailing dims."""
+    m = mask.to(sq.dtype).view(*mask.shape, *([1] * (sq.ndim - 2)))
+    per_frame = sq[0, 0].numel()
+    return (sq * m).sum() / (m.sum() * per_frame).clamp_min(1.0)
+
+
+def _no_options(name: str, options: dict[str, Any]) -> None:
+    if options:
+        raise L2TError(f"[loss.{name}]: unknown option(s) {', '.join(sorted(options))}")
+
+
+@register_loss("vertex")
+def _vertex_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.device) -> LossFn:
+    """Mean squared vertex position error (FaceFormer's loss)."""
+    _no_options("vertex", options)
+    return lambda c: _masked_mean((c.pred - c.target).square(), c.mask)
+
+
+@register_loss("velocity")
+def _velocity_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.device) -> LossFn:
+    """Mean squared error of frame-to-frame vertex displacements (smoothness/dynamics)."""
+    _no_options("velocity", options)
+
+    def fn(c: LossContext) -> Tensor:
+        dv = (c.pred[:, 1:] - c.pred[:, :-1]) - (c.target[:, 1:] - c.target[:, :-1])
+        return _masked_mean(dv.square(), c.mask[:, 1:] & c.mask[:, :-1])
+
+    return fn
+
+
+@register_loss("rig_l2")
+def _rig_l2_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.device) -> LossFn:
+    """Rig output: mean squared rig coefficient (keeps expressions in the useful range)."""
+    _no_options("rig_l2", options)
+    if model.rig is None:
+        raise L2TError("[loss] rig_l2 needs output = 'rig'")
+    return lambda c: _masked_mean(c.raw.square(), c.mask)
+
+
+#: Losses defined in other modules, registered on first use (``name -> "module:factory"``): their
+#: imports (frozen expert networks) stay out of runs that do not use them.
+LOSS_PLUGINS: dict[str, str] = {"sync": "l2t_gs.losses.sync:sync_loss_factory"}
+
+
+def _load_plugin(name: str) -> None:
+    import importlib
+
+    module, _, attr = LOSS_PLUGINS[name].partition(":")
+    register_loss(name)(getattr(importlib.import_module(module), attr))
+
+
+def build_losses(table: dict[str, Any], model: Audio2Mesh, device: torch.device) -> dict[str, tuple[float, LossFn]]:
+    """The ``[loss]`` table -> ``name -> (weight, fn)`` (weight 0 entries dropped)."""
+    out = {}
+    for name, spec in table.items():
+        if name not in LOSSES and name in LOSS_PLUGINS:
+            _load_plugin(name)
+        if name not in LOSSES:
+            known = ", ".join(sorted(set(LOSSES) | set(LOSS_PLUGINS)))
+            raise L2TError(f"[loss]: unknown loss {name!r}; known: {known}")
+        opts = dict(spec) if isinstance(spec, dict) else {"weight": spec}
+        weight = opts.pop("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            raise L2TError(f"[loss]: weight of {name!r} must be a number >= 0, got {weight!r}")
+        if weight:
+            out[name] = (float(weight), LOSSES[name](opts, model, device))
+    if not out:
+        raise L2TError("[loss]: no loss with a weight > 0")
+    return out
+
+
+# --------------------------------------------------------------------------- data
+class _Cached(torch.utils.data.Dataset):
+    def __init__(self, ds: Any) -> None:
+        self.ds, self.cache = ds, {}
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> Any:
+        if i not in self.cache:
+            self.cache[i] = self.ds[i]
+        return self.cache[i]
+
+
+def _make_batch(clips: Sequence[Any], styles: dict[str, int], crop: int, gen: torch.Generator) -> Batch:
+    """Random crops of at most ``crop`` frames (0: whole clips), zero-padded into a :class:`Batch`."""
+    sr = clips[0].audio_sr
+    fps = float(clips[0].fps)
+    spf = sr / fps
+    parts = []
+    for c in clips:
+        t = c.num_frames
+        length = min(t, crop) if crop else t
+        start = int(torch.randint(0, t - length + 1, (1,), generator=gen)) if length < t else 0
+        a0 = round(start * spf)
+        n = round(length * spf)
+        audio = c.audio[a0 : a0 + n]
+        parts.append((c, start, length, audio))
+    b = len(parts)
+    t_max = max(p[2] for p in parts)
+    n_max = max(round(t_max * spf), max(p[3].shape[0] for p in parts))
+    v = parts[0][0].vertices.shape[1]
+    audio = torch.zeros(b, n_max)
+    verts = torch.zeros(b, t_max, v, 3)
+    mask = torch.zeros(b, t_max, dtype=torch.bool)
+    for i, (c, start, length, a) in enumerate(parts):
+        audio[i, : a.shape[0]] = a
+        verts[i, :length] = c.vertices[start : start + length]
+        verts[i, length:] = c.template  # padding holds the template (masked out of the losses anyway)
+        mask[i, :length] = True
+    return Batch(
+        audio=audio,
+        vertices=verts,
+        mask=mask,
+        templates=torch.stack([p[0].template for p in parts]),
+        style=torch.tensor([styles.get(p[0].subject, -1) for p in parts], dtype=torch.long),
+        names=[p[0].name for p in parts],
+        subjects=[p[0].subject for p in parts],
+        starts=[p[1] for p in parts],
+        fps=fps,
+    )
+
+
+def _epoch_batches(
+    lengths: list[int], batch_size: int, world: int, rank: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """This rank's batches for ``epoch``: global batches of ``batch_size * world`` clips of similar length
+    (seeded shuffle), split evenly across ranks (short batches wrap around to keep ranks in step)."""
+    from l2t_gs.data.datasets import LengthBucketSampler
+
+    sampler = LengthBucketSampler(lengths, batch_size * world, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    n = len(lengths)
+    out = []
+    for k, glob in enumerate(sampler):
+        if len(glob) < world:  # too few clips for every rank: borrow from the start of the epoch order
+            glob = glob + [(glob[0] + j + k) % n for j in range(1, world - len(glob) + 1)]
+        per = math.ceil(len(glob) / world)
+        mine = glob[rank * per : (rank + 1) * per] or glob[-1:]
+        out.append(mine)
+    return out
+
+
+# --------------------------------------------------------------------------- distributed helpers
+@dataclass
+class _Dist:
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    started_here: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _init_dist(device_kind: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    started = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+        started = True
+    return _Dist(world, rank, local, started)
+
+
+def _resolve_device(kind: str, d: _Dist) -> torch.device:
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise L2TError("--device cuda: no CUDA device is available (use --device cpu)")
+        torch.cuda.set_device(d.local_rank)
+        return torch.device("cuda", d.local_rank)
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- logs
+class _CsvLog:
+    """Append-only CSV; on resume rows past the resumed step are dropped (they were not checkpointed)."""
+
+    def __init__(self, path: Path, columns: list[str], resume_step: int | None) -> None:
+        self.path, self.columns = path, columns
+        rows: list[dict[str, str]] = []
+        if resume_step is not None and path.is_file():
+            with path.open(newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if _int(r.get("step")) <= resume_step]
+        with path.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, columns, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+
+    def write(self, row: dict[str, Any]) -> None:
+        for k in row:
+            if k not in self.columns:  # a loss added on resume: rewrite with the wider header
+                with self.path.open(newline="") as fh:
+                    old = list(csv.DictReader(fh))
+                self.columns = [*self.columns, *[c for c in row if c not in self.columns]]
+                with self.path.open("w", newline="") as fh:
+                    w = csv.DictWriter(fh, self.columns, extrasaction="ignore")
+                    w.writeheader()
+                    w.writerows(old)
+                break
+        with self.path.open("a", newline="") as fh:
+            csv.DictWriter(fh, self.columns, extrasaction="ignore").writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+
+
+def _int(x: Any) -> int:
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _tensorboard(out: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+# --------------------------------------------------------------------------- training
+def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.lr_schedule == "cosine" and total > cfg.warmup_steps:
+        prog = min(1.0, max(0.0, (step - cfg.warmup_steps) / (total - cfg.warmup_steps)))
+        return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * prog))
+    return cfg.lr * warm
+
+
+def _auto_unit_scale(templates: list[Tensor]) -> float:
+    """1000 for meshes in metres (head about 0.2 m across), 1 for millimetres."""
+    diag = sorted(float((t.max(0).values - t.min(0).values).norm()) for t in templates)
+    return 1.0 if diag[len(diag) // 2] > 10.0 else 1000.0
+
+
+_UNCOMPARED = ("encoder_path", "encoder_normalize", "extra")  # may move / are resolved when the model loads
+
+
+def _comparable(model_config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in model_config.items() if k not in _UNCOMPARED}
+
+
+def _model_table_config(table: dict[str, Any], fps: float, scale: float) -> dict[str, Any]:
+    """The model config a ``[model]`` table gives for data at ``fps`` with loss unit ``scale``."""
+    table = dict(table)
+    if "fps" in table and abs(float(table["fps"]) - fps) > 1e-6:
+        raise L2TError(f"[model] fps = {table['fps']} but the dataset is {fps:g} fps")
+    table["fps"] = float(fps)
+    table.setdefault("offset_scale", 1.0 / scale)  # the network predicts offsets in loss units
+    return Audio2MeshConfig.from_dict(table, where="[model]").to_dict()
+
+
+def train(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    config: str | os.PathLike | dict[str, dict[str, Any]] | None = None,
+    *,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) an Audio2Mesh run in ``out`` on the dataset at ``data``.
+
+    ``config``: a recipe path/name or an already loaded recipe dict; ``epochs``/``max_steps``/``device``/
+    ``seed`` override the recipe. ``callbacks`` are called after every optimizer step with a dict (step,
+    epoch, losses); an exception raised there stops training like a crash (used to test resuming).
+    Returns a summary dict (steps, epochs, best validation loss, paths).
+    """
+    recipe = config if isinstance(config, dict) else load_recipe(config)
+    unknown = sorted(set(recipe) - set(SECTIONS))
+    if unknown:
+        raise L2TError(f"recipe: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    recipe = {s: dict(recipe.get(s, {})) for s in SECTIONS}
+    recipe["loss"] = recipe["loss"] or dict(DEFAULT_LOSSES)
+    for key, val in (("epochs", epochs), ("max_steps", max_steps), ("device", device), ("seed", seed)):
+        if val is not None:
+            recipe["train"][key] = val
+    tcfg = _typed_dataclass(TrainConfig, recipe["train"], "[train]").validate()
+    dcfg = _typed_dataclass(DataConfig, recipe["data"], "[data]")
+    d = _init_dist(tcfg.device if tcfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        return _Trainer(Path(data), Path(out), recipe, tcfg, dcfg, d, callbacks, progress).run()
+    finally:
+        if d.started_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class _Trainer:
+    def __init__(
+        self,
+        data: Path,
+        out: Path,
+        recipe: dict[str, dict[str, Any]],
+        tcfg: TrainConfig,
+        dcfg: DataConfig,
+        d: _Dist,
+        callbacks: Sequence[Callable[[dict[str, Any]], None]],
+        progress: bool | None,
+    ) -> None:
+        self.data, self.out, self.recipe, self.cfg, self.dcfg, self.d = data, out, recipe, tcfg, dcfg, d
+        self.callbacks, self.progress = callbacks, progress
+        self.device = _resolve_device(tcfg.device, d)
+        if tcfg.threads:
+            torch.set_num_threads(tcfg.threads)
+
+    # ------------------------------------------------------------------ setup
+    def _load_data(self) -> None:
+        from l2t_gs.data.datasets import load_dataset
+
+        kw: dict[str, Any] = {"kind": self.dcfg.kind}
+        if self.dcfg.n_verts:
+            kw["n_verts"] = self.dcfg.n_verts
+        if self.dcfg.frame_tolerance >= 0:
+            kw["frame_tolerance"] = self.dcfg.frame_tolerance
+        self.train_ds = load_dataset(self.data, split=self.dcfg.train_split, **kw)
+        if len(self.train_ds) == 0:
+            raise L2TError(f"dataset {self.data} has no clips in split {self.dcfg.train_split!r}")
+        self.val_ds = None
+        vs = self.dcfg.val_split
+        if vs and vs in self.train_ds.spec.split_names():
+            try:
+                self.val_ds = load_dataset(self.data, split=vs, **kw)
+            except L2TError as exc:
+                if "has no clips" not in str(exc):
+                    raise
+        if self.val_ds is None and vs:
+            self._say(f"note: no validation clips (split {vs!r}); best.pt follows the training loss")
+        self.styles_list = list(self.train_ds.spec.train_subjects or self.train_ds.subjects)
+        if self.cfg.cache_clips and self.cfg.num_workers == 0:
+            self.train_src: Any = _Cached(self.train_ds)
+            self.val_src: Any = _Cached(self.val_ds) if self.val_ds is not None else None
+        else:
+            self.train_src, self.val_src = self.train_ds, self.val_ds
+
+    def _build_model(self, resume: dict[str, Any] | None) -> None:
+        n_verts = self.train_ds.n_verts
+        where = f"{self.out / 'last.pt'}"
+        if resume is not None:
+            self.model = model_from_checkpoint(resume, where=where)
+            if self.model.n_verts != n_verts:
+                raise L2TError(
+                    f"{where} predicts {self.model.n_verts} vertices but dataset {self.data} has {n_verts}: "
+                    "wrong topology for this run (use a new --out)"
+                )
+            if abs(self.model.fps - self.train_ds.fps) > 1e-6:
+                raise L2TError(
+                    f"{where} was trained at {self.model.fps:g} fps, dataset {self.data} is {self.train_ds.fps:g} fps"
+                )
+        else:
+            mcfg = Audio2MeshConfig.from_dict(
+                _model_table_config(self.recipe["model"], self.train_ds.fps, self.scale), where="[model]"
+            )
+            torch.manual_seed(self.cfg.seed)
+            self.model = Audio2Mesh(mcfg, self.styles_list, n_verts)
+        self.model.to(self.device)
+        self.styles = {s: i for i, s in enumerate(self.model.subjects)}
+        self.ddp: Any = self.model
+        if self.d.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.losses = build_losses(self.recipe["loss"], self.model, self.device)
+
+    # ------------------------------------------------------------------ helpers
+    def _say(self, msg: str) -> None:
+        if self.d.main:
+            from tqdm import tqdm
+
+            tqdm.write(msg, file=sys.stderr)
+
+    def _save(self, name: str, state: dict[str, Any]) -> None:
+        if self.d.main:
+            save_checkpoint(self.out / name, self.model, train=state)
+        self.d.barrier()
+
+    def _state(self, epoch: int, batch: int, with_optimizer: bool = True) -> dict[str, Any]:
+        st = {
+            "step": self.step,
+            "epoch": epoch,
+            "batch": batch,
+            "best_val": self.best_val,
+            "world_size": self.d.world,
+            "unit_scale": self.scale,
+            "data": str(self.data),
+            "complete": False,
+        }
+        if with_optimizer:
+            st["optimizer"] = self.opt.state_dict()
+        return st
+
+    def _forward_losses(self, batch: Batch, step: int) -> tuple[Tensor, dict[str, float]]:
+        res = self.ddp(batch.audio, batch.vertices.shape[1], batch.style, batch.templates, target=batch.vertices)
+        ctx = LossContext(
+            pred=res["vertices"] * self.scale,
+            target=batch.vertices * self.scale,
+            raw=res["raw"],
+            batch=batch,
+            model=self.model,
+            scale=self.scale,
+            step=step,
+        )
+        total = res["raw"].new_zeros(())
+        parts = {}
+        for name, (w, fn) in self.losses.items():
+            val = fn(ctx)
+            total = total + w * val
+            parts[name] = float(val.detach())
+        return total, parts
+
+    def _loader(self, src: Any, batches: list[list[int]]) -> Iterator[list[Any]]:
+        if not batches:
+            return iter(())
+        loader = torch.utils.data.DataLoader(
+            src,
+            batch_sampler=batches,
+            collate_fn=list,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=False,
+        )
+        return iter(loader)
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, float]:
+        """Losses and mean vertex error (in scaled units, mm for metres) over the whole validation split."""
+        src = self.val_src if self.val_ds is not None else self.train_src
+        n = len(src)
+        mine = [[i] for i in range(self.d.rank, n, self.d.world)]
+        self.model.eval()
+        sums = torch.zeros(len(self.losses) + 2, dtype=torch.float64)
+        gen = torch.Generator().manual_seed(0)
+        for clips in self._loader(src, mine):
+            batch = _make_batch(clips, self.styles, 0, gen).to(self.device)
+            res = self.model(batch.audio, batch.vertices.shape[1], batch.style, batch.templates, target=batch.vertices)
+            ctx = LossContext(
+                res["vertices"] * self.scale, batch.vertices * self.scale, res["raw"], batch, self.model, self.scale, -1
+            )
+            vals = [float(fn(ctx)) for _, fn in self.losses.values()]
+            total = sum(w * v for (w, _), v in zip(self.losses.values(), vals, strict=True))
+            err = float((ctx.pred - ctx.target).norm(dim=-1).mean())
+            sums += torch.tensor([total, *vals, err], dtype=torch.float64)
+        self.model.train()
+        count = torch.tensor([len(mine)], dtype=torch.float64)
+        if self.d.world > 1:
+            stacked = torch.cat([sums, count]).to(self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(stacked)
+            sums, count = stacked[:-1].cpu(), stacked[-1:].cpu()
+        avg = (sums / count.clamp_min(1)).tolist()
+        out = {"val_loss": avg[0]}
+        out.update({f"val_{k}": v for k, v in zip(self.losses, avg[1:-1], strict=True)})
+        out["val_err"] = avg[-1]
+        return out
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> dict[str, Any]:
+        cfg, d = self.cfg, self.d
+        if d.main:
+            if self.out.exists() and not self.out.is_dir():
+                raise L2TError(f"--out {self.out} exists and is not a directory")
+            self.out.mkdir(parents=True, exist_ok=True)
+        d.barrier()
+        self._load_data()
+        resume = None
+        last = self.out / "last.pt"
+        if last.is_file():
+            resume = read_checkpoint(last)
+        st = (resume or {}).get("train") or {}
+        self.scale = float(
+            st.get("unit_scale")
+            or self.cfg.unit_scale
+            or _auto_unit_scale([self.train_ds.template(s) for s in self.train_ds.subjects])
+        )
+        if resume is not None:
+            wanted = _model_table_config(self.recipe["model"], self.train_ds.fps, self.scale)
+            if _comparable(wanted) != _comparable(dict(resume["config"])):
+                diff = sorted(k for k, v in _comparable(wanted).items() if resume["config"].get(k) != v)
+                raise L2TError(
+                    f"{self.out} was started with a different [model] config ({', '.join(diff)}); "
+                    "use the same --config (or RUN/config.toml) to resume, or a new --out"
+                )
+        self._build_model(resume)
+        self.step = int(st.get("step", 0))
+        start_epoch, start_batch = int(st.get("epoch", 0)), int(st.get("batch", 0))
+        self.best_val = float(st.get("best_val", math.inf))
+        if st and int(st.get("world_size", d.world)) != d.world and start_batch:
+            self._say(f"note: world size changed ({st.get('world_size')} -> {d.world}); restarting epoch {start_epoch}")
+            start_batch = 0
+        if "optimizer" in st:
+            self.opt.load_state_dict(st["optimizer"])
+        resolved = {s: dict(self.recipe[s]) for s in SECTIONS}
+        resolved["model"] = {k: v for k, v in self.model.config.to_dict().items() if k != "extra"}
+        resolved["train"] = dataclasses.asdict(cfg) | {"unit_scale": self.scale}
+        resolved["data"] = dataclasses.asdict(self.dcfg)
+        if d.main:
+            write_text_atomic(
+                self.out / "config.toml", "# l2t-gs train audio2mesh: resolved recipe\n\n" + dump_toml(resolved)
+            )
+
+        lengths = [min(n, round(cfg.crop_s * self.train_ds.fps)) if cfg.crop_s else n for n in self.train_ds.lengths()]
+        crop = round(cfg.crop_s * self.train_ds.fps) if cfg.crop_s else 0
+        steps_per_epoch = len(_epoch_batches(lengths, cfg.batch_size, d.world, d.rank, cfg.seed, 0))
+        total = cfg.max_steps or steps_per_epoch * cfg.epochs
+        if self.step >= total or start_epoch >= cfg.epochs:
+            self._say(
+                f"{self.out}: already trained ({self.step} steps, {start_epoch} epochs); "
+                "raise --epochs or --max-steps to continue"
+            )
+            return self._summary(start_epoch)
+        if resume is not None:
+            self._say(f"resuming {self.out} at epoch {start_epoch + 1}, step {self.step}")
+        loss_names = list(self.losses)
+        tlog = vlog = tb = None
+        if d.main:
+            tlog = _CsvLog(
+                self.out / "train_log.csv",
+                ["step", "epoch", "lr", "loss", *loss_names, "time_s"],
+                self.step if resume else -1,
+            )
+            vlog = _CsvLog(
+                self.out / "val_log.csv",
+                ["step", "epoch", "val_loss", *[f"val_{k}" for k in loss_names], "val_err"],
+                self.step if resume else -1,
+            )
+            tb = _tensorboard(self.out)
+        from tqdm import tqdm
+
+        show = self.progress if self.progress is not None else None
+        self.model.train()
+        t0 = time.time()
+        epoch = start_epoch
+        val: dict[str, float] = {}
+        try:
+            for epoch in range(start_epoch, cfg.epochs):
+                if self.step >= total:
+                    break
+                batches = _epoch_batches(lengths, cfg.batch_size, d.world, d.rank, cfg.seed, epoch)
+                first = start_batch if epoch == start_epoch else 0
+                bar = tqdm(
+                    total=len(batches),
+                    initial=first,
+                    desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                    unit="step",
+                    disable=(not d.main) or (show is False) or (show is None and not sys.stderr.isatty()),
+                    file=sys.stderr,
+                    leave=False,
+                )
+                position = (epoch + 1, 0)  # where a resumed run continues after this epoch
+                for bi, clips in enumerate(self._loader(self.train_src, batches[first:]), start=first):
+                    info = self._train_step(clips, crop, epoch, bi, total)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{info['loss']:.4g}")
+                    if d.main and (self.step % cfg.log_every == 0 or bi == len(batches) - 1):
+                        tlog.write(info | {"time_s": time.time() - t0})
+                        if tb is not None:
+                            for k, v in info.items():
+                                if k not in ("step", "epoch"):
+                                    tb.add_scalar(f"train/{k}", v, self.step)
+                    for cb in self.callbacks:
+                        cb(info)
+                    more = bi + 1 < len(batches)
+                    if self.step >= total:
+                        position = (epoch, bi + 1) if more else (epoch + 1, 0)
+                        break
+                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and more:
+                        self._save("last.pt", self._state(epoch, bi + 1))
+                bar.close()
+                val = self._validate()
+                self._say(
+                    f"epoch {epoch + 1}/{cfg.epochs} step {self.step}: "
+                    + " ".join(f"{k} {v:.4g}" for k, v in val.items())
+                )
+                if d.main:
+                    vlog.write({"step": self.step, "epoch": epoch + 1, **val})
+                    if tb is not None:
+                        for k, v in val.items():
+                            tb.add_scalar(f"val/{k}", v, self.step)
+                if val["val_loss"] < self.best_val:
+                    self.best_val = val["val_loss"]
+                    self._save("best.pt", self._state(*position, with_optimizer=False) | val)
+                self._save("last.pt", self._state(*position))
+                epoch = position[0] - 1
+        finally:
+            if tb is not None:
+                tb.close()
+        return self._summary(epoch + 1) | val
+
+    def _train_step(self, clips: list[Any], crop: int, epoch: int, bi: int, total: int) -> dict[str, Any]:
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 1_000_003 + bi * 97 + self.d.rank)
+        batch = _make_batch(clips, self.styles, crop, gen).to(self.device)
+        torch.manual_seed(cfg.seed * 7_919 + self.step * 131 + self.d.rank)  # dropout: a function of the step
+        lr = _lr_at(cfg, self.step, total)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        loss, parts = self._forward_losses(batch, self.step)
+        if not math.isfinite(float(loss.detach())):
+            raise L2TError(
+                f"training diverged: loss is {float(loss.detach())} at step {self.step} (lower the learning rate?)"
+            )
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.step += 1
+        return {"step": self.step, "epoch": epoch + 1, "lr": lr, "loss": float(loss.detach()), **parts}
+
+    def _summary(self, epochs_done: int) -> dict[str, Any]:
+        return {
+            "rank": self.d.rank,
+            "steps": self.step,
+            "epochs": epochs_done,
+            "best_val": self.best_val,
+            "run": str(self.out),
+            "last": str(self.out / "last.pt"),
+            "best": str(self.out / "best.pt"),
+        }
