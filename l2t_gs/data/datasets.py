@@ -59,13 +59,14 @@ from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
-import soxr
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from l2t_gs.audio.io import load_audio
 from l2t_gs.data.splits import DatasetSpec, SplitRule, builtin_spec, clip_sentence, clip_subject
 from l2t_gs.errors import L2TError
 from l2t_gs.rig.loader import _as_array, _unpickle
+from l2t_gs.speech.segments import PhoneSegment
 
 __all__ = [
     "Clip",
@@ -93,15 +94,6 @@ _MAX_LISTED = 5
 
 
 # --------------------------------------------------------------------------- items
-@dataclass(frozen=True)
-class PhoneSegment:
-    """One phone: label and its start/end time in seconds."""
-
-    phone: str
-    start: float
-    end: float
-
-
 @dataclass
 class Clip:
     """One utterance: audio [n] float32 at ``audio_sr``, vertices [T, V, 3] float32 at ``fps``, template [V, 3]."""
@@ -146,20 +138,6 @@ class _Entry:
 
 
 # --------------------------------------------------------------------------- file readers
-def _read_audio(path: Path, sr: int) -> np.ndarray:
-    """Audio file -> float32 mono [n] at ``sr`` (soundfile + soxr)."""
-    try:
-        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise L2TError(f"cannot read audio {path}: {_one_line(exc)}") from None
-    if data.shape[0] == 0:
-        raise L2TError(f"audio {path} is empty")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if file_sr != sr:
-        mono = soxr.resample(mono, file_sr, sr)
-    return np.ascontiguousarray(mono, dtype=np.float32)
-
-
 def _audio_duration(path: Path) -> float:
     """Duration of an audio file in seconds, from its header."""
     try:
@@ -450,7 +428,7 @@ class SpeechMotionDataset(Dataset[Clip]):
         return Clip(
             name=e.name,
             subject=e.subject,
-            audio=torch.from_numpy(_read_audio(e.wav, self.audio_sr)),
+            audio=torch.from_numpy(load_audio(e.wav, sr=self.audio_sr)),
             vertices=torch.from_numpy(verts),
             template=self.template(e.subject),
             fps=self.fps,
@@ -489,7 +467,7 @@ class SpeechMotionDataset(Dataset[Clip]):
                 _read_phones(e.phones)
             if full:
                 _read_motion(e.npy, self.n_verts, self.spec.stride)
-                _read_audio(e.wav, self.audio_sr)
+                load_audio(e.wav, sr=self.audio_sr)
 
 
 # --------------------------------------------------------------------------- loading

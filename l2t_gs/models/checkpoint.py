@@ -105,7 +105,18 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         data = torch.load(p, map_location=map_location, weights_only=True)
     except L2TError:
         raise
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as exc:
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+        ValueError,
+        OSError,
+        IndexError,
+        KeyError,
+        TypeError,
+        AttributeError,
+    ) as exc:  # torch's safe loader raises all of these on foreign files
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise L2TError(f"checkpoint {p} is corrupt, truncated or not an l2t-gs checkpoint ({first})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
