@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from l2t_gs.render.sh import num_sh_bases, rgb_to_sh
+from l2t_gs.rig.rotation import quat_multiply
 
 #: Semi-axes (x, y, z) of the head ellipsoid in metres.
 HEAD_SEMI_AXES = (0.075, 0.10, 0.09)
@@ -34,20 +35,6 @@ class SplatScene:
     def bbox(self) -> Tensor:
         """[2, 3] min and max corners of the means."""
         return torch.stack([self.means.min(0).values, self.means.max(0).values])
-
-
-def _quat_mul(a: Tensor, b: Tensor) -> Tensor:
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        dim=-1,
-    )
 
 
 def _align_z_to(normals: Tensor) -> Tensor:
@@ -83,7 +70,7 @@ def head_scene(n: int, seed: int = 0, sh_degree: int = 3, dtype: torch.dtype = t
 
     spin = torch.rand(n, generator=g, dtype=torch.float64) * math.pi
     q_spin = torch.stack([torch.cos(spin), torch.zeros_like(spin), torch.zeros_like(spin), torch.sin(spin)], -1)
-    quats = _quat_mul(_align_z_to(normals), q_spin)
+    quats = quat_multiply(_align_z_to(normals), q_spin)
     opacities = torch.sigmoid(2.0 + 1.5 * torch.randn(n, generator=g, dtype=torch.float64))
 
     x, y, z = surf.unbind(-1)
