@@ -48,7 +48,9 @@ def main() -> None:
     model = load_head_model("builtin", dtype=torch.float64)
     rig = FlameRig(model)
     v0 = rig()[0]
-    tiles = [render_head(v0, model.faces, view=v, size=384, masks=model.masks) for v in ("front", "three-quarter", "side")]
+    tiles = [
+        render_head(v0, model.faces, view=v, size=384, masks=model.masks) for v in ("front", "three-quarter", "side")
+    ]
     Image.fromarray(np.concatenate(tiles, 1)).save(out / "head-neutral.png")
 
     lips = v0[model.masks["lips"]]

@@ -52,8 +52,8 @@ def timeline(segments, curve: np.ndarray, fps: float, width: int, title: str, ma
     x = lambda t: int(40 + (width - 50) * t / dur)  # noqa: E731
     for s in segments:
         col = COLORS.get(phone_class(s.phone) or "", (200, 200, 200))
-        d.rectangle([x(s.start), top, max(x(s.end) - 1, x(s.start)), top + strip], fill=col if s.phone != "sil" else "white",
-                    outline=(120, 120, 120))  # fmt: skip
+        fill = col if s.phone != "sil" else "white"
+        d.rectangle([x(s.start), top, max(x(s.end) - 1, x(s.start)), top + strip], fill=fill, outline=(120, 120, 120))
         if x(s.end) - x(s.start) > 12 and s.phone != "sil":
             d.text((x(s.start) + 2, top + 12), s.phone, fill=(255, 255, 255))
     y0, y1 = top + strip + 20, h - 20
@@ -105,7 +105,9 @@ def stills_figure() -> None:
     neutral = avatar.neutral_vertices()
     verts = model.predict(audio, neutral, fps=fps)
     gap = lip_gap(verts)
-    picks = [s for s in segs if phone_class(s.phone)][:: max(1, len([s for s in segs if phone_class(s.phone)]) // 8)][:8]
+    picks = [s for s in segs if phone_class(s.phone)][:: max(1, len([s for s in segs if phone_class(s.phone)]) // 8)][
+        :8
+    ]
     view, ks = head_camera("front", neutral, 256, 256, fill=0.95)
     tiles, marks = [], []
     for s in picks:
@@ -122,8 +124,8 @@ def stills_figure() -> None:
     top = Image.new("RGB", (width, 150), "white")
     for k, tile in enumerate(tiles):
         top.paste(tile, (150 * k, 0))
-    tl = timeline(segs, gap, fps, width, "sample clip (festival kal_diphone, unseen engine): default model's lip opening",
-                  marks)  # fmt: skip
+    title = "sample clip (festival kal_diphone, unseen engine): default model's lip opening"
+    tl = timeline(segs, gap, fps, width, title, marks)
     out = Image.new("RGB", (width, 150 + tl.height), "white")
     out.paste(top, (0, 0))
     out.paste(tl, (0, 150))
