@@ -80,11 +80,24 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise L2TError(f"--limit must be at least 1, got {args.limit}")
     names = [n.strip() for n in args.metrics.split(",") if n.strip()]
-    metrics = [LipClosure(threshold_mm=args.closure_mm) if n == "lip_closure" else get_metric(n) for n in names]
+    if args.syncnet and "lse" not in names:
+        names.append("lse")
+    dev = _device(args.device)
+
+    def make(name: str):
+        if name == "lip_closure":
+            return LipClosure(threshold_mm=args.closure_mm)
+        if name == "lse" and args.syncnet:
+            from l2t_gs.metrics.lse import LSE
+
+            return LSE(args.syncnet, device=dev)
+        return get_metric(name)
+
+    metrics = [make(n) for n in names]
     if not metrics:
         raise L2TError("--metrics names no metric")
 
-    model = _load_model(args.model, _device(args.device))
+    model = _load_model(args.model, dev)
     dataset = load_dataset(args.data, kind=args.kind, split=args.split)
 
     def progress(i: int, total: int | None, name: str) -> None:
@@ -150,6 +163,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--metrics", default="lve,fdd,lip_closure,lip_corr", help="comma-separated metrics (default: all built-in)"
     )
     p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu or cuda[:N]")
+    p.add_argument(
+        "--syncnet", metavar="RUN", help="a trained SyncNet3D (run dir or checkpoint): adds LSE-D, LSE-C and offset"
+    )
     p.add_argument("--limit", type=int, help="evaluate only the first N clips")
     p.add_argument("--quiet", action="store_true", help="no per-clip progress on stderr")
     p.set_defaults(func=run)
