@@ -301,7 +301,10 @@ def _rig_l2_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.devic
 
 #: Losses defined in other modules, registered on first use (``name -> "module:factory"``): their
 #: imports (frozen expert networks) stay out of runs that do not use them.
-LOSS_PLUGINS: dict[str, str] = {"sync": "l2t_gs.losses.sync:sync_loss_factory"}
+LOSS_PLUGINS: dict[str, str] = {
+    "sync": "l2t_gs.losses.sync:sync_loss_factory",
+    "lipread": "l2t_gs.losses.lipread:lipread_loss_factory",
+}
 
 
 def _load_plugin(name: str) -> None:

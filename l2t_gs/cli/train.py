@@ -105,6 +105,18 @@ def _run_syncnet3d(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _lipreader_arguments(p: argparse.ArgumentParser) -> None:
+    from l2t_gs.training.lipreader import lipreader_arguments
+
+    lipreader_arguments(p)
+
+
+def _run_lipreader(args: argparse.Namespace) -> int:
+    from l2t_gs.training.lipreader import run_lipreader
+
+    return run_lipreader(args)
+
+
 #: The ``l2t-gs train`` sub-commands, in help order.
 TRAINERS: list[Trainer] = [
     Trainer(
@@ -115,6 +127,12 @@ TRAINERS: list[Trainer] = [
         "train the SyncNet3D lip-sync expert (audio vs 3D lip motion)",
         _syncnet3d_arguments,
         _run_syncnet3d,
+    ),
+    Trainer(
+        "lipreader",
+        "train the lip reader (mouth crops rendered through an avatar -> visemes)",
+        _lipreader_arguments,
+        _run_lipreader,
     ),
 ]
 

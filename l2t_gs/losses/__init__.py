@@ -1,5 +1,5 @@
-"""Training losses that use other networks: the SyncNet3D sync loss (:mod:`l2t_gs.losses.sync`)."""
+"""Training losses that use other networks: the SyncNet3D sync loss and the teacher lip-reading loss.
 
-from l2t_gs.losses.sync import SyncLoss, sync_loss_factory
-
-__all__ = ["SyncLoss", "sync_loss_factory"]
+Import from the sub-modules (:mod:`l2t_gs.losses.sync`, :mod:`l2t_gs.losses.lipread`); this package
+imports nothing heavy by itself.
+"""
