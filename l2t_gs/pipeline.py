@@ -132,12 +132,14 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@torch.no_grad()
 def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg: RenderConfig) -> RenderResult:
     """Render ``audio_path`` (wav/flac/ogg/mp3/m4a, any rate, mono or stereo) to an MP4 at ``out_path``.
 
     The MP4 holds H.264 video at ``cfg.fps`` and the audio as AAC; its frame count is
     ``round(seconds * fps)``, so the durations agree within one frame. Nothing is left at
-    ``out_path`` (or the export paths) if anything fails.
+    ``out_path`` (or the export paths) if anything fails. Runs without autograd, so the rasterizer
+    takes its fast forward-only path on a CPU.
     """
     from tqdm import tqdm
 

@@ -1,17 +1,13 @@
 """Figures for the speech docs, drawn with Pillow from the project's own outputs.
 
-    python docs/scripts/speech_figures.py articulation   # docs/articulation-lip-opening.png
-    python docs/scripts/speech_figures.py stills         # docs/render-stills.png (needs the shipped model)
+    python docs/scripts/speech_figures.py    # docs/render-stills.png (needs the shipped model)
 
-``articulation``: an espeak-ng sentence's phone segments against the lip opening of the motion that
-the articulation model generates for it (the corpus' ground truth). ``stills``: frames rendered from
-the shipped sample clip by the default model and avatar, above the clip's phone timeline and the
-predicted lip opening.
+Frames rendered from the shipped sample clip by the default model and avatar, above the clip's phone
+timeline and the predicted lip opening. (The articulation picture is docs/scripts/articulation_figure.py.)
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,21 +69,6 @@ def timeline(segments, curve: np.ndarray, fps: float, width: int, title: str, ma
     return img
 
 
-def articulation_figure() -> None:
-    from l2t_gs.motion.articulate import articulate
-    from l2t_gs.rig import FlameRig, load_head_model
-    from l2t_gs.speech import espeak
-
-    text = "Bob may buy a map of the moon; five very fine vases."
-    audio, segs = espeak.synthesize(text, "en-us+m1")
-    model = load_head_model("builtin")
-    track = articulate(segs, fps=30, n_frames=round(len(audio) / 16000 * 30), model=model)
-    gap = lip_gap(track.vertices(FlameRig(model)))
-    img = timeline(segs, gap, 30, 1200, f'espeak-ng en-us+m1: "{text}" - articulated lip opening (30 fps)')
-    img.save(DOCS / "articulation-lip-opening.png")
-    print("wrote", DOCS / "articulation-lip-opening.png")
-
-
 def stills_figure() -> None:
     from l2t_gs.assets import asset_path
     from l2t_gs.audio.io import load_audio
@@ -134,8 +115,4 @@ def stills_figure() -> None:
 
 
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["articulation", "stills"]
-    if "articulation" in which:
-        articulation_figure()
-    if "stills" in which:
-        stills_figure()
+    stills_figure()

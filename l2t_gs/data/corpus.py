@@ -204,7 +204,7 @@ def _make_clip(job: _Job, cfg: CorpusConfig, tmp: str) -> tuple[dict, np.ndarray
     No torch compute happens here (the parent skins the motion)."""
     import soundfile as sf
 
-    from l2t_gs.motion.articulate import articulate
+    from l2t_gs.motion.articulation import articulate
     from l2t_gs.speech.segments import PhoneSegment, write_segments
 
     rng = np.random.default_rng([cfg.seed, job.index])
@@ -327,7 +327,7 @@ def _run_jobs(jobs: list[_Job], cfg: CorpusConfig, tmp: str, shapes: np.ndarray,
     import torch
     from tqdm import tqdm
 
-    from l2t_gs.motion.articulate import articulate
+    from l2t_gs.motion.articulation import articulate
     from l2t_gs.rig import FlameRig, load_head_model
 
     model = load_head_model("builtin")
