@@ -451,8 +451,9 @@ def _view_cmd() -> list[str]:
     from l2t_gs.cli.main import build_parser
 
     subs = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    if any("view" in a.choices for a in subs):
-        return [sys.executable, "-m", "l2t_gs.cli.main", "view"]
+    script = Path(sys.executable).with_name("l2t-gs")
+    if any("view" in a.choices for a in subs) and script.exists():
+        return [str(script), "view"]  # the console script: independent of the cwd, unlike `python -m`
     return [sys.executable, "-m", "l2t_gs.viewer"]
 
 

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,13 @@ def run_render_child(
     if not pipeline_available():
         raise PipelineUnavailable()
     spec = out_path.with_suffix(".json")
-    spec.write_text(json.dumps({"audio": str(audio_path), "out": str(out_path), "options": options}))
+    spec = spec.resolve()
+    spec.write_text(
+        json.dumps({"audio": str(Path(audio_path).resolve()), "out": str(Path(out_path).resolve()), "options": options})
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "l2t_gs.viewer.render_job", str(spec)],
+        cwd=tempfile.gettempdir(),  # `-m` puts the cwd first on sys.path: never let a source tree shadow the install
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -113,11 +113,13 @@ def decode_isolated(
     ``on_start`` receives the child (so that a shutting-down server can kill it). Raises
     :class:`UploadRejected` with a one-line reason for anything that is not acceptable audio.
     """
+    path = Path(path).resolve()
     out = path.with_suffix(".npy")
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "l2t_gs.viewer.uploads", str(path), str(out), str(int(memory_bytes))]
     proc = subprocess.Popen(
         cmd,
+        cwd=tempfile.gettempdir(),  # `-m` puts the cwd first on sys.path: never let a source tree shadow the install
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
