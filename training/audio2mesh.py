@@ -34,6 +34,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -297,6 +298,37 @@ def _rig_l2_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.devic
     if model.rig is None:
         raise L2TError("[loss] rig_l2 needs output = 'rig'")
     return lambda c: _masked_mean(c.raw.square(), c.mask)
+
+
+@register_loss("lip_gap")
+def _lip_gap_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.device) -> LossFn:
+    """Squared error of the midline lip gap, boosted on frames where the ground truth closes the lips.
+
+    Options: ``pair = [upper, lower]`` vertex indices (default: the built-in head's lip-midline
+    landmarks), ``contact_mm`` (1.0: a ground-truth gap below it is a closure), ``contact_boost`` (10).
+    Plain vertex losses average closures away; this term makes p/b/m closures count.
+    """
+    opts = dict(options)
+    pair = opts.pop("pair", None)
+    contact_mm = float(opts.pop("contact_mm", 1.0))
+    boost = float(opts.pop("contact_boost", 10.0))
+    _no_options("lip_gap", opts)
+    if pair is None:
+        from l2t_gs.assets import asset_path
+
+        if model.n_verts != 7931:
+            raise L2TError("[loss.lip_gap] needs pair = [upper, lower] vertex indices for this topology")
+        with np.load(asset_path("head", "l2t_head.npz")) as z:
+            pair = [int(z["landmark_upper_lip_mid"][0]), int(z["landmark_lower_lip_mid"][0])]
+    up, lo = int(pair[0]), int(pair[1])
+
+    def fn(c: LossContext) -> Tensor:
+        gp = (c.pred[:, :, up] - c.pred[:, :, lo]).norm(dim=-1)  # [B,T] in scaled units
+        gt = (c.target[:, :, up] - c.target[:, :, lo]).norm(dim=-1)
+        w = 1.0 + boost * (gt < contact_mm / 1000.0 * c.scale).to(gp.dtype)
+        return _masked_mean(w * (gp - gt).square(), c.mask)
+
+    return fn
 
 
 #: Losses defined in other modules, registered on first use (``name -> "module:factory"``): their
