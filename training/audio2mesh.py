@@ -23,7 +23,6 @@ options). Register new ones with :func:`register_loss`; see ``docs/training.md``
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import os
@@ -37,17 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from l2t_gs.training.common import CsvLog, lr_at, read_recipe
 from torch import Tensor
 
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import write_text_atomic
 from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 from l2t_gs.models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "LOSSES",
@@ -161,19 +156,7 @@ def recipe_path(spec: str | os.PathLike | None) -> Path | None:
 
 def load_recipe(spec: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
     """Read a recipe (``None``: all defaults) into ``{"model": {}, "train": {}, "data": {}, "loss": {}}`` tables."""
-    path = recipe_path(spec)
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise L2TError(f"cannot read recipe {path}: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise L2TError(f"recipe {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise L2TError(f"recipe {path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    return {s: dict(raw.get(s, {})) for s in SECTIONS}
+    return read_recipe(recipe_path(spec), SECTIONS)
 
 
 def _toml_value(v: Any) -> str:
@@ -480,44 +463,6 @@ def _resolve_device(kind: str, d: _Dist) -> torch.device:
 
 
 # --------------------------------------------------------------------------- logs
-class _CsvLog:
-    """Append-only CSV; on resume rows past the resumed step are dropped (they were not checkpointed)."""
-
-    def __init__(self, path: Path, columns: list[str], resume_step: int | None) -> None:
-        self.path, self.columns = path, columns
-        rows: list[dict[str, str]] = []
-        if resume_step is not None and path.is_file():
-            with path.open(newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if _int(r.get("step")) <= resume_step]
-        with path.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, columns, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-
-    def write(self, row: dict[str, Any]) -> None:
-        for k in row:
-            if k not in self.columns:  # a loss added on resume: rewrite with the wider header
-                with self.path.open(newline="") as fh:
-                    old = list(csv.DictReader(fh))
-                self.columns = [*self.columns, *[c for c in row if c not in self.columns]]
-                with self.path.open("w", newline="") as fh:
-                    w = csv.DictWriter(fh, self.columns, extrasaction="ignore")
-                    w.writeheader()
-                    w.writerows(old)
-                break
-        with self.path.open("a", newline="") as fh:
-            csv.DictWriter(fh, self.columns, extrasaction="ignore").writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-            )
-
-
-def _int(x: Any) -> int:
-    try:
-        return int(x)
-    except (TypeError, ValueError):
-        return 0
-
-
 def _tensorboard(out: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -527,14 +472,6 @@ def _tensorboard(out: Path) -> Any:
 
 
 # --------------------------------------------------------------------------- training
-def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
-    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-    if cfg.lr_schedule == "cosine" and total > cfg.warmup_steps:
-        prog = min(1.0, max(0.0, (step - cfg.warmup_steps) / (total - cfg.warmup_steps)))
-        return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * prog))
-    return cfg.lr * warm
-
-
 def _auto_unit_scale(templates: list[Tensor]) -> float:
     """1000 for meshes in metres (head about 0.2 m across), 1 for millimetres."""
     diag = sorted(float((t.max(0).values - t.min(0).values).norm()) for t in templates)
@@ -822,12 +759,12 @@ class _Trainer:
         loss_names = list(self.losses)
         tlog = vlog = tb = None
         if d.main:
-            tlog = _CsvLog(
+            tlog = CsvLog(
                 self.out / "train_log.csv",
                 ["step", "epoch", "lr", "loss", *loss_names, "time_s"],
                 self.step if resume else -1,
             )
-            vlog = _CsvLog(
+            vlog = CsvLog(
                 self.out / "val_log.csv",
                 ["step", "epoch", "val_loss", *[f"val_{k}" for k in loss_names], "val_err"],
                 self.step if resume else -1,
@@ -900,7 +837,7 @@ class _Trainer:
         gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 1_000_003 + bi * 97 + self.d.rank)
         batch = _make_batch(clips, self.styles, crop, gen).to(self.device)
         torch.manual_seed(cfg.seed * 7_919 + self.step * 131 + self.d.rank)  # dropout: a function of the step
-        lr = _lr_at(cfg, self.step, total)
+        lr = lr_at(cfg, self.step, total)
         for g in self.opt.param_groups:
             g["lr"] = lr
         loss, parts = self._forward_losses(batch, self.step)

@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from l2t_gs.training.audio2mesh import _CsvLog, _lr_at, _typed_dataclass, dump_toml, recipe_path
+from l2t_gs.training.audio2mesh import _typed_dataclass, dump_toml, recipe_path
+from l2t_gs.training.common import CsvLog, lr_at
 from torch import Tensor
 
 from l2t_gs.errors import L2TError
@@ -477,8 +478,8 @@ class _Run:
         if resume is not None:
             self._say(f"resuming {self.out} at epoch {start_epoch + 1}, step {step}")
         since = step if resume else -1
-        tlog = _CsvLog(self.out / "train_log.csv", ["step", "epoch", "lr", "loss", "acc", "time_s"], since)
-        vlog = _CsvLog(self.out / "val_log.csv", ["step", "epoch", "val_loss", "val_acc"], since)
+        tlog = CsvLog(self.out / "train_log.csv", ["step", "epoch", "lr", "loss", "acc", "time_s"], since)
+        vlog = CsvLog(self.out / "val_log.csv", ["step", "epoch", "val_loss", "val_acc"], since)
         t0 = time.time()
         epoch, val = start_epoch, {}
         from tqdm import tqdm
@@ -527,7 +528,7 @@ class _Run:
         x = augment(x, self.aug, gen).to(self.device)
         y = y.to(self.device)
         torch.manual_seed(cfg.seed * 7_919 + step * 131)  # dropout: a function of the step
-        lr = _lr_at(cfg, step, total)
+        lr = lr_at(cfg, step, total)
         for g in opt.param_groups:
             g["lr"] = lr
         logits = model(x)

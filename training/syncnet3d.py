@@ -27,7 +27,6 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import math
@@ -38,6 +37,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from l2t_gs.training.common import CsvLog, lr_at, read_recipe
+
 from l2t_gs.errors import L2TError
 
 if TYPE_CHECKING:
@@ -45,11 +46,6 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from l2t_gs.models.syncnet3d import SyncNet3D
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "DataConfig",
@@ -187,22 +183,7 @@ def recipe_path(spec: str | os.PathLike | None) -> Path | None:
 
 def load_recipe(spec: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
     """Read a recipe (``None``: defaults) into one dict per section of :data:`SECTIONS`."""
-    path = recipe_path(spec)
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise L2TError(f"cannot read recipe {path}: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise L2TError(f"recipe {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise L2TError(f"recipe {path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    bad = [s for s in SECTIONS if s in raw and not isinstance(raw[s], dict)]
-    if bad:
-        raise L2TError(f"recipe {path}: {', '.join(bad)} must be table(s)")
-    return {s: dict(raw.get(s, {})) for s in SECTIONS}
+    return read_recipe(recipe_path(spec), SECTIONS)
 
 
 def _toml(data: dict[str, dict[str, Any]]) -> str:
@@ -415,42 +396,6 @@ def evaluate_expert(
 
 
 # --------------------------------------------------------------------------- logs
-class _CsvLog:
-    """Append-only CSV; on resume, rows after the resumed step (not checkpointed) are dropped."""
-
-    def __init__(self, path: Path, columns: list[str], resume_step: int | None) -> None:
-        self.path, self.columns = path, columns
-        rows: list[dict[str, str]] = []
-        if resume_step is not None and path.is_file():
-            with path.open(newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if _int(r.get("step")) <= resume_step]
-        with path.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, columns, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-
-    def write(self, row: dict[str, Any]) -> None:
-        with self.path.open("a", newline="") as fh:
-            csv.DictWriter(fh, self.columns, extrasaction="ignore").writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-            )
-
-
-def _int(x: Any) -> int:
-    try:
-        return int(x)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
-    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-    if cfg.lr_schedule == "cosine" and total > cfg.warmup_steps:
-        prog = min(1.0, max(0.0, (step - cfg.warmup_steps) / (total - cfg.warmup_steps)))
-        return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * prog))
-    return cfg.lr * warm
-
-
 # --------------------------------------------------------------------------- training
 def _load_split(data: Path, dcfg: DataConfig, split: str) -> Any:
     from l2t_gs.data.datasets import load_dataset
@@ -618,9 +563,11 @@ def _train(
     if step < total and start_epoch < cfg.epochs:
         if resume is not None:
             say(f"resuming {out} at epoch {start_epoch + 1}, step {step}")
-        tlog = _CsvLog(out / "train_log.csv", ["step", "epoch", "lr", "loss", "acc", "time_s"], step if resume else -1)
+        tlog = CsvLog(
+            out / "train_log.csv", ["step", "epoch", "lr", "loss", "acc", "time_s"], step if resume else -1, widen=False
+        )
         vcols = ["step", "epoch", "val_loss", "binary_acc", "offset_acc", "offset_acc_pm1", "clip_offset_acc"]
-        vlog = _CsvLog(out / "val_log.csv", vcols + ["lse_d_gt", "lse_c_gt"], step if resume else -1)
+        vlog = CsvLog(out / "val_log.csv", vcols + ["lse_d_gt", "lse_c_gt"], step if resume else -1, widen=False)
         t0 = time.time()
         for epoch in range(start_epoch, cfg.epochs):
             if step >= total:
@@ -641,7 +588,7 @@ def _train(
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
                 torch.manual_seed(cfg.seed * 7_919 + step)
                 mel, motion, label = sample_batch(bank, model, cfg.batch_size, g, scfg)
-                lr = _lr_at(cfg, step, int(total))
+                lr = lr_at(cfg, step, int(total))
                 for group in opt.param_groups:
                     group["lr"] = lr
                 logit = model(mel.to(dev), motion.to(dev))

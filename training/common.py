@@ -1,0 +1,86 @@
+"""Pieces every trainer shares: recipe files, the resumable CSV log and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from l2t_gs.errors import L2TError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+def read_recipe(path: Path | None, sections: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """A TOML recipe as one dict per section (``path`` None: all empty); unknown or non-table sections
+    are one-line errors."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise L2TError(f"cannot read recipe {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise L2TError(f"recipe {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise L2TError(f"recipe {path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sections)}")
+    bad = [s for s in sections if s in raw and not isinstance(raw[s], dict)]
+    if bad:
+        raise L2TError(f"recipe {path}: {', '.join(bad)} must be table(s)")
+    return {s: dict(raw.get(s, {})) for s in sections}
+
+
+def int_or_zero(x: Any) -> int:
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return 0
+
+
+class CsvLog:
+    """Append-only CSV; on resume, rows past the resumed step are dropped (they were not checkpointed).
+
+    With ``widen``, a row carrying new keys (a loss added on resume) rewrites the file with a wider
+    header; otherwise keys outside ``columns`` are ignored.
+    """
+
+    def __init__(self, path: Path, columns: list[str], resume_step: int | None, *, widen: bool = True) -> None:
+        self.path, self.columns, self.widen = path, columns, widen
+        rows: list[dict[str, str]] = []
+        if resume_step is not None and path.is_file():
+            with path.open(newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int_or_zero(r.get("step")) <= resume_step]
+        self._rewrite(rows)
+
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
+        with self.path.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, self.columns, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+
+    def write(self, row: dict[str, Any]) -> None:
+        new = [c for c in row if c not in self.columns]
+        if self.widen and new:
+            with self.path.open(newline="") as fh:
+                old = list(csv.DictReader(fh))
+            self.columns = [*self.columns, *new]
+            self._rewrite(old)
+        with self.path.open("a", newline="") as fh:
+            csv.DictWriter(fh, self.columns, extrasaction="ignore").writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+
+
+def lr_at(cfg: Any, step: int, total: int) -> float:
+    """Linear warm-up over ``cfg.warmup_steps``, then constant or cosine (``cfg.lr_schedule``) to ``total``."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.lr_schedule == "cosine" and total > cfg.warmup_steps:
+        prog = min(1.0, max(0.0, (step - cfg.warmup_steps) / (total - cfg.warmup_steps)))
+        return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * prog))
+    return cfg.lr * warm
