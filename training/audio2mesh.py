@@ -93,7 +93,10 @@ class TrainConfig:
     """The ``[train]`` table. ``max_steps = 0``: no step limit; ``crop_s = 0``: whole clips;
     ``checkpoint_every``: steps between ``last.pt`` writes (0: epoch ends only); ``unit_scale``:
     factor applied to positions in the losses (0: automatic, metres -> millimetres);
-    ``device``: ``auto``, ``cpu``, ``cuda``; ``threads``: CPU threads (0: torch's default)."""
+    ``device``: ``auto``, ``cpu``, ``cuda``; ``threads``: CPU threads (0: torch's default);
+    ``schedule_steps``: length of the learning-rate schedule (0: the run's total steps; a run stopped
+    early on a longer schedule, e.g. the shared warm start of an ablation, sets it);
+    ``val_every_epochs``: validate (and update ``best.pt``) every N epochs and when the run ends."""
 
     epochs: int = 100
     max_steps: int = 0
@@ -112,6 +115,8 @@ class TrainConfig:
     unit_scale: float = 0.0
     device: str = "auto"
     threads: int = 0
+    schedule_steps: int = 0
+    val_every_epochs: int = 1
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.max_steps < 0:
@@ -124,6 +129,8 @@ class TrainConfig:
             raise L2TError(f"[train]: device must be auto, cpu or cuda, got {self.device!r}")
         if self.num_workers < 0 or self.checkpoint_every < 0 or self.log_every < 1 or self.threads < 0:
             raise L2TError("[train]: num_workers, checkpoint_every, threads >= 0 and log_every >= 1")
+        if self.schedule_steps < 0 or self.val_every_epochs < 1:
+            raise L2TError("[train]: schedule_steps must be >= 0 and val_every_epochs >= 1")
         return self
 
 
@@ -812,6 +819,11 @@ class _Trainer:
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and more:
                         self._save("last.pt", self._state(epoch, bi + 1))
                 bar.close()
+                finished = self.step >= total or position[0] >= cfg.epochs
+                if (epoch + 1) % cfg.val_every_epochs and not finished:
+                    self._save("last.pt", self._state(*position))
+                    epoch = position[0] - 1
+                    continue
                 val = self._validate()
                 self._say(
                     f"epoch {epoch + 1}/{cfg.epochs} step {self.step}: "
@@ -837,7 +849,7 @@ class _Trainer:
         gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 1_000_003 + bi * 97 + self.d.rank)
         batch = _make_batch(clips, self.styles, crop, gen).to(self.device)
         torch.manual_seed(cfg.seed * 7_919 + self.step * 131 + self.d.rank)  # dropout: a function of the step
-        lr = lr_at(cfg, self.step, total)
+        lr = lr_at(cfg, self.step, cfg.schedule_steps or total)
         for g in self.opt.param_groups:
             g["lr"] = lr
         loss, parts = self._forward_losses(batch, self.step)

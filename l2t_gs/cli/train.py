@@ -1,4 +1,4 @@
-"""``l2t-gs train``: training commands (``audio2mesh``, ``syncnet3d``; ``lipreader`` plugs in the same way).
+"""``l2t-gs train``: training commands (``audio2mesh``, ``syncnet3d``, ``lipreader``, ``ablation``).
 
 Each trainer is a ``(name, help, add_arguments, run)`` entry of :data:`TRAINERS`; :func:`register`
 builds one sub-command per entry. Options shared by all trainers (``--data``, ``--out``, ``--config``,
@@ -117,6 +117,18 @@ def _run_lipreader(args: argparse.Namespace) -> int:
     return run_lipreader(args)
 
 
+def _ablation_arguments(p: argparse.ArgumentParser) -> None:
+    from l2t_gs.training.ablation import ablation_arguments
+
+    ablation_arguments(p)
+
+
+def _run_ablation(args: argparse.Namespace) -> int:
+    from l2t_gs.training.ablation import run_ablation_cli
+
+    return run_ablation_cli(args)
+
+
 #: The ``l2t-gs train`` sub-commands, in help order.
 TRAINERS: list[Trainer] = [
     Trainer(
@@ -133,6 +145,12 @@ TRAINERS: list[Trainer] = [
         "train the lip reader (mouth crops rendered through an avatar -> visemes)",
         _lipreader_arguments,
         _run_lipreader,
+    ),
+    Trainer(
+        "ablation",
+        "the Learn2Talk ablation: baseline, +sync, +lip-read, full; scored on held-out voices",
+        _ablation_arguments,
+        _run_ablation,
     ),
 ]
 
