@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import torch
+from l2t_gs.training import audio2mesh as a2m
+from l2t_gs.training.ablation import VARIANTS, load_ablation, run_ablation, variant_recipe
 from test_syncnet3d import tiny_expert
 
 from l2t_gs.cli.main import main as cli_main
 from l2t_gs.errors import L2TError
-from l2t_gs.training import audio2mesh as a2m
-from l2t_gs.training.ablation import VARIANTS, load_ablation, run_ablation, variant_recipe
 
 BASE = """
 [model]
@@ -48,7 +48,7 @@ def ablation_recipe(base: Path, **over: Any) -> str:
     lines = [f'recipe = "{base}"'] + [f"{k} = {json.dumps(v)}" for k, v in cfg.items()]
     return (
         "[ablation]\n" + "\n".join(lines) + "\n\n[train]\nepochs = 100\nval_every_epochs = 2\n\n"
-        "[loss.sync]\nweight = 0.5\nwindows = 4\n\n[loss.lipread]\nweight = 0.5\nlipreader = \"stand-in\"\n\n"
+        '[loss.sync]\nweight = 0.5\nwindows = 4\n\n[loss.lipread]\nweight = 0.5\nlipreader = "stand-in"\n\n'
         '[eval]\nsplit = "val"\n'
     )
 

@@ -36,9 +36,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from l2t_gs.training.common import read_recipe
+
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import write_text_atomic
-from l2t_gs.training.common import read_recipe
 
 __all__ = ["VARIANTS", "AblationConfig", "ablation_arguments", "load_ablation", "run_ablation", "run_ablation_cli"]
 
@@ -71,7 +72,8 @@ class AblationConfig:
             raise L2TError("[ablation]: steps must be >= 1 and 0 <= warm_start_steps < steps")
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown or not self.variants or len(set(self.variants)) != len(self.variants):
-            raise L2TError(f"[ablation]: variants must be distinct names out of {', '.join(VARIANTS)}, got {self.variants}")
+            known = ", ".join(VARIANTS)
+            raise L2TError(f"[ablation]: variants must be distinct names out of {known}, got {self.variants}")
         if self.threads < 0:
             raise L2TError("[ablation]: threads must be >= 0")
         return self
@@ -223,15 +225,15 @@ def report_markdown(results: dict[str, Any]) -> str:
     subjects = sorted(first and next(iter(rows.values()))["eval"]["subjects"])
     return f"""# Learn2Talk ablation
 
-Written by `l2t-gs train ablation` ({results['written']}); rerunning the command rewrites this file.
+Written by `l2t-gs train ablation` ({results["written"]}); rerunning the command rewrites this file.
 
-    {results['command']}
+    {results["command"]}
 
-Data: `{results['data']}`, scored on split `{cfg['eval']['split']}`: held-out voices never heard in training
-({', '.join(subjects)}). Base recipe `{cfg['ablation']['recipe']}`; every variant trains
-{cfg['ablation']['steps']} steps, the first {cfg['ablation']['warm_start_steps']} shared (the Learn2Talk
-losses switch on after them). Sync loss: `{json.dumps(cfg['loss']['sync'])}`. Lip-read loss:
-`{json.dumps(cfg['loss']['lipread'])}`. LSE judged by SyncNet3D `{results['judge']}`.
+Data: `{results["data"]}`, scored on split `{cfg["eval"]["split"]}`: held-out voices never heard in training
+({", ".join(subjects)}). Base recipe `{cfg["ablation"]["recipe"]}`; every variant trains
+{cfg["ablation"]["steps"]} steps, the first {cfg["ablation"]["warm_start_steps"]} shared (the Learn2Talk
+losses switch on after them). Sync loss: `{json.dumps(cfg["loss"]["sync"])}`. Lip-read loss:
+`{json.dumps(cfg["loss"]["lipread"])}`. LSE judged by SyncNet3D `{results["judge"]}`.
 
 {chr(10).join(lines)}
 
@@ -246,7 +248,7 @@ motion.
 |---|---|---|---|
 {per}
 
-Warm start: {results['warm_seconds'] / 60:.1f} minutes.
+Warm start: {results["warm_seconds"] / 60:.1f} minutes.
 """
 
 
