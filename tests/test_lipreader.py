@@ -336,7 +336,9 @@ def lipread(avatar):
 def test_lipread_loss_is_zero_for_the_teacher_and_larger_for_a_still_face(lipread, motion):
     gt, still = motion
     windows = [(0, 5, 3)]
-    assert float(lipread(gt, fps=10.0, teacher_vertices=gt)) == 0.0  # a random window
+    # a random window; the teacher is rendered by the compiled CPU path, the student by the differentiable one:
+    # the same image up to rounding
+    assert float(lipread(gt, fps=10.0, teacher_vertices=gt)) < 1e-12
     far = float(lipread(still, fps=10.0, teacher_vertices=gt, windows=windows))
     assert far > 1e-4
     # teacher crops (e.g. from a video) instead of teacher meshes: the same number

@@ -313,7 +313,7 @@ class MouthRenderer:
         return self.setup(template, torch.float32, torch.device("cpu")).num_splats
 
     # ------------------------------------------------------------------ rendering
-    def render(self, vertices: Tensor, template: Tensor | None = None) -> Tensor:
+    def render(self, vertices: Tensor, template: Tensor | None = None, *, backend: str | None = None) -> Tensor:
         """Mouth crops of meshes.
 
         Args:
@@ -321,6 +321,8 @@ class MouthRenderer:
                 and device; gradients flow back with a differentiable backend).
             template: the neutral mesh framing the crop: ``[V, 3]``, or ``[B, V, 3]`` with batched
                 vertices; default: the avatar's neutral mesh.
+            backend: overrides the renderer's backend for this call (e.g. ``"torch"``, the fast CPU path,
+                for crops needing no gradient).
 
         Returns:
             ``[T, 1, H, W]`` or ``[B, T, 1, H, W]`` luma in 0..1, in the vertices' dtype and device.
@@ -330,7 +332,7 @@ class MouthRenderer:
             if template is not None and template.dim() == 3 and template.shape[0] != b:
                 raise L2TError(f"templates [B, V, 3] must match the batch of {b}, got {list(template.shape)}")
             tpls = [template[i] if template is not None and template.dim() == 3 else template for i in range(b)]
-            return torch.stack([self.render(vertices[i], tpls[i]) for i in range(b)])
+            return torch.stack([self.render(vertices[i], tpls[i], backend=backend) for i in range(b)])
         if vertices.dim() != 3 or vertices.shape[-1] != 3:
             raise L2TError(f"vertices must be [T, V, 3] or [B, T, V, 3], got {list(vertices.shape)}")
         if not vertices.is_floating_point():
@@ -350,7 +352,7 @@ class MouthRenderer:
             for i in range(means.shape[0]):
                 img, _, _ = rasterize(
                     means[i], quats[i], scales[i], s.opacities, gray[i], cam.viewmat[None], cam.K[None],
-                    cam.width, cam.height, backgrounds=bg, backend=self.backend,
+                    cam.width, cam.height, backgrounds=bg, backend=backend or self.backend,
                 )  # fmt: skip
                 frames.append(img[0, :, :, 0])
         if not frames:
