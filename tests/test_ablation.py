@@ -49,6 +49,7 @@ def ablation_recipe(base: Path, **over: Any) -> str:
     return (
         "[ablation]\n" + "\n".join(lines) + "\n\n[train]\nepochs = 100\nval_every_epochs = 2\n\n"
         '[loss.sync]\nweight = 0.5\nwindows = 4\n\n[loss.lipread]\nweight = 0.5\nlipreader = "stand-in"\n\n'
+        "[loss.lip_gap]\nweight = 0.5\npair = [0, 11]\n\n"
         '[eval]\nsplit = "val"\n'
     )
 
@@ -95,9 +96,10 @@ def test_packaged_recipe_and_variant_recipes():
     assert set(recipes["sync"]["loss"]) - set(base["loss"]) == {"sync"}
     assert set(recipes["lipread"]["loss"]) - set(base["loss"]) == {"lipread"}
     assert set(recipes["full"]["loss"]) - set(base["loss"]) == {"sync", "lipread"}
+    assert set(recipes["full_contact"]["loss"]) - set(base["loss"]) == {"sync", "lipread", "lip_gap"}
     for r in recipes.values():
         assert r["train"]["schedule_steps"] == cfg.steps and r["model"] == base["model"]
-        for name in ("sync", "lipread"):
+        for name in ("sync", "lipread", "lip_gap"):
             if name in r["loss"]:
                 assert r["loss"][name]["start_step"] == cfg.warm_start_steps
     assert "sync" not in base["loss"]  # the base recipe is not modified
@@ -110,7 +112,7 @@ def test_packaged_recipe_and_variant_recipes():
         ('[ablation]\nvariants = ["baseline", "sink"]\n', "variants"),
         ("[ablation]\nstep = 5\n", "unknown key"),
         ("[ablation]\nsteps = 'many'\n", "steps must be int"),
-        ("[loss.vertex]\nweight = 1\n", "only hold sync and lipread"),
+        ("[loss.vertex]\nweight = 1\n", "only hold sync, lipread, lip_gap"),
         ("[evaluation]\n", "unknown section"),
     ],
 )
@@ -143,14 +145,14 @@ def test_ablation_trains_evaluates_reports_and_resumes(setup, tmp_path):
         st = torch.load(out / name / "last.pt", weights_only=False)["train"]
         assert st["step"] == 5
         header = (out / name / "train_log.csv").read_text().splitlines()[0].split(",")
-        assert {"sync", "lipread"} & set(header) == set(VARIANTS[name][1])
+        assert {"sync", "lipread", "lip_gap"} & set(header) == set(VARIANTS[name][1])
     # the shared warm start is exact: resuming its copy equals training the variant from scratch
     scratch = tmp_path / "scratch_full"
     cfg, over, added, _ = load_ablation(recipe)
     added["sync"]["syncnet"] = str(expert)
-    full = variant_recipe(a2m.load_recipe(cfg.recipe), "full", added, cfg, over)
+    full = variant_recipe(a2m.load_recipe(cfg.recipe), "full_contact", added, cfg, over)
     a2m.train(data, scratch, full, max_steps=cfg.steps, progress=False)
-    a, b = _state(out / "full" / "last.pt"), _state(scratch / "last.pt")
+    a, b = _state(out / "full_contact" / "last.pt"), _state(scratch / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # the Learn2Talk losses change the model; the variants really differ
     base, sync = _state(out / "baseline" / "last.pt"), _state(out / "sync" / "last.pt")

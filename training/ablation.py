@@ -1,14 +1,14 @@
 """The Learn2Talk ablation: baseline, + sync, + lip-read and full Audio2Mesh runs, scored on held-out voices.
 
 ``l2t-gs train ablation --data CORPUS --out RUN --syncnet SYNCNET_RUN --lipreader LIPREADER_RUN`` (recipe
-``training/ablation.toml``) trains four variants of one base recipe that differ only in their losses:
+``training/ablation.toml``) trains variants of one base recipe that differ only in their losses:
 
-============  ============================================================
-``baseline``  the base recipe's losses (FaceFormer's vertex + velocity, rig L2)
-``sync``      baseline + ``[loss.sync]`` (frozen SyncNet3D expert)
-``lipread``   baseline + ``[loss.lipread]`` (frozen lip reader over rendered mouth crops)
-``full``      baseline + both
-============  ============================================================
+- ``baseline``: the base recipe's losses (FaceFormer's vertex + velocity, rig L2);
+- ``sync``: baseline + ``[loss.sync]`` (frozen SyncNet3D expert);
+- ``lipread``: baseline + ``[loss.lipread]`` (frozen lip reader over rendered mouth crops);
+- ``full``: baseline + both (Learn2Talk);
+- ``full_contact``: full + ``[loss.lip_gap]``, the project's lip-gap contact term (the shipped default
+  model is this variant).
 
 Compute: the Learn2Talk losses are switched on after ``warm_start_steps`` (the sync and lip-read
 losses' ``start_step``). Until then every variant is the same run, so it is trained once
@@ -52,7 +52,10 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sync": ("+ sync loss", ("sync",)),
     "lipread": ("+ lip-read loss", ("lipread",)),
     "full": ("full (+ sync + lip-read)", ("sync", "lipread")),
+    "full_contact": ("full + lip-gap contact", ("sync", "lipread", "lip_gap")),
 }
+#: Losses an ablation recipe may add (``[loss.NAME]`` tables).
+ADDED_LOSSES = ("sync", "lipread", "lip_gap")
 
 
 @dataclass
@@ -121,13 +124,14 @@ def load_ablation(
     raw = read_recipe(_recipe_file(spec), SECTIONS)
     cfg = _table(AblationConfig, raw["ablation"], "[ablation]").validate()
     losses = raw["loss"]
-    unknown = sorted(set(losses) - {"sync", "lipread"})
+    unknown = sorted(set(losses) - set(ADDED_LOSSES))
     if unknown:
-        raise L2TError(f"ablation recipe: [loss] may only hold sync and lipread tables, got {', '.join(unknown)}")
-    for name in ("sync", "lipread"):
+        known = ", ".join(ADDED_LOSSES)
+        raise L2TError(f"ablation recipe: [loss] may only hold {known} tables, got {', '.join(unknown)}")
+    for name in ADDED_LOSSES:
         if not isinstance(losses.get(name, {}), dict):
             raise L2TError(f"ablation recipe: [loss.{name}] must be a table")
-    added = {k: dict(losses.get(k, {})) for k in ("sync", "lipread")}
+    added = {k: dict(losses.get(k, {})) for k in ADDED_LOSSES}
     return cfg, raw["train"], added, _table(EvalConfig, raw["eval"], "[eval]")
 
 

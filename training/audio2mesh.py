@@ -295,14 +295,18 @@ def _lip_gap_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.devi
     """Squared error of the midline lip gap, boosted on frames where the ground truth closes the lips.
 
     Options: ``pair = [upper, lower]`` vertex indices (default: the built-in head's lip-midline
-    landmarks), ``contact_mm`` (1.0: a ground-truth gap below it is a closure), ``contact_boost`` (10).
-    Plain vertex losses average closures away; this term makes p/b/m closures count.
+    landmarks), ``contact_mm`` (1.0: a ground-truth gap below it is a closure), ``contact_boost`` (10),
+    ``start_step`` (0 before this optimizer step). Plain vertex losses average closures away; this
+    term makes p/b/m closures count.
     """
     opts = dict(options)
     pair = opts.pop("pair", None)
     contact_mm = float(opts.pop("contact_mm", 1.0))
     boost = float(opts.pop("contact_boost", 10.0))
+    start_step = opts.pop("start_step", 0)
     _no_options("lip_gap", opts)
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+        raise L2TError(f"[loss.lip_gap]: start_step must be an integer >= 0, got {start_step!r}")
     if pair is None:
         from l2t_gs.assets import asset_path
 
@@ -313,6 +317,8 @@ def _lip_gap_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.devi
     up, lo = int(pair[0]), int(pair[1])
 
     def fn(c: LossContext) -> Tensor:
+        if 0 <= c.step < start_step:
+            return c.pred.sum() * 0.0
         gp = (c.pred[:, :, up] - c.pred[:, :, lo]).norm(dim=-1)  # [B,T] in scaled units
         gt = (c.target[:, :, up] - c.target[:, :, lo]).norm(dim=-1)
         w = 1.0 + boost * (gt < contact_mm / 1000.0 * c.scale).to(gp.dtype)
