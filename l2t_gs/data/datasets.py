@@ -65,7 +65,7 @@ from torch.utils.data import Dataset, Sampler
 from l2t_gs.audio.io import load_audio
 from l2t_gs.data.splits import DatasetSpec, SplitRule, builtin_spec, clip_sentence, clip_subject
 from l2t_gs.errors import L2TError
-from l2t_gs.rig.loader import _as_array, _unpickle
+from l2t_gs.rig.loader import pickled_array, unpickle_restricted
 from l2t_gs.speech.segments import PhoneSegment
 
 __all__ = [
@@ -228,13 +228,13 @@ def _load_templates(path: Path) -> dict[str, np.ndarray]:
     """``templates.pkl`` -> subject -> float32 (V, 3). Uses the project's restricted (numpy-only) unpickler."""
     if not path.is_file():
         raise L2TError(f"missing templates file {path}")
-    raw = _unpickle(path, "templates file")
+    raw = unpickle_restricted(path, "templates file")
     if not isinstance(raw, Mapping) or not raw:
         raise L2TError(f"templates file {path} must hold a non-empty dict subject -> (V, 3) array")
     out: dict[str, np.ndarray] = {}
     for key, value in raw.items():
         subject = key.decode("latin1") if isinstance(key, bytes) else str(key)
-        arr = np.asarray(_as_array(value, subject, f"templates file {path}"))
+        arr = np.asarray(pickled_array(value, subject, f"templates file {path}"))
         if arr.dtype.kind not in "fiu" or arr.size == 0 or arr.size % 3:
             raise L2TError(f"templates file {path}: template of {subject!r} is not a (V, 3) array (shape {arr.shape})")
         tpl = arr.reshape(-1, 3).astype(np.float32)

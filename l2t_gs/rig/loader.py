@@ -36,8 +36,10 @@ __all__ = [
     "head_model_from_arrays",
     "load_flame_masks",
     "load_head_model",
+    "pickled_array",
     "resolve_head_spec",
     "save_head_model",
+    "unpickle_restricted",
 ]
 
 #: File name of the project's built-in head inside ``l2t_gs/assets/head/``.
@@ -147,7 +149,7 @@ def _import_numpy_module(module: str) -> Any:
     return importlib.import_module(module)
 
 
-def _unpickle(path: Path, what: str) -> Any:
+def unpickle_restricted(path: Path, what: str) -> Any:
     """Unpickle ``path`` (latin1 for Python 2 pickles) with the restricted unpickler."""
     try:
         data = path.read_bytes()
@@ -172,7 +174,7 @@ def _unpickle(path: Path, what: str) -> Any:
 
 
 # --------------------------------------------------------------------------- stand-ins -> numpy
-def _as_array(obj: Any, key: str, who: str, depth: int = 0) -> np.ndarray:
+def pickled_array(obj: Any, key: str, who: str, depth: int = 0) -> np.ndarray:
     """Turn an unpickled value (ndarray, chumpy/sparse stand-in, list, scalar) into a numpy array."""
     if depth > 50:
         raise L2TError(f"{who}: {key!r} is a chumpy expression nested too deeply")
@@ -198,7 +200,7 @@ def _chumpy_value(obj: _ChumpyStub, key: str, who: str, depth: int) -> np.ndarra
     def get(name: str) -> np.ndarray:
         if name not in st:
             raise L2TError(f"{who}: {key!r} is a {obj._qualname} without its {name!r} term")
-        return _as_array(st[name], key, who, depth + 1)
+        return pickled_array(st[name], key, who, depth + 1)
 
     ops: dict[str, Any] = {
         "Ch": lambda: get("x"),
@@ -317,7 +319,7 @@ def head_model_from_arrays(
     def get(k: str) -> np.ndarray:
         for cand in (k, *_ALIASES.get(k, ())):
             if cand in arrays:
-                return _as_array(arrays[cand], cand, who)
+                return pickled_array(arrays[cand], cand, who)
         raise AssertionError(k)
 
     def float_arr(k: str, ndim: int) -> np.ndarray:
@@ -511,7 +513,7 @@ def load_head_model(
     elif path.suffix.lower() == ".npz":
         raise L2TError(f"{who} is not a valid .npz archive")
     else:
-        raw = _unpickle(path, "FLAME model")
+        raw = unpickle_restricted(path, "FLAME model")
         if not isinstance(raw, dict):
             raise L2TError(f"{who} does not hold a FLAME model dictionary (found {type(raw).__name__})")
         keys = {str(k): v for k, v in raw.items()}
@@ -542,14 +544,14 @@ def load_flame_masks(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise L2TError(f"FLAME masks file not found: {p}")
-    raw = _unpickle(p, "FLAME masks file")
+    raw = unpickle_restricted(p, "FLAME masks file")
     if not isinstance(raw, dict):
         raise L2TError(
             f"FLAME masks file {p} does not hold a dictionary of regions (found {type(raw).__name__})"
         )
     out: dict[str, np.ndarray] = {}
     for k, v in raw.items():
-        arr = _as_array(v, str(k), f"FLAME masks file {p}")
+        arr = pickled_array(v, str(k), f"FLAME masks file {p}")
         if arr.dtype == bool:
             out[str(k)] = np.flatnonzero(arr.reshape(-1)).astype(np.int64)
         else:
