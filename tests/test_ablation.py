@@ -164,6 +164,8 @@ def test_ablation_trains_evaluates_reports_and_resumes(setup, tmp_path):
         assert f"| {VARIANTS[name][0]} |" in text
     lve = res["variants"]["sync"]["eval"]["overall"]["lve_mm2"]
     assert f"{lve:.2f}" in text and "*ground truth*" in text
+    paired = text.split("| variant vs baseline |")[1].split("\n\n")[0]
+    assert paired.count("/6)") == 3 * (len(VARIANTS) - 1)  # LVE, LSE-D, LSE-C per variant, over the 6 clips
     saved = json.loads((out / "results.json").read_text())
     assert saved["variants"]["full"]["eval"]["overall"] == res["variants"]["full"]["eval"]["overall"]
     # rerunning skips finished work and gives the same results

@@ -203,6 +203,37 @@ def _cell(overall: dict[str, Any], key: str, fmt: str) -> str:
     return fmt.format(v)
 
 
+PAIRED = (("lve_mm2", "LVE", -1), ("lse_d", "LSE-D", -1), ("lse_c", "LSE-C", 1), ("lip_corr", "lip-opening r", 1))
+
+
+def paired_table(results: dict[str, Any], reference: str = "baseline") -> str:
+    """Per-clip paired comparison with ``reference``: mean difference and the share of clips that improve."""
+    rows = results["variants"]
+    if reference not in rows:
+        return ""
+    ref = {c["name"]: c for c in rows[reference]["eval"]["clips"]}
+    head = "| variant vs baseline | " + " | ".join(f"Δ {label} (clips better)" for _, label, _ in PAIRED) + " |"
+    lines = [head, "|" + "---|" * (len(PAIRED) + 1)]
+    for name, r in rows.items():
+        if name == reference:
+            continue
+        cells = []
+        for key, _, sign in PAIRED:
+            pairs = [
+                (c[key], ref[c["name"]][key])
+                for c in r["eval"]["clips"]
+                if c.get(key) is not None and ref.get(c["name"], {}).get(key) is not None
+            ]
+            if not pairs:
+                cells.append("-")
+                continue
+            diff = sum(a - b for a, b in pairs) / len(pairs)
+            better = sum(sign * (a - b) > 0 for a, b in pairs)
+            cells.append(f"{diff:+.4f} ({better}/{len(pairs)})")
+        lines.append(f"| {VARIANTS[name][0]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report_markdown(results: dict[str, Any]) -> str:
     """The ablation's markdown report from ``results.json``'s content."""
     rows = results["variants"]
@@ -247,6 +278,10 @@ whose best offset in ±15 frames is 0 (syncnet_python's definitions on 3D lip mo
 share of p/b/m whose lips close (midline gap < 1 mm); lip-opening r: Pearson correlation of predicted
 and ground-truth lip opening per clip, averaged. Ground-truth row: the same expert on the data's own
 motion.
+
+Paired per clip against the baseline (same clips; "better" = lower LVE / LSE-D, higher LSE-C / r):
+
+{paired_table(results)}
 
 | variant | training minutes (after the warm start) | clips | bilabials |
 |---|---|---|---|
