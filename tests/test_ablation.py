@@ -168,11 +168,17 @@ def test_ablation_trains_evaluates_reports_and_resumes(setup, tmp_path):
     assert paired.count("/6)") == 3 * (len(VARIANTS) - 1)  # LVE, LSE-D, LSE-C per variant, over the 6 clips
     saved = json.loads((out / "results.json").read_text())
     assert saved["variants"]["full"]["eval"]["overall"] == res["variants"]["full"]["eval"]["overall"]
-    # rerunning skips finished work and gives the same results
+    # rerunning skips finished work and gives the same results; notes below the marker survive
+    from l2t_gs.training.ablation import NOTES_MARKER
+
+    report.write_text(text + "\n" + NOTES_MARKER + "\n\nWhat it shows: a hand-written paragraph.\n")
     mtime = (out / "full" / "last.pt").stat().st_mtime_ns
     again = run_ablation(data, out, recipe, syncnet=str(expert), report=report, progress=False)
     assert (out / "full" / "last.pt").stat().st_mtime_ns == mtime
     assert again["variants"]["full"]["eval"] == res["variants"]["full"]["eval"]
+    rewritten = report.read_text()
+    assert rewritten.count(NOTES_MARKER) == 1 and rewritten.endswith("What it shows: a hand-written paragraph.\n")
+    assert rewritten.split(NOTES_MARKER)[0].strip() == text.strip()
 
 
 def test_cli_and_missing_experts(setup, tmp_path, capsys):

@@ -19,8 +19,9 @@ so all four see the same data for the same number of steps.
 Each variant is then evaluated on ``[eval] split`` (held-out voices) with LVE, FDD, lip-closure recall,
 lip-opening correlation and LSE-D / LSE-C / offset under ``[eval] syncnet`` (by default the loss's
 expert; a second expert trained with another seed is a fairer judge of the sync variants). Results go
-to ``RUN/results.json`` and a markdown report (``--report``, default ``RUN/ablation.md``). Every stage
-resumes: rerunning the command skips finished runs and evaluations.
+to ``RUN/results.json`` and a markdown report (``--report``, default ``RUN/ablation.md``); hand-written
+notes below :data:`NOTES_MARKER` in an existing report survive a rewrite. Every stage resumes: rerunning
+the command skips finished runs and evaluations.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from l2t_gs.io.atomic import write_text_atomic
 __all__ = ["VARIANTS", "AblationConfig", "ablation_arguments", "load_ablation", "run_ablation", "run_ablation_cli"]
 
 RECIPES_DIR = Path(__file__).resolve().parent
+#: Text after this line of an existing report is kept when the report is rewritten.
+NOTES_MARKER = "<!-- notes: kept when the report is rewritten -->"
 SECTIONS = ("ablation", "train", "loss", "eval")
 
 #: variant -> (table label, Learn2Talk losses it adds)
@@ -377,7 +380,12 @@ def run_ablation(
     )
     write_text_atomic(done_path, json.dumps(results, indent=2) + "\n")
     report_path = Path(report) if report else out / "ablation.md"
-    write_text_atomic(report_path, report_markdown(results))
+    text = report_markdown(results)
+    if report_path.is_file():  # keep the hand-written notes after the marker
+        old = report_path.read_text(encoding="utf-8")
+        if NOTES_MARKER in old:
+            text += "\n" + NOTES_MARKER + old.split(NOTES_MARKER, 1)[1]
+    write_text_atomic(report_path, text)
     _say(f"[ablation] wrote {report_path} and {done_path}")
     return results
 
