@@ -261,17 +261,22 @@ def report_markdown(results: dict[str, Any]) -> str:
         for n, r in rows.items()
     )
     subjects = sorted(first and next(iter(rows.values()))["eval"]["subjects"])
+    warm = results.get("warm_seconds") or 0.0
+    warm_line = f"Shared warm start: {warm / 60:.1f} minutes." if warm > 1.0 else ""
     return f"""# Learn2Talk ablation
 
 Written by `l2t-gs train ablation` ({results["written"]}); rerunning the command rewrites this file.
 
     {results["command"]}
 
-Data: `{results["data"]}`, scored on split `{cfg["eval"]["split"]}`: held-out voices never heard in training
-({", ".join(subjects)}). Base recipe `{cfg["ablation"]["recipe"]}`; every variant trains
-{cfg["ablation"]["steps"]} steps, the first {cfg["ablation"]["warm_start_steps"]} shared (the Learn2Talk
-losses switch on after them). Sync loss: `{json.dumps(cfg["loss"]["sync"])}`. Lip-read loss:
-`{json.dumps(cfg["loss"]["lipread"])}`. LSE judged by SyncNet3D `{results["judge"]}`.
+- Data: `{results["data"]}`, scored on split `{cfg["eval"]["split"]}`, voices never heard in training:
+  {", ".join(subjects)}.
+- Base recipe `{cfg["ablation"]["recipe"]}`; every variant trains {cfg["ablation"]["steps"]} steps, the
+  first {cfg["ablation"]["warm_start_steps"]} shared (the added losses switch on after them).
+- Sync loss: `{json.dumps(cfg["loss"]["sync"])}`.
+- Lip-read loss: `{json.dumps(cfg["loss"]["lipread"])}`.
+- Lip-gap contact loss: `{json.dumps(cfg["loss"]["lip_gap"])}`.
+- LSE judged by SyncNet3D `{results["judge"]}`.
 
 {chr(10).join(lines)}
 
@@ -286,11 +291,13 @@ Paired per clip against the baseline (same clips; "better" = lower LVE / LSE-D, 
 
 {paired_table(results)}
 
+Wall time of each variant's own steps (on the machine that ran it, other jobs included):
+
 | variant | training minutes (after the warm start) | clips | bilabials |
 |---|---|---|---|
 {per}
 
-Warm start: {results["warm_seconds"] / 60:.1f} minutes.
+{warm_line}
 """
 
 
@@ -333,7 +340,10 @@ def run_ablation(
     if cfg.warm_start_steps:
         _say(f"[ablation] shared warm start: {cfg.warm_start_steps} steps -> {warm}")
         warm_recipe = variant_recipe(base, "baseline", added, cfg, overrides)
+        trained_before = (warm / "last.pt").is_file()
         warm_seconds = _train(data, warm, warm_recipe, cfg.warm_start_steps, progress)
+        if trained_before:
+            warm_seconds = 0.0  # resumed or already done: this call's time is not the warm start's
 
     results: dict[str, Any] = {"variants": {}}
     done_path = out / "results.json"
@@ -373,7 +383,7 @@ def run_ablation(
             },
             "data": str(data),
             "judge": str(judge),
-            "warm_seconds": results.get("warm_seconds") or warm_seconds,
+            "warm_seconds": warm_seconds or results.get("warm_seconds") or 0.0,
             "written": time.strftime("%Y-%m-%d"),
             "command": command or f"l2t-gs train ablation --data {data} --out {out}",
         }
