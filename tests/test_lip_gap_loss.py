@@ -13,8 +13,9 @@ from l2t_gs.assets import asset_path
 from l2t_gs.errors import L2TError
 
 
-def _ctx(pred, target):
-    return SimpleNamespace(pred=pred, target=target, scale=1000.0, mask=torch.ones(pred.shape[:2], dtype=torch.bool))
+def _ctx(pred, target, step=0):
+    mask = torch.ones(pred.shape[:2], dtype=torch.bool)
+    return SimpleNamespace(pred=pred, target=target, scale=1000.0, mask=mask, step=step)
 
 
 def test_zero_when_equal_and_boosted_on_closures():
@@ -30,6 +31,13 @@ def test_zero_when_equal_and_boosted_on_closures():
     miss_open[0, 1, lo, 1] = -7.0  # predicted 7 mm where the GT opens 10 mm
     a, b = float(fn(_ctx(miss_closed, target))), float(fn(_ctx(miss_open, target)))
     assert a == pytest.approx(11 * 9 / 2) and b == pytest.approx(9 / 2)
+    # start_step: off before it (training steps), on from it and in validation (step -1)
+    late = LOSSES["lip_gap"]({"start_step": 5}, SimpleNamespace(n_verts=7931), torch.device("cpu"))
+    assert float(late(_ctx(miss_closed, target, step=4))) == 0.0
+    assert float(late(_ctx(miss_closed, target, step=5))) == pytest.approx(a)
+    assert float(late(_ctx(miss_closed, target, step=-1))) == pytest.approx(a)
+    with pytest.raises(L2TError, match="start_step"):
+        LOSSES["lip_gap"]({"start_step": -1}, SimpleNamespace(n_verts=7931), torch.device("cpu"))
 
 
 def test_other_topologies_need_a_pair():
