@@ -201,14 +201,15 @@ def test_rig_output_trains_on_the_heads_topology(tmp_path):
 # --------------------------------------------------------------------------- recipes and losses
 @pytest.mark.parametrize("name", ["vocaset", "biwi", "corpus"])
 def test_packaged_recipes_are_valid(name):
-    from l2t_gs.training.audio2mesh import DataConfig, TrainConfig, _typed_dataclass
+    from l2t_gs.training.audio2mesh import DataConfig, TrainConfig
+    from l2t_gs.training.common import typed_table
 
     from l2t_gs.models.audio2mesh import Audio2MeshConfig
 
     r = load_recipe(name)
     cfg = Audio2MeshConfig.from_dict(r["model"])
-    _typed_dataclass(TrainConfig, r["train"], "[train]").validate()
-    _typed_dataclass(DataConfig, r["data"], "[data]")
+    typed_table(TrainConfig, r["train"], "[train]").validate()
+    typed_table(DataConfig, r["data"], "[data]")
     assert set(r["loss"]) <= set(LOSSES)
     assert cfg.output == ("rig" if name == "corpus" else "vertices")
     assert load_recipe(dump_toml_path(r, name)) == r

@@ -37,14 +37,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from l2t_gs.training.common import read_recipe
+from l2t_gs.training.common import read_recipe, recipe_file, typed_table
 
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import write_text_atomic
 
 __all__ = ["VARIANTS", "AblationConfig", "ablation_arguments", "load_ablation", "run_ablation", "run_ablation_cli"]
 
-RECIPES_DIR = Path(__file__).resolve().parent
 #: Text after this line of an existing report is kept when the report is rewritten.
 NOTES_MARKER = "<!-- notes: kept when the report is rewritten -->"
 SECTIONS = ("ablation", "train", "loss", "eval")
@@ -93,30 +92,8 @@ class EvalConfig:
     syncnet: str = ""
 
 
-def _table(cls: type, data: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise L2TError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    ref = cls()
-    for k, v in data.items():
-        want = type(getattr(ref, k))
-        ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
-        if want is list:
-            ok = isinstance(v, list) and all(isinstance(x, str) for x in v)
-        if not ok:
-            raise L2TError(f"{where}: {k} must be {want.__name__}, got {v!r}")
-    return cls(**data)
-
-
 def _recipe_file(spec: str | os.PathLike) -> Path:
-    p = Path(spec).expanduser()
-    if p.is_file():
-        return p
-    packaged = RECIPES_DIR / f"{spec}.toml"
-    if "/" not in str(spec) and packaged.is_file():
-        return packaged
-    raise L2TError(f"ablation recipe not found: {spec} (a .toml file or the packaged 'ablation')")
+    return recipe_file(spec, "ablation recipe", prefix="ablation")
 
 
 def load_ablation(
@@ -125,7 +102,7 @@ def load_ablation(
     """Read an ablation recipe: its ``[ablation]`` config, ``[train]`` overrides of the base recipe, the
     ``[loss.sync]`` / ``[loss.lipread]`` tables the variants add, and the ``[eval]`` config."""
     raw = read_recipe(_recipe_file(spec), SECTIONS)
-    cfg = _table(AblationConfig, raw["ablation"], "[ablation]").validate()
+    cfg = typed_table(AblationConfig, raw["ablation"], "[ablation]").validate()
     losses = raw["loss"]
     unknown = sorted(set(losses) - set(ADDED_LOSSES))
     if unknown:
@@ -135,7 +112,7 @@ def load_ablation(
         if not isinstance(losses.get(name, {}), dict):
             raise L2TError(f"ablation recipe: [loss.{name}] must be a table")
     added = {k: dict(losses.get(k, {})) for k in ADDED_LOSSES}
-    return cfg, raw["train"], added, _table(EvalConfig, raw["eval"], "[eval]")
+    return cfg, raw["train"], added, typed_table(EvalConfig, raw["eval"], "[eval]")
 
 
 def variant_recipe(

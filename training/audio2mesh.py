@@ -29,14 +29,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from l2t_gs.training.common import CsvLog, lr_at, read_recipe
+from l2t_gs.training.common import CsvLog, lr_at, read_recipe, recipe_file, typed_table
 from torch import Tensor
 
 from l2t_gs.errors import L2TError
@@ -57,37 +57,12 @@ __all__ = [
     "train",
 ]
 
-RECIPES_DIR = Path(__file__).resolve().parent
 SECTIONS = ("model", "train", "data", "loss")
 #: Losses of a recipe without a ``[loss]`` table.
 DEFAULT_LOSSES = {"vertex": 1.0, "velocity": 0.5}
 
 
 # --------------------------------------------------------------------------- configuration
-def _typed_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise L2TError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    defaults = cls()
-    kw = {}
-    for key, value in data.items():
-        ref = getattr(defaults, key)
-        if isinstance(ref, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(ref, float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        elif isinstance(ref, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, type(ref))
-        if not ok:
-            raise L2TError(f"{where}: {key} must be {type(ref).__name__}, got {value!r}")
-        kw[key] = value
-    return cls(**kw)
-
-
 @dataclass
 class TrainConfig:
     """The ``[train]`` table. ``max_steps = 0``: no step limit; ``crop_s = 0``: whole clips;
@@ -149,16 +124,7 @@ class DataConfig:
 
 def recipe_path(spec: str | os.PathLike | None) -> Path | None:
     """A recipe file: a path, or the name of a packaged recipe (``vocaset``, ``biwi``, ``corpus``)."""
-    if spec is None:
-        return None
-    p = Path(spec).expanduser()
-    if p.is_file():
-        return p
-    packaged = RECIPES_DIR / f"{spec}.toml"
-    if "/" not in str(spec) and packaged.is_file():
-        return packaged
-    known = ", ".join(sorted(q.stem for q in RECIPES_DIR.glob("*.toml")))
-    raise L2TError(f"training recipe not found: {spec} (a .toml file, or one of: {known})")
+    return recipe_file(spec, "training recipe")
 
 
 def load_recipe(spec: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
@@ -536,8 +502,8 @@ def train(
     for key, val in (("epochs", epochs), ("max_steps", max_steps), ("device", device), ("seed", seed)):
         if val is not None:
             recipe["train"][key] = val
-    tcfg = _typed_dataclass(TrainConfig, recipe["train"], "[train]").validate()
-    dcfg = _typed_dataclass(DataConfig, recipe["data"], "[data]")
+    tcfg = typed_table(TrainConfig, recipe["train"], "[train]").validate()
+    dcfg = typed_table(DataConfig, recipe["data"], "[data]")
     d = _init_dist(tcfg.device if tcfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         return _Trainer(Path(data), Path(out), recipe, tcfg, dcfg, d, callbacks, progress).run()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,47 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+
+#: Where the packaged recipes (``*.toml``) live.
+RECIPES_DIR = Path(__file__).resolve().parent
+
+
+def recipe_file(spec: str | os.PathLike | None, what: str, prefix: str = "") -> Path | None:
+    """A recipe: a ``.toml`` path, or the name of a packaged recipe whose name starts with ``prefix``
+    (``None`` stays ``None``); otherwise a one-line error naming ``what`` and the packaged choices."""
+    if spec is None:
+        return None
+    p = Path(spec).expanduser()
+    if p.is_file():
+        return p
+    packaged = RECIPES_DIR / f"{spec}.toml"
+    if "/" not in str(spec) and str(spec).startswith(prefix) and packaged.is_file():
+        return packaged
+    known = ", ".join(sorted(q.stem for q in RECIPES_DIR.glob(f"{prefix}*.toml")))
+    raise L2TError(f"{what} not found: {spec} (a .toml file, or one of: {known})")
+
+
+def typed_table(cls: type, data: dict[str, Any], where: str) -> Any:
+    """The dataclass ``cls`` from a TOML table: unknown keys and wrong types are one-line errors; an int
+    is accepted for a float field, a bool never for a number; a list field takes a list of strings."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise L2TError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    ref = cls()
+    kw = {}
+    for key, value in data.items():
+        want = type(getattr(ref, key))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        ok = isinstance(value, want) and (want is bool or not isinstance(value, bool))
+        if want is list:
+            ok = isinstance(value, list) and all(isinstance(x, str) for x in value)
+        if not ok:
+            raise L2TError(f"{where}: {key} must be {want.__name__}, got {value!r}")
+        kw[key] = value
+    return cls(**kw)
 
 
 def read_recipe(path: Path | None, sections: tuple[str, ...]) -> dict[str, dict[str, Any]]:

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from l2t_gs.training.audio2mesh import _typed_dataclass, dump_toml, recipe_path
-from l2t_gs.training.common import CsvLog, lr_at
+from l2t_gs.training.audio2mesh import dump_toml, recipe_path
+from l2t_gs.training.common import CsvLog, lr_at, read_recipe, typed_table
 from torch import Tensor
 
 from l2t_gs.errors import L2TError
@@ -54,11 +54,6 @@ from l2t_gs.models.lipreader import (
     save_lipreader,
 )
 from l2t_gs.render.mouth import MouthCropSpec, MouthRenderer
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "AugmentConfig",
@@ -148,19 +143,7 @@ class DataConfig:
 
 def load_recipe(spec: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
     """A recipe file or packaged name (``lipreader``) -> its tables (``None``: all defaults)."""
-    path = recipe_path(spec)
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise L2TError(f"cannot read recipe {path}: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise L2TError(f"recipe {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise L2TError(f"recipe {path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    return {s: dict(raw.get(s, {})) for s in SECTIONS}
+    return read_recipe(recipe_path(spec), SECTIONS)
 
 
 # --------------------------------------------------------------------------- crops cache
@@ -371,9 +354,9 @@ class _Run:
         progress: bool | None,
     ) -> None:
         self.data, self.out, self.recipe, self.callbacks = data, out, recipe, callbacks
-        self.cfg: TrainConfig = _typed_dataclass(TrainConfig, recipe["train"], "[train]").validate()
-        self.aug: AugmentConfig = _typed_dataclass(AugmentConfig, recipe["augment"], "[augment]")
-        self.dcfg: DataConfig = _typed_dataclass(DataConfig, recipe["data"], "[data]")
+        self.cfg: TrainConfig = typed_table(TrainConfig, recipe["train"], "[train]").validate()
+        self.aug: AugmentConfig = typed_table(AugmentConfig, recipe["augment"], "[augment]")
+        self.dcfg: DataConfig = typed_table(DataConfig, recipe["data"], "[data]")
         self.crop = MouthCropSpec.from_dict(recipe["crop"], where="[crop]")
         self.progress = progress if progress is not None else sys.stderr.isatty()
         self.device = _resolve_device(self.cfg.device)

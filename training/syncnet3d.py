@@ -33,11 +33,11 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from l2t_gs.training.common import CsvLog, lr_at, read_recipe
+from l2t_gs.training.common import CsvLog, lr_at, read_recipe, recipe_file, typed_table
 
 from l2t_gs.errors import L2TError
 
@@ -61,7 +61,6 @@ __all__ = [
     "train",
 ]
 
-RECIPES_DIR = Path(__file__).resolve().parent
 SECTIONS = ("model", "train", "data", "sampling", "eval")
 METRICS_FORMAT = "l2t-gs-syncnet3d-metrics"
 
@@ -149,36 +148,9 @@ class EvalConfig:
         return self
 
 
-def _typed(cls: type, data: dict[str, Any], where: str) -> Any:
-    """A dataclass from a TOML table, with unknown keys and wrong types reported in one line."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise L2TError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    ref = cls()
-    kw = {}
-    for key, value in data.items():
-        want = type(getattr(ref, key))
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
-            raise L2TError(f"{where}: {key} must be {want.__name__}, got {value!r}")
-        kw[key] = value
-    return cls(**kw)
-
-
 def recipe_path(spec: str | os.PathLike | None) -> Path | None:
     """A recipe: a ``.toml`` path or a packaged SyncNet3D recipe name (``syncnet3d``)."""
-    if spec is None:
-        return None
-    p = Path(spec).expanduser()
-    if p.is_file():
-        return p
-    packaged = RECIPES_DIR / f"{spec}.toml"
-    if "/" not in str(spec) and str(spec).startswith("syncnet3d") and packaged.is_file():
-        return packaged
-    known = ", ".join(sorted(q.stem for q in RECIPES_DIR.glob("syncnet3d*.toml")))
-    raise L2TError(f"SyncNet3D recipe not found: {spec} (a .toml file, or one of: {known})")
+    return recipe_file(spec, "SyncNet3D recipe", prefix="syncnet3d")
 
 
 def load_recipe(spec: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
@@ -439,10 +411,10 @@ def train(
     for key, val in (("epochs", epochs), ("max_steps", max_steps), ("device", device), ("seed", seed)):
         if val is not None:
             recipe["train"][key] = val
-    cfg: TrainConfig = _typed(TrainConfig, recipe["train"], "[train]").validate()
-    scfg: SamplingConfig = _typed(SamplingConfig, recipe["sampling"], "[sampling]").validate()
-    dcfg: DataConfig = _typed(DataConfig, recipe["data"], "[data]")
-    ecfg: EvalConfig = _typed(EvalConfig, recipe["eval"], "[eval]").validate()
+    cfg: TrainConfig = typed_table(TrainConfig, recipe["train"], "[train]").validate()
+    scfg: SamplingConfig = typed_table(SamplingConfig, recipe["sampling"], "[sampling]").validate()
+    dcfg: DataConfig = typed_table(DataConfig, recipe["data"], "[data]")
+    ecfg: EvalConfig = typed_table(EvalConfig, recipe["eval"], "[eval]").validate()
     data, out = Path(data), Path(out)
     dev_name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if dev_name == "cuda" and not torch.cuda.is_available():
