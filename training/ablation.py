@@ -237,7 +237,7 @@ def report_markdown(results: dict[str, Any]) -> str:
         f"{r['eval']['overall'].get('bilabials')} |"
         for n, r in rows.items()
     )
-    subjects = sorted(first and next(iter(rows.values()))["eval"]["subjects"])
+    subjects = sorted(next(iter(rows.values()))["eval"]["subjects"])
     warm = results.get("warm_seconds") or 0.0
     warm_line = f"Shared warm start: {warm / 60:.1f} minutes." if warm > 1.0 else ""
     return f"""# Learn2Talk ablation
