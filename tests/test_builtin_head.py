@@ -8,7 +8,7 @@ import torch
 
 from l2t_gs.assets import asset_path
 from l2t_gs.rig import FlameRig, load_head_model
-from l2t_gs.rig.builtin_head import EXPRESSION_NAMES, SHAPE_NAMES, build_builtin_head
+from l2t_gs.authoring.head import EXPRESSION_NAMES, SHAPE_NAMES, build_builtin_head
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_identity_components(model, rig):
 
 def test_pose_correctives_reduce_jaw_collapse(model):
     """With the fitted correctives the jaw pose follows a per-vertex interpolated rotation better."""
-    from l2t_gs.rig.rotation import axis_angle_to_matrix
+    from l2t_gs.core.rotation import axis_angle_to_matrix
 
     rig = FlameRig(model)
     no_corr = FlameRig(model)

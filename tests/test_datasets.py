@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from l2t_gs.data.datasets import (
+from l2t_gs.training.data.datasets import (
     Clip,
     LengthBucketSampler,
     PhoneSegment,
@@ -21,7 +21,7 @@ from l2t_gs.data.datasets import (
     collate_single,
     load_dataset,
 )
-from l2t_gs.data.splits import (
+from l2t_gs.training.data.splits import (
     BIWI,
     VOCASET,
     VOCASET_TEST_SUBJECTS,

@@ -14,7 +14,7 @@ import torch
 
 from l2t_gs.cli import eval as eval_cli
 from l2t_gs.errors import L2TError
-from l2t_gs.metrics.motion import segment_frames
+from l2t_gs.training.metrics.motion import segment_frames
 
 FPS = 30.0
 SR = 16000
@@ -187,8 +187,8 @@ def test_eval_with_main_entry_point(dataset, monkeypatch, capsys):
 
 def test_evaluate_audio2mesh_on_a_loaded_dataset(dataset):
     """The real model interface (random weights) and the real dataset loader, through the API."""
-    from l2t_gs.data.datasets import load_dataset
-    from l2t_gs.eval import evaluate
+    from l2t_gs.training.data.datasets import load_dataset
+    from l2t_gs.training.metrics.evaluate import evaluate
     from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 
     data = load_dataset(dataset, split="test")

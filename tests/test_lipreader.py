@@ -16,11 +16,11 @@ import soundfile as sf
 import torch
 from l2t_gs.training.lipreader import AugmentConfig, augment, register_lipreader, train_lipreader
 
-from l2t_gs.data.teacher_video import TeacherCrops, save_teacher_crops
+from l2t_gs.training.data.teacher_video import TeacherCrops, save_teacher_crops
 from l2t_gs.errors import L2TError
 from l2t_gs.gaussians import load_avatar
-from l2t_gs.losses.lipread import LipReadLoss, lipread_loss_factory, resample_time
-from l2t_gs.models.lipreader import (
+from l2t_gs.training.losses.lipread import LipReadLoss, lipread_loss_factory, resample_time
+from l2t_gs.training.models.lipreader import (
     PHONE_TO_VISEME,
     VISEMES,
     LipReader,
@@ -30,7 +30,7 @@ from l2t_gs.models.lipreader import (
     load_lipreader,
     save_lipreader,
 )
-from l2t_gs.render.mouth import MouthCropSpec
+from l2t_gs.training.data.mouth import MouthCropSpec
 from l2t_gs.speech.phones import PHONES
 
 
@@ -419,7 +419,7 @@ def test_the_lip_reader_learns_visemes_and_its_loss_ranks_motions(tmp_path, avat
     }
     summary = train_lipreader(data, tmp_path / "run", recipe, progress=False)
     assert summary["val_frame_accuracy"] > max(0.4, 2 * summary["majority_baseline"]), summary
-    from l2t_gs.data.datasets import load_dataset
+    from l2t_gs.training.data.datasets import load_dataset
 
     clip = load_dataset(data, split="val")[0]
     gt = clip.vertices[None]

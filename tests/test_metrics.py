@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from l2t_gs.errors import L2TError
-from l2t_gs.eval import LVE, ClipContext, Metric, evaluate, register_metric
-from l2t_gs.metrics import (
+from l2t_gs.training.metrics.evaluate import LVE, ClipContext, Metric, evaluate, register_metric
+from l2t_gs.training.metrics import (
     Regions,
     bilabial_segments,
     builtin_regions,

@@ -1,4 +1,4 @@
-"""Differentiable mouth crops (``l2t_gs.render.mouth``): framing, fidelity to full renders, batching, gradients."""
+"""Differentiable mouth crops (``l2t_gs.training.data.mouth``): framing, fidelity to full renders, batching, gradients."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from l2t_gs.errors import L2TError
 from l2t_gs.gaussians import load_avatar
 from l2t_gs.render import rasterize
-from l2t_gs.render.mouth import LUMA, MouthCropSpec, MouthRenderer, mouth_camera
+from l2t_gs.training.data.mouth import LUMA, MouthCropSpec, MouthRenderer, mouth_camera
 
 
 @pytest.fixture(autouse=True, scope="module")

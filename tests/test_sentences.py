@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from l2t_gs.data.sentences import generate_sentences
+from l2t_gs.training.data.sentences import generate_sentences
 from l2t_gs.speech import espeak
 from l2t_gs.speech.phones import PHONES, SIL, map_espeak
 

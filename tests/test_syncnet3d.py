@@ -28,10 +28,10 @@ from l2t_gs.training.syncnet3d import (
     train,
 )
 
-from l2t_gs.audio.sync_mel import MEL_FPS, SyncMel, mel_frame_count, mel_start, slaney_mel_filterbank, sync_mel
+from l2t_gs.training.models.sync_mel import MEL_FPS, SyncMel, mel_frame_count, mel_start, slaney_mel_filterbank, sync_mel
 from l2t_gs.errors import L2TError
-from l2t_gs.losses.sync import SyncLoss, sync_loss_factory
-from l2t_gs.models.syncnet3d import (
+from l2t_gs.training.losses.sync import SyncLoss, sync_loss_factory
+from l2t_gs.training.models.syncnet3d import (
     SyncNet3D,
     SyncNet3DConfig,
     load_syncnet3d,
@@ -269,7 +269,7 @@ def test_negative_sampling_respects_shifts_and_clip_bounds():
 
 def test_batches_are_balanced_and_aligned(tmp_path):
     data = make_sync_dataset(tmp_path / "d", sentences=2, subjects=("spkA", "spkC"))
-    from l2t_gs.data.datasets import load_dataset
+    from l2t_gs.training.data.datasets import load_dataset
 
     ds = load_dataset(data, split="train")
     model = _tiny_model()
@@ -462,7 +462,7 @@ def _batch_from(ds, shift: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 def test_sync_loss_prefers_aligned_motion(expert):
-    from l2t_gs.data.datasets import load_dataset
+    from l2t_gs.training.data.datasets import load_dataset
 
     data, run, _ = expert
     ds = load_dataset(data, split="val")

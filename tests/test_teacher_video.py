@@ -18,11 +18,11 @@ from l2t_gs.errors import L2TError
 from l2t_gs.gaussians import load_avatar
 from l2t_gs.io.video import VideoWriter
 from l2t_gs.render import head_camera, rasterize
-from l2t_gs.render.mouth import MouthCropSpec, MouthRenderer
+from l2t_gs.training.data.mouth import MouthCropSpec, MouthRenderer
 
 cv2 = pytest.importorskip("cv2")
 
-from l2t_gs.data.teacher_video import (  # noqa: E402
+from l2t_gs.training.data.teacher_video import (  # noqa: E402
     TeacherCropSpec,
     load_teacher_crops,
     mouth_crops_from_video,

@@ -151,9 +151,9 @@ def _train(data: Path, out: Path, recipe: dict[str, dict[str, Any]], steps: int,
 def _evaluate(run: Path, data: Path, split: str, syncnet: str) -> dict[str, Any]:
     import torch
 
-    from l2t_gs.data.datasets import load_dataset
-    from l2t_gs.eval import DEFAULT_METRICS, evaluate, get_metric
-    from l2t_gs.metrics.lse import LSE
+    from l2t_gs.training.data.datasets import load_dataset
+    from l2t_gs.training.metrics.evaluate import DEFAULT_METRICS, evaluate, get_metric
+    from l2t_gs.training.metrics.lse import LSE
     from l2t_gs.models.checkpoint import load_model
 
     torch.manual_seed(0)

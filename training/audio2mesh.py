@@ -111,7 +111,7 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    """The ``[data]`` table: dataset kind and splits (see :func:`l2t_gs.data.datasets.load_dataset`);
+    """The ``[data]`` table: dataset kind and splits (see :func:`l2t_gs.training.data.datasets.load_dataset`);
     ``n_verts``/``frame_tolerance``: overrides for non-standard data (0/-1: none); ``val_split = ""``
     disables validation."""
 
@@ -296,8 +296,8 @@ def _lip_gap_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.devi
 #: Losses defined in other modules, registered on first use (``name -> "module:factory"``): their
 #: imports (frozen expert networks) stay out of runs that do not use them.
 LOSS_PLUGINS: dict[str, str] = {
-    "sync": "l2t_gs.losses.sync:sync_loss_factory",
-    "lipread": "l2t_gs.losses.lipread:lipread_loss_factory",
+    "sync": "l2t_gs.training.losses.sync:sync_loss_factory",
+    "lipread": "l2t_gs.training.losses.lipread:lipread_loss_factory",
 }
 
 
@@ -386,7 +386,7 @@ def _epoch_batches(
 ) -> list[list[int]]:
     """This rank's batches for ``epoch``: global batches of ``batch_size * world`` clips of similar length
     (seeded shuffle), split evenly across ranks (short batches wrap around to keep ranks in step)."""
-    from l2t_gs.data.datasets import LengthBucketSampler
+    from l2t_gs.training.data.datasets import LengthBucketSampler
 
     sampler = LengthBucketSampler(lengths, batch_size * world, shuffle=True, seed=seed)
     sampler.set_epoch(epoch)
@@ -532,7 +532,7 @@ class _Trainer:
 
     # ------------------------------------------------------------------ setup
     def _load_data(self) -> None:
-        from l2t_gs.data.datasets import load_dataset
+        from l2t_gs.training.data.datasets import load_dataset
 
         kw: dict[str, Any] = {"kind": self.dcfg.kind}
         if self.dcfg.n_verts:

@@ -3,12 +3,12 @@
 ``l2t-gs train lipreader --data DIR --out RUN [--config training/lipreader.toml] [--avatar NAME]``
 
 1. Crops: every clip's ground-truth meshes are rendered once through the avatar
-   (:class:`~l2t_gs.render.mouth.MouthRenderer`, framed by the clip's subject template, no gradient)
+   (:class:`~l2t_gs.training.data.mouth.MouthRenderer`, framed by the clip's subject template, no gradient)
    into ``RUN/cache/<split>/<clip>.npz`` (``crops`` uint8 [T, H, W], ``labels`` int16 [T]), one clip at a
    time. ``RUN/cache/manifest.json`` records the crop geometry, avatar and label set; a change
    re-renders. An interrupted caching run continues where it stopped.
 2. Labels: the phone at each frame's centre (``phones/<clip>.json``) mapped to its viseme
-   (:data:`~l2t_gs.models.lipreader.VISEMES`) or kept as a phone (``[model] labels = "phone"``).
+   (:data:`~l2t_gs.training.models.lipreader.VISEMES`) or kept as a phone (``[model] labels = "phone"``).
 3. Training: random windows of ``window`` frames, augmented per sequence (shift, scale, rotation,
    mirror, gamma, blur, noise: the teacher's filmed crops differ from the renders), cross-entropy
    per frame, AdamW, warm-up and cosine decay; the whole validation split is scored after every epoch.
@@ -45,7 +45,7 @@ from torch import Tensor
 
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import atomic_path, write_text_atomic
-from l2t_gs.models.lipreader import (
+from l2t_gs.training.models.lipreader import (
     LipReaderConfig,
     LipReaderNet,
     frame_labels,
@@ -53,7 +53,7 @@ from l2t_gs.models.lipreader import (
     read_lipreader_checkpoint,
     save_lipreader,
 )
-from l2t_gs.render.mouth import MouthCropSpec, MouthRenderer
+from l2t_gs.training.data.mouth import MouthCropSpec, MouthRenderer
 
 __all__ = [
     "AugmentConfig",
@@ -370,7 +370,7 @@ class _Run:
 
     # ------------------------------------------------------------------ data
     def _load(self, model_cfg: LipReaderConfig) -> None:
-        from l2t_gs.data.datasets import load_dataset
+        from l2t_gs.training.data.datasets import load_dataset
         from l2t_gs.gaussians import load_avatar
 
         d = self.dcfg

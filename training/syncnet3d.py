@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from l2t_gs.models.syncnet3d import SyncNet3D
+    from l2t_gs.training.models.syncnet3d import SyncNet3D
 
 __all__ = [
     "DataConfig",
@@ -135,7 +135,7 @@ class DataConfig:
 @dataclass
 class EvalConfig:
     """``[eval]``: held-out evaluation. ``vshift``: offsets searched (frames, syncnet_python: 15); ``pad``: LSE edge
-    convention (``valid``, or ``zeros`` as syncnet_python; :mod:`l2t_gs.metrics.lse`); ``stride``: frames between
+    convention (``valid``, or ``zeros`` as syncnet_python; :mod:`l2t_gs.training.metrics.lse`); ``stride``: frames between
     validation windows."""
 
     vshift: int = 15
@@ -245,7 +245,7 @@ class WindowBank:
         of clips ``clip`` (all ``[B]``)."""
         import torch
 
-        from l2t_gs.audio.sync_mel import mel_start
+        from l2t_gs.training.models.sync_mel import mel_start
 
         mi = (self.mel_off[clip] + mel_start(audio_at, model.fps))[:, None] + torch.arange(model.mel_frames)
         di = (self.disp_off[clip] + motion_at)[:, None] + torch.arange(model.window_frames)
@@ -308,7 +308,7 @@ def evaluate_expert(
     import torch
     import torch.nn.functional as F
 
-    from l2t_gs.metrics.lse import sync_scores
+    from l2t_gs.training.metrics.lse import sync_scores
 
     model.eval()
     dev = model.lip_indices.device
@@ -370,7 +370,7 @@ def evaluate_expert(
 # --------------------------------------------------------------------------- logs
 # --------------------------------------------------------------------------- training
 def _load_split(data: Path, dcfg: DataConfig, split: str) -> Any:
-    from l2t_gs.data.datasets import load_dataset
+    from l2t_gs.training.data.datasets import load_dataset
 
     kw: dict[str, Any] = {"kind": dcfg.kind, "split": split}
     if dcfg.n_verts:
@@ -381,7 +381,7 @@ def _load_split(data: Path, dcfg: DataConfig, split: str) -> Any:
 
 
 def _lip_indices(data: Path, dcfg: DataConfig, n_verts: int) -> list[int]:
-    from l2t_gs.metrics.regions import resolve_regions
+    from l2t_gs.training.metrics.regions import resolve_regions
 
     regions = resolve_regions(dcfg.regions or None, n_verts, data_root=data)
     return [int(i) for i in regions.lips]
@@ -446,7 +446,7 @@ def _train(
     from tqdm import tqdm
 
     from l2t_gs.io.atomic import write_text_atomic
-    from l2t_gs.models.syncnet3d import (
+    from l2t_gs.training.models.syncnet3d import (
         SyncNet3D,
         SyncNet3DConfig,
         load_syncnet3d,

@@ -12,7 +12,7 @@ from l2t_gs.cli.pose_args import add_pose_options
 def run_build(args: argparse.Namespace) -> int:
     from l2t_gs.errors import L2TError
     from l2t_gs.gaussians.avatar_io import save_avatar
-    from l2t_gs.gaussians.builder import build_default_avatar
+    from l2t_gs.authoring.avatar import build_default_avatar
 
     if args.preview is not None and Path(args.preview).suffix.lower() != ".png":
         raise L2TError(f"--preview must end in .png, got {args.preview}")
@@ -31,7 +31,7 @@ def run_build(args: argparse.Namespace) -> int:
     if args.preview is not None:
         from PIL import Image
 
-        from l2t_gs.gaussians.builder import render_preview
+        from l2t_gs.authoring.avatar import render_preview
         from l2t_gs.io.atomic import atomic_path
 
         image, seconds = render_preview(avatar, args.preview_size)

@@ -155,7 +155,7 @@ def _register_voices(ds: argparse._SubParsersAction) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    from l2t_gs.data.corpus import CorpusConfig, build_corpus, parse_voices
+    from l2t_gs.training.data.corpus import CorpusConfig, build_corpus, parse_voices
 
     cfg = CorpusConfig(minutes=args.minutes, seed=args.seed, workers=args.workers)
     if args.voices:

@@ -67,8 +67,8 @@ def _load_model(spec: str, device: str = "cpu"):
 
 
 def run(args: argparse.Namespace) -> int:
-    from l2t_gs.data.datasets import load_dataset
-    from l2t_gs.eval import LipClosure, evaluate, get_metric
+    from l2t_gs.training.data.datasets import load_dataset
+    from l2t_gs.training.metrics.evaluate import LipClosure, evaluate, get_metric
     from l2t_gs.io.atomic import write_text_atomic
 
     unit_m = parse_units(args.units)
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         if name == "lip_closure":
             return LipClosure(threshold_mm=args.closure_mm)
         if name == "lse" and args.syncnet:
-            from l2t_gs.metrics.lse import LSE
+            from l2t_gs.training.metrics.lse import LSE
 
             return LSE(args.syncnet, device=dev)
         return get_metric(name)

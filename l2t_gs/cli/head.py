@@ -22,7 +22,7 @@ def posed_from_args(args: argparse.Namespace):
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from l2t_gs.rig.builtin_head import save_builtin_head
+    from l2t_gs.authoring.head import save_builtin_head
 
     out = Path(args.out)
     if out.suffix != ".npz":

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from l2t_gs.rig.rotation import matrix_to_quat
-from l2t_gs.rig.rotation import quat_conjugate as quaternion_conjugate  # noqa: F401 (re-exported)
-from l2t_gs.rig.rotation import quat_multiply as quaternion_multiply  # noqa: F401 (re-exported)
+from l2t_gs.core.rotation import matrix_to_quat
+from l2t_gs.core.rotation import quat_conjugate as quaternion_conjugate  # noqa: F401 (re-exported)
+from l2t_gs.core.rotation import quat_multiply as quaternion_multiply  # noqa: F401 (re-exported)
 
 #: Guard on squared lengths before a square root (GaussianAvatars uses the same value).
 NORM_EPS = 1e-20
@@ -47,7 +47,7 @@ def safe_normalize(x: Tensor, eps: float = NORM_EPS) -> Tensor:
 def matrix_to_quaternion(matrix: Tensor) -> Tensor:
     """Rotation matrices ``[..., 3, 3]`` -> unit quaternions ``[..., 4]`` (wxyz, ``w >= 0``).
 
-    :func:`l2t_gs.rig.rotation.matrix_to_quat` (Shepperd's method, accurate for every rotation,
+    :func:`l2t_gs.core.rotation.matrix_to_quat` (Shepperd's method, accurate for every rotation,
     half-turns included); non-rotations such as the zero matrix of a degenerate triangle map to
     the identity instead of a non-unit result.
     """

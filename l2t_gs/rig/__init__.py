@@ -18,7 +18,7 @@ from l2t_gs.rig.loader import (
     save_head_model,
 )
 from l2t_gs.rig.model import HeadModel
-from l2t_gs.rig.rotation import (
+from l2t_gs.core.rotation import (
     axis_angle_to_matrix,
     axis_angle_to_quat,
     matrix_to_axis_angle,

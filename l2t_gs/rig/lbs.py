@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from l2t_gs.rig.rotation import axis_angle_to_matrix
+from l2t_gs.core.rotation import axis_angle_to_matrix
 
 __all__ = [
     "batch_rigid_transform",

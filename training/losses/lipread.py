@@ -1,10 +1,10 @@
 """Lip-reading loss (Learn2Talk's teacher constraint): a frozen lip reader compares mouth crops.
 
 The student's predicted meshes are rendered through a Gaussian avatar into grayscale mouth crops
-(:class:`~l2t_gs.render.mouth.MouthRenderer`, differentiable); the teacher's crops come from a 2D
-talking-face video (:func:`~l2t_gs.data.teacher_video.mouth_crops_from_video`) or from rendering
+(:class:`~l2t_gs.training.data.mouth.MouthRenderer`, differentiable); the teacher's crops come from a 2D
+talking-face video (:func:`~l2t_gs.training.data.teacher_video.mouth_crops_from_video`) or from rendering
 ground-truth motion with the same renderer. Both go through a frozen lip reader
-(:class:`~l2t_gs.models.lipreader.LipReader`) and the loss is the distance of their features over
+(:class:`~l2t_gs.training.models.lipreader.LipReader`) and the loss is the distance of their features over
 random windows of the clips:
 
 - ``"l2"`` (default): mean squared feature difference;
@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from l2t_gs.errors import L2TError
-from l2t_gs.models.lipreader import crop_spec_of, load_lipreader
-from l2t_gs.render.mouth import MouthRenderer
+from l2t_gs.training.models.lipreader import crop_spec_of, load_lipreader
+from l2t_gs.training.data.mouth import MouthRenderer
 
 __all__ = ["DISTANCES", "LipReadLoss", "lipread_loss_factory", "resample_time"]
 
@@ -68,7 +68,7 @@ class LipReadLoss(nn.Module):
     """Feature distance between the student's and the teacher's mouth crops under a frozen lip reader.
 
     Args:
-        lipreader: a :class:`~l2t_gs.models.lipreader.LipReader`, or anything :func:`load_lipreader` takes.
+        lipreader: a :class:`~l2t_gs.training.models.lipreader.LipReader`, or anything :func:`load_lipreader` takes.
         avatar: the :class:`~l2t_gs.gaussians.GaussianAvatar` the crops are rendered with.
         window: motion frames per scored window (shorter clips: the whole clip).
         windows: windows scored per call, spread over the batch at random.
@@ -195,7 +195,7 @@ _OPTIONS = ("lipreader", "avatar", "teacher", "window", "windows", "distance", "
 
 
 class _TeacherFolder:
-    """Teacher crops ``<folder>/<clip>.npz`` (:func:`~l2t_gs.data.teacher_video.save_teacher_crops`), cached."""
+    """Teacher crops ``<folder>/<clip>.npz`` (:func:`~l2t_gs.training.data.teacher_video.save_teacher_crops`), cached."""
 
     def __init__(self, folder: Path) -> None:
         if not folder.is_dir():
@@ -205,7 +205,7 @@ class _TeacherFolder:
     def crops(self, names: list[str], starts: list[int], frames: int, fps: float) -> tuple[Tensor, Tensor]:
         """Crops ``[B, frames, 1, H, W]`` of the batch's clip windows (zero past a clip's teacher video) and
         ``[B]`` the number of frames each one has."""
-        from l2t_gs.data.teacher_video import load_teacher_crops
+        from l2t_gs.training.data.teacher_video import load_teacher_crops
 
         parts = []
         for name, start in zip(names, starts, strict=True):

@@ -11,7 +11,7 @@
 
 Checkpoints are ``torch.save`` dicts read back with ``weights_only=True``: ``format``
 (``"l2t-gs/lipreader"``), ``format_version``, ``l2t_gs_version``, ``config`` (:class:`LipReaderConfig`),
-``crop`` (:class:`~l2t_gs.render.mouth.MouthCropSpec`), ``classes`` (label names), ``model`` (state
+``crop`` (:class:`~l2t_gs.training.data.mouth.MouthCropSpec`), ``classes`` (label names), ``model`` (state
 dict) and optionally ``train`` (training state, ignored here).
 """
 
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import atomic_path
-from l2t_gs.render.mouth import MouthCropSpec
+from l2t_gs.training.data.mouth import MouthCropSpec
 from l2t_gs.speech.phones import PHONES, SIL, map_cmu
 
 __all__ = [
@@ -123,12 +123,12 @@ def frame_labels(segments: Sequence[Any], fps: float, num_frames: int, labels: s
 # --------------------------------------------------------------------------- the interface
 @runtime_checkable
 class LipReader(Protocol):
-    """What :class:`~l2t_gs.losses.lipread.LipReadLoss` needs from a lip reader (see ``docs/lipreader.md``).
+    """What :class:`~l2t_gs.training.losses.lipread.LipReadLoss` needs from a lip reader (see ``docs/lipreader.md``).
 
     Attributes:
         crop_size: ``(height, width)`` of the crops it reads.
         fps: the frame rate it expects (crops are resampled to it).
-    Optional: ``crop_spec`` (a :class:`~l2t_gs.render.mouth.MouthCropSpec` or its dict) to change the
+    Optional: ``crop_spec`` (a :class:`~l2t_gs.training.data.mouth.MouthCropSpec` or its dict) to change the
     framing of rendered crops.
     """
 

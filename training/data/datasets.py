@@ -10,7 +10,7 @@ Layout of a dataset root::
     <root>/dataset.json              optional: describes a custom dataset (below)
 
 Clip names are ``<subject>_<clip>`` (``FaceTalk_170728_03272_TA_sentence01``, ``F2_e01``); see
-:mod:`l2t_gs.data.splits` for how subjects and sentence numbers are read from names and for the
+:mod:`l2t_gs.training.data.splits` for how subjects and sentence numbers are read from names and for the
 standard VOCASET/BIWI splits (and where they were checked).
 
 ``dataset.json`` (format version 1; every key but ``fps`` is optional)::
@@ -63,7 +63,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from l2t_gs.audio.io import load_audio
-from l2t_gs.data.splits import DatasetSpec, SplitRule, builtin_spec, clip_sentence, clip_subject
+from l2t_gs.training.data.splits import DatasetSpec, SplitRule, builtin_spec, clip_sentence, clip_subject
 from l2t_gs.errors import L2TError
 from l2t_gs.rig.loader import pickled_array, unpickle_restricted
 from l2t_gs.speech.segments import PhoneSegment

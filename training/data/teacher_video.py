@@ -14,7 +14,7 @@ bounded whatever the video's length and resolution:
 
 The crops are then resampled in time to the motion frame rate (linear blend of the two nearest video
 frames at each motion frame's centre time, ``(i + 0.5) / fps``). The defaults put the window where the
-mouth renderer (:mod:`l2t_gs.render.mouth`) frames the lips on the default avatar, measured by
+mouth renderer (:mod:`l2t_gs.training.data.mouth`) frames the lips on the default avatar, measured by
 running the detector on frontal renders of it (``tests/test_teacher_video.py`` checks the match).
 
 (b) :func:`render_teacher_crops`: crops of ground-truth (or any) motion rendered through an avatar,
@@ -43,7 +43,7 @@ from l2t_gs.io.atomic import atomic_path
 
 if TYPE_CHECKING:
     from l2t_gs.gaussians import GaussianAvatar
-    from l2t_gs.render.mouth import MouthRenderer
+    from l2t_gs.training.data.mouth import MouthRenderer
 
 __all__ = [
     "TeacherCropSpec",
@@ -373,9 +373,9 @@ def render_teacher_crops(
 ) -> Tensor:
     """Crops ``[T, 1, H, W]`` (or ``[B, T, 1, H, W]``) of motion ``vertices`` rendered without gradient.
 
-    ``renderer``: a :class:`~l2t_gs.render.mouth.MouthRenderer`, or an avatar (default crop geometry).
+    ``renderer``: a :class:`~l2t_gs.training.data.mouth.MouthRenderer`, or an avatar (default crop geometry).
     """
-    from l2t_gs.render.mouth import MouthRenderer
+    from l2t_gs.training.data.mouth import MouthRenderer
 
     if not isinstance(renderer, MouthRenderer):
         renderer = MouthRenderer(renderer)

@@ -637,7 +637,7 @@ def build_default_avatar(
         head_model=model,
         neutral_params=neutral,
         name=name,
-        notes=f"procedural default avatar (l2t_gs.gaussians.builder, seed {seed}, {len(face)} splats)",
+        notes=f"procedural default avatar (l2t_gs.authoring.avatar, seed {seed}, {len(face)} splats)",
     )
 
 

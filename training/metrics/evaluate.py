@@ -8,7 +8,7 @@ segments, a lip vertex pair, audio) are skipped for that clip with a note. Later
 SyncNet3D's LSE-D/LSE-C, which need audio and a network) plug in with :func:`register_metric` or by
 passing instances to ``evaluate(metrics=[...])``.
 
-Built-in metrics (definitions in :mod:`l2t_gs.metrics.motion`; distances are converted to mm with
+Built-in metrics (definitions in :mod:`l2t_gs.training.metrics.motion`; distances are converted to mm with
 the data's unit, metres by default):
 
 - ``lve``: lip vertex error (CodeTalker ``main/cal_metric.py``), mm^2 and raw squared data units;
@@ -36,8 +36,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from l2t_gs.errors import L2TError
-from l2t_gs.metrics import motion
-from l2t_gs.metrics.regions import Regions, resolve_regions
+from l2t_gs.training.metrics import motion
+from l2t_gs.training.metrics.regions import Regions, resolve_regions
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -473,7 +473,7 @@ def evaluate(
     optionally ``n_verts``/``subjects``), or any callable ``clip -> vertices [T, V, 3]``. ``dataset``:
     an iterable of clips with ``name, subject, audio, vertices [T,V,3], template [V,3], fps, phones``.
     ``regions``: :class:`Regions`, a regions file, or ``None`` (see
-    :func:`l2t_gs.metrics.regions.resolve_regions`; ``data_root``, by default ``dataset.root``, is
+    :func:`l2t_gs.training.metrics.regions.resolve_regions`; ``data_root``, by default ``dataset.root``, is
     searched). ``style``: the speaker style to condition on: ``None``/``"auto"`` (the clip's subject
     when the model knows it, else ``style=None``, Audio2Mesh's mean style), ``"all"`` (every training
     subject, as FaceFormer tests unseen VOCASET speakers; one row per clip and style), or a name.

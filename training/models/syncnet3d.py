@@ -1,6 +1,6 @@
 """SyncNet3D: a lip-sync expert for 3D face motion (Learn2Talk), after Wav2Lip's SyncNet.
 
-It pairs a window of audio (Wav2Lip mel, :mod:`l2t_gs.audio.sync_mel`) with a window of lip-region motion
+It pairs a window of audio (Wav2Lip mel, :mod:`l2t_gs.training.models.sync_mel`) with a window of lip-region motion
 and says whether they are in sync:
 
 - windows: ``W = round(window_s * fps)`` motion frames (5 at 25 fps, 6 at 30 fps for 0.2 s) and
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from l2t_gs.audio.sync_mel import MEL_FPS, N_MELS, SyncMel, mel_start
+from l2t_gs.training.models.sync_mel import MEL_FPS, N_MELS, SyncMel, mel_start
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import atomic_path
 

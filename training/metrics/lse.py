@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from l2t_gs.errors import L2TError
-from l2t_gs.eval import ClipContext, ClipResult, Column, Metric, register_metric
+from l2t_gs.training.metrics.evaluate import ClipContext, ClipResult, Column, Metric, register_metric
 
 __all__ = ["LSE", "PADS", "SyncScores", "sync_scores"]
 
@@ -117,7 +117,7 @@ def _needs_expert() -> Metric:
 class LSE(Metric):
     """LSE-D / LSE-C / offset of the predicted motion (and of the ground truth, ``*_gt``) under a SyncNet3D expert.
 
-    ``syncnet``: a run directory, a checkpoint file or a loaded :class:`~l2t_gs.models.syncnet3d.SyncNet3D`.
+    ``syncnet``: a run directory, a checkpoint file or a loaded :class:`~l2t_gs.training.models.syncnet3d.SyncNet3D`.
     Per-clip values: ``lse_d``, ``lse_c``, ``lse_offset``, ``lse_windows`` and the same with ``_gt``. Groups:
     mean LSE-D/LSE-C over clips, ``lse_offset0`` (fraction of clips with offset 0) and ``lse_offset_abs``
     (mean absolute offset, frames).
@@ -142,7 +142,7 @@ class LSE(Metric):
         device: str | torch.device = "cpu",
         with_gt: bool = True,
     ) -> None:
-        from l2t_gs.models.syncnet3d import SyncNet3D, load_syncnet3d
+        from l2t_gs.training.models.syncnet3d import SyncNet3D, load_syncnet3d
 
         if pad not in PADS:
             raise L2TError(f"LSE padding must be one of {', '.join(PADS)}, got {pad!r}")

@@ -1,10 +1,6 @@
-"""Evaluation metrics for speech-driven 3D face motion (LVE, FDD, lip closure, lip-opening correlation).
+"""Evaluation: metric definitions (motion, lip sync), region vertex sets, the evaluation loop and registry."""
 
-``motion`` holds the numeric definitions, ``regions`` the lip/upper-face vertex sets; the evaluation
-loop, metric registry and result tables live in :mod:`l2t_gs.eval`.
-"""
-
-from l2t_gs.metrics.motion import (
+from l2t_gs.training.metrics.motion import (
     BILABIALS,
     bilabial_segments,
     closure_flags,
@@ -16,7 +12,7 @@ from l2t_gs.metrics.motion import (
     segment_frames,
     upper_face_dynamics,
 )
-from l2t_gs.metrics.regions import Regions, builtin_regions, load_regions, resolve_regions
+from l2t_gs.training.metrics.regions import Regions, builtin_regions, load_regions, resolve_regions
 
 __all__ = [
     "BILABIALS",

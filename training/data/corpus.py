@@ -1,7 +1,7 @@
 """The project's synthetic multi-voice corpus: TTS speech with known phone timing -> articulated motion.
 
 ``build_corpus(CorpusConfig(...), out_dir)`` writes a dataset in VOCASET/FaceFormer layout that
-:func:`l2t_gs.data.datasets.load_dataset` reads::
+:func:`l2t_gs.training.data.datasets.load_dataset` reads::
 
     <out>/wav/<subject>_sentenceNNNN.wav        16 kHz mono PCM
     <out>/vertices_npy/<subject>_sentenceNNNN.npy  float32 [T, V*3] at 30 fps (built-in head topology)
@@ -13,7 +13,7 @@
 Each subject is a voice (engine + voice/variant) plus a head-shape variation (identity coefficients of
 the built-in head). Splits are by subject, so validation and test voices are never heard in training;
 by default the test split also holds voices of an engine (festival) that no training voice uses.
-Every clip: a generated sentence (:mod:`l2t_gs.data.sentences`), synthesised with random rate and
+Every clip: a generated sentence (:mod:`l2t_gs.training.data.sentences`), synthesised with random rate and
 pitch, optionally augmented (speed perturbation with the phone times scaled to match, additive noise at
 a random SNR, telephone band limiting, gain), then articulated from its phone segments
 (:func:`l2t_gs.motion.articulation.articulate`) and skinned through the rig with the subject's shape.
@@ -251,7 +251,7 @@ def build_corpus(cfg: CorpusConfig, out_dir: str | os.PathLike, *, progress: boo
     """Build the corpus into ``out_dir`` (which must not exist); returns the corpus description."""
     import torch
 
-    from l2t_gs.data.sentences import generate_sentences
+    from l2t_gs.training.data.sentences import generate_sentences
     from l2t_gs.rig import FlameRig, load_head_model
 
     out = Path(out_dir)

@@ -1,0 +1,1 @@
+"""Foundation shared by every layer: rotation math, the registry type, device choice."""

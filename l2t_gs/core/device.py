@@ -1,0 +1,31 @@
+"""Device choice, in one place: ``auto`` takes CUDA where it works, else the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from l2t_gs.errors import L2TError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``/None -> cuda if available else cpu; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` as given.
+
+    Asking for CUDA where it is not available is a one-line :class:`L2TError`.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise L2TError(f"device {name} requested but CUDA is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise L2TError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
+
+
+def describe_device() -> str:
+    """``"cuda (<GPU name>)"`` or ``"cpu"``: what ``auto`` picks, for ``l2t-gs info``."""
+    return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,77 @@
+"""One registry type for every extension point (rasterizer backends, audio encoders, losses, metrics,
+trainers): a name -> entry mapping filled by ``@REGISTRY.register("name")`` next to each implementation.
+
+A registry knows the modules that register into it (``modules``) and imports them on first lookup, so
+``choices()`` lists every built-in entry without the caller importing implementations by hand, and a
+new entry is one new module plus its name in that tuple.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from l2t_gs.errors import L2TError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind; ``what`` names the kind in error messages (e.g. "rasterizer backend")."""
+
+    def __init__(self, what: str, modules: tuple[str, ...] = ()) -> None:
+        self.what = what
+        self.modules = modules
+        self._entries: dict[str, T] = {}
+        self._help: dict[str, str] = {}
+        self._loaded = not modules
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True  # set first: the modules register into this registry while importing
+            for mod in self.modules:
+                importlib.import_module(mod)
+
+    def register(self, name: str, help: str = "") -> Callable[[T], T]:  # noqa: A002 - argparse's word
+        """Decorator: register the decorated object under ``name``; a second use of a name is an error."""
+
+        def deco(obj: T) -> T:
+            self.add(name, obj, help)
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: T, help: str = "") -> None:  # noqa: A002
+        """Register ``obj`` under ``name`` (the non-decorator form)."""
+        if name in self._entries and self._entries[name] is not obj:
+            raise L2TError(f"{self.what} {name!r} is registered twice")
+        self._entries[name] = obj
+        self._help[name] = help or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
+
+    def get(self, name: str) -> T:
+        """The entry called ``name``; an unknown name is a one-line error listing the choices."""
+        self._load()
+        if name not in self._entries:
+            raise L2TError(f"unknown {self.what} {name!r}; choose from {', '.join(self.choices())}")
+        return self._entries[name]
+
+    def choices(self) -> tuple[str, ...]:
+        """Registered names in registration order."""
+        self._load()
+        return tuple(self._entries)
+
+    def help(self, name: str) -> str:
+        """The one-line description of an entry."""
+        self._load()
+        return self._help.get(name, "")
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.choices())
+
+    def __len__(self) -> int:
+        return len(self.choices())

@@ -1,1 +1,0 @@
-"""Datasets: VOCASET/BIWI loaders and the project corpus."""

@@ -1,0 +1,1 @@
+"""Networks only training and evaluation need: SyncNet3D (with its mel front-end) and the lip reader."""
