@@ -22,7 +22,7 @@ import torch
 
 from l2t_gs.errors import L2TError
 from l2t_gs.render import gsplat_status, head_camera, rasterize
-from l2t_gs.render.rasterize import fast_cpu_available
+from l2t_gs.render.backend_cpu import fast_cpu_available
 from l2t_gs.render.synthetic import head_scene
 
 

@@ -13,15 +13,26 @@ import shutil
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from l2t_gs.assets import asset_path
+from l2t_gs.audio.io import load_audio
+from l2t_gs.core.device import resolve_device
 from l2t_gs.errors import L2TError
-
-CAMERAS = ("front", "three-quarter", "orbit")
+from l2t_gs.gaussians import GaussianAvatar, export_world_ply, load_avatar
+from l2t_gs.io.atomic import atomic_path
+from l2t_gs.io.video import VideoWriter
+from l2t_gs.models.audio2mesh import Audio2Mesh
+from l2t_gs.models.checkpoint import load_model
+from l2t_gs.render import head_camera, rasterize
+from l2t_gs.render.camera import RENDER_CAMERAS
+from l2t_gs.render.image import to_uint8
 
 
 @dataclass
@@ -61,8 +72,6 @@ class RenderResult:
 
 def default_model_path() -> Path:
     """The shipped default Audio2Mesh model."""
-    from l2t_gs.assets import asset_path
-
     path = asset_path("models", "default", "model.pt")
     if not path.is_file():
         raise L2TError("no default model is shipped with this install; pass --model PATH (a checkpoint or run dir)")
@@ -74,8 +83,8 @@ def _check_config(cfg: RenderConfig) -> None:
         raise L2TError(f"--size must be an even number of pixels in 16..4096, got {cfg.size}")
     if not 1 <= cfg.fps <= 120:
         raise L2TError(f"--fps must be in 1..120, got {cfg.fps}")
-    if cfg.camera not in CAMERAS:
-        raise L2TError(f"--camera must be one of {', '.join(CAMERAS)}, got {cfg.camera!r}")
+    if cfg.camera not in RENDER_CAMERAS:
+        raise L2TError(f"--camera must be one of {', '.join(RENDER_CAMERAS)}, got {cfg.camera!r}")
     if cfg.chunk_seconds <= 0:
         raise L2TError(f"chunk_seconds must be positive, got {cfg.chunk_seconds}")
 
@@ -107,8 +116,6 @@ class _MeshWriter:
         self.pos += len(verts)
 
     def close(self, fps: float) -> None:
-        from l2t_gs.io.atomic import atomic_path
-
         self.mm.flush()
         del self.mm
         with atomic_path(self.path, suffix=".npz") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
@@ -124,12 +131,83 @@ class _MeshWriter:
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise L2TError("--device cuda requested but CUDA is not available")
-    return torch.device(name)
+@dataclass
+class _Job:
+    """What one render needs, loaded and checked (see :func:`_prepare`)."""
+
+    audio: np.ndarray  # [S] float32 at 16 kHz
+    seconds: float
+    n_frames: int
+    avatar: GaussianAvatar
+    model: Audio2Mesh
+    device: torch.device
+    neutral: torch.Tensor  # [V, 3]
+
+
+def _prepare(audio_path: str | os.PathLike, cfg: RenderConfig) -> _Job:
+    _check_config(cfg)
+    audio = load_audio(audio_path, sr=16000)
+    seconds = audio.shape[0] / 16000.0
+    n_frames = int(round(seconds * cfg.fps))
+    if n_frames < 1:
+        raise L2TError(f"audio is too short to render a frame at {cfg.fps} fps: {audio_path}")
+    avatar = load_avatar(cfg.avatar)
+    device = resolve_device(cfg.device)
+    model = load_model(cfg.model if cfg.model else default_model_path(), device=device)
+    if model.n_verts != avatar.n_verts:
+        raise L2TError(
+            f"avatar {avatar.name!r} has {avatar.n_verts} vertices but the model predicts {model.n_verts}: "
+            "the avatar's topology does not match the model"
+        )
+    neutral = avatar.neutral_vertices().to(device=device, dtype=torch.float32)
+    return _Job(audio, seconds, n_frames, avatar.to(device), model, device, neutral)
+
+
+def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """Stream ``(vertices [V, 3], frame uint8 [H, W, 3])`` for every video frame; adds stage timings."""
+    torch.manual_seed(cfg.seed)
+    device, neutral, n_frames = job.device, job.neutral, job.n_frames
+    bg = torch.tensor([list(cfg.background)], dtype=torch.float32, device=device)
+    fixed_cam = None
+    if cfg.camera != "orbit":
+        fixed_cam = [t.to(device) for t in head_camera(cfg.camera, neutral, cfg.size, cfg.size)]
+    stream = job.model.predict_stream(job.audio, neutral, style=cfg.style, fps=cfg.fps, chunk_seconds=cfg.chunk_seconds)
+    written = 0
+    while written < n_frames:
+        t = time.perf_counter()
+        chunk = next(stream, None)
+        stages["model"] += time.perf_counter() - t
+        if chunk is None:
+            break
+        for verts in chunk[: n_frames - written]:
+            t = time.perf_counter()
+            splats = job.avatar.splat_params(verts)
+            stages["deform"] += time.perf_counter() - t
+            t = time.perf_counter()
+            if fixed_cam is None:
+                frac = written / max(n_frames, 1)
+                viewmats, ks = (x.to(device) for x in head_camera("orbit", neutral, cfg.size, cfg.size, frac))
+            else:
+                viewmats, ks = fixed_cam
+            rgb, _, _ = rasterize(
+                **splats, viewmats=viewmats, Ks=ks, width=cfg.size, height=cfg.size, backgrounds=bg,
+                backend=cfg.backend,
+            )  # fmt: skip
+            img = to_uint8(rgb[0])
+            stages["rasterize"] += time.perf_counter() - t
+            written += 1
+            yield verts, img
+    if written != n_frames:  # pragma: no cover - the model contract gives round(seconds * fps)
+        raise L2TError(f"the model produced {written} frames, expected {n_frames}")
+
+
+@torch.no_grad()
+def render_frames(audio_path: str | os.PathLike, cfg: RenderConfig | None = None) -> Iterator[np.ndarray]:
+    """The video frames (uint8 [H, W, 3]) :func:`render_video` would encode, streamed, for notebooks and tests."""
+    cfg = cfg or RenderConfig()
+    stages = dict.fromkeys(("model", "deform", "rasterize", "encode"), 0.0)
+    for _, img in _frames(_prepare(audio_path, cfg), cfg, stages):
+        yield img
 
 
 @torch.no_grad()
@@ -141,14 +219,6 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
     ``out_path`` (or the export paths) if anything fails. Runs without autograd, so the rasterizer
     takes its fast forward-only path on a CPU.
     """
-    from tqdm import tqdm
-
-    from l2t_gs.audio.io import load_audio
-    from l2t_gs.gaussians import load_avatar
-    from l2t_gs.io.video import VideoWriter
-    from l2t_gs.models.checkpoint import load_model
-    from l2t_gs.render import head_camera, rasterize
-
     t0 = time.perf_counter()
     _check_config(cfg)
     out = Path(out_path)
@@ -157,30 +227,10 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
         _check_output(Path(cfg.export_mesh), ".npz", "--export-mesh")
     if cfg.export_ply and Path(cfg.export_ply).exists() and any(Path(cfg.export_ply).iterdir()):
         raise L2TError(f"--export-ply folder exists and is not empty: {cfg.export_ply}")
+    job = _prepare(audio_path, cfg)
+    avatar, n_frames = job.avatar, job.n_frames
 
-    audio = load_audio(audio_path, sr=16000)
-    seconds = audio.shape[0] / 16000.0
-    n_frames = int(round(seconds * cfg.fps))
-    if n_frames < 1:
-        raise L2TError(f"audio is too short to render a frame at {cfg.fps} fps: {audio_path}")
-    avatar = load_avatar(cfg.avatar)
-    device = _device(cfg.device)
-    model = load_model(cfg.model if cfg.model else default_model_path(), device=device)
-    if model.n_verts != avatar.num_vertices:
-        raise L2TError(
-            f"avatar {avatar.name!r} has {avatar.num_vertices} vertices but the model predicts {model.n_verts}: "
-            "the avatar's topology does not match the model"
-        )
-    torch.manual_seed(cfg.seed)
-
-    neutral = avatar.neutral_vertices().to(device=device, dtype=torch.float32)
-    avatar = avatar.to(device)
-    bg = torch.tensor([list(cfg.background)], dtype=torch.float32, device=device)
-    fixed_cam = None
-    if cfg.camera != "orbit":
-        fixed_cam = [t.to(device) for t in head_camera(cfg.camera, neutral, cfg.size, cfg.size)]
-
-    stages = {"model": 0.0, "deform": 0.0, "rasterize": 0.0, "encode": 0.0}
+    stages = dict.fromkeys(("model", "deform", "rasterize", "encode"), 0.0)
     mesh_writer = None
     ply_tmp = None
     written = 0
@@ -188,53 +238,24 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
     try:
         if cfg.export_mesh:
             faces = avatar.head_model.faces.cpu().numpy().astype(np.int64)
-            mesh_writer = _MeshWriter(Path(cfg.export_mesh), n_frames, faces, model.n_verts)
+            mesh_writer = _MeshWriter(Path(cfg.export_mesh), n_frames, faces, job.model.n_verts)
         if cfg.export_ply:
             ply_dir = Path(cfg.export_ply)
             parent = ply_dir.parent if str(ply_dir.parent) else Path(".")
             if not parent.is_dir():
                 raise L2TError(f"--export-ply parent directory does not exist: {parent}")
             ply_tmp = Path(tempfile.mkdtemp(prefix=f".{ply_dir.name}.", dir=parent))
-        with VideoWriter(out, cfg.fps, cfg.size, cfg.size, audio=audio, sample_rate=16000) as video:
-            stream = model.predict_stream(audio, neutral, style=cfg.style, fps=cfg.fps, chunk_seconds=cfg.chunk_seconds)
-            while True:
-                t = time.perf_counter()
-                chunk = next(stream, None)
-                stages["model"] += time.perf_counter() - t
-                if chunk is None:
-                    break
-                chunk = chunk[: n_frames - written]
+        with VideoWriter(out, cfg.fps, cfg.size, cfg.size, audio=job.audio, sample_rate=16000) as video:
+            for verts, img in _frames(job, cfg, stages):
                 if mesh_writer is not None:
-                    mesh_writer.write(chunk.cpu().numpy())
-                for i in range(chunk.shape[0]):
-                    t = time.perf_counter()
-                    splats = avatar.splat_params(chunk[i])
-                    stages["deform"] += time.perf_counter() - t
-                    if ply_tmp is not None:
-                        from l2t_gs.gaussians.export import export_world_ply
-
-                        export_world_ply(avatar, ply_tmp / f"frame_{written:06d}.ply", chunk[i].cpu())
-                    t = time.perf_counter()
-                    if fixed_cam is None:
-                        frac = written / max(n_frames, 1)
-                        viewmats, ks = (x.to(device) for x in head_camera("orbit", neutral, cfg.size, cfg.size, frac))
-                    else:
-                        viewmats, ks = fixed_cam
-                    rgb, _, _ = rasterize(
-                        **splats, viewmats=viewmats, Ks=ks, width=cfg.size, height=cfg.size,
-                        backgrounds=bg, backend=cfg.backend,
-                    )  # fmt: skip
-                    img = (rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-                    stages["rasterize"] += time.perf_counter() - t
-                    t = time.perf_counter()
-                    video.write(img)
-                    stages["encode"] += time.perf_counter() - t
-                    written += 1
-                    bar.update()
-                if written >= n_frames:
-                    break
-            if written != n_frames:  # pragma: no cover - the model contract gives round(seconds * fps)
-                raise L2TError(f"the model produced {written} frames, expected {n_frames}")
+                    mesh_writer.write(verts[None].cpu().numpy())
+                if ply_tmp is not None:
+                    export_world_ply(avatar, ply_tmp / f"frame_{written:06d}.ply", verts.cpu())
+                t = time.perf_counter()
+                video.write(img)
+                stages["encode"] += time.perf_counter() - t
+                written += 1
+                bar.update()
         if mesh_writer is not None:
             mesh_writer.close(cfg.fps)
             mesh_writer = None
@@ -252,4 +273,4 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
         raise
     finally:
         bar.close()
-    return RenderResult(out, written, seconds, time.perf_counter() - t0, stages)
+    return RenderResult(out, written, job.seconds, time.perf_counter() - t0, stages)

@@ -41,8 +41,6 @@ def _modules() -> dict[str, Path]:
             if rel and rel[-1] == "__init__":
                 rel = rel[:-1]
             name = ".".join((prefix, *rel)) if rel else prefix
-            if name.startswith("l2t_gs.") and name.split(".")[1] in ("training", "viewer", "avatars") and base == ROOT / "l2t_gs":
-                continue
             mods[name] = path
     return mods
 

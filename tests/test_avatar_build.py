@@ -37,7 +37,7 @@ def small(head):
 
 def _face_mask(avatar, names: tuple[str, ...]) -> torch.Tensor:
     """Per splat: all three corners of its triangle are in one of the region masks."""
-    inside = torch.zeros(avatar.num_vertices, dtype=torch.bool)
+    inside = torch.zeros(avatar.n_verts, dtype=torch.bool)
     for name in names:
         inside[avatar.head_model.masks[name]] = True
     return inside[avatar.faces].all(1)[avatar.binding]
@@ -128,7 +128,7 @@ def test_shipped_default_avatar_loads_by_name(head, shipped):
     meta = json.loads((folder / "avatar.json").read_text())
     assert meta["head_model"] == "builtin" and meta["name"] == "default"
     assert shipped.head_model_spec == "builtin"
-    assert shipped.num_vertices == head.n_verts and torch.equal(shipped.faces, head.faces.long())
+    assert shipped.n_verts == head.n_verts and torch.equal(shipped.faces, head.faces.long())
     assert shipped.num_splats == DEFAULT_NUM_SPLATS
     assert int(torch.bincount(shipped.binding, minlength=shipped.num_faces).min()) >= 1
     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from l2t_gs.cli import avatar as avatar_cli
+from l2t_gs.core.rotation import quat_to_matrix
 from l2t_gs.errors import L2TError
 from l2t_gs.gaussians import avatar_io
 from l2t_gs.gaussians.avatar import GaussianAvatar, default_neutral_params
@@ -21,7 +22,7 @@ from l2t_gs.gaussians.avatar_io import (
     load_avatar,
     save_avatar,
 )
-from l2t_gs.gaussians.binding import local_to_world, quaternion_to_matrix, triangle_frames
+from l2t_gs.gaussians.binding import local_to_world, triangle_frames
 from l2t_gs.gaussians.export import export_world_ply
 from l2t_gs.gaussians.ply import GaussianPly, read_gaussian_ply, write_gaussian_ply
 from l2t_gs.rig import FlameRig, load_head_model
@@ -145,7 +146,7 @@ def test_vertices_from_batched_params(flame_path: Path) -> None:
 def test_validation_errors(flame_path: Path) -> None:
     avatar = make_avatar(flame_path)
     with pytest.raises(L2TError, match="topology mismatch.*vertices"):
-        avatar.deform(torch.zeros(2, avatar.num_vertices + 1, 3))
+        avatar.deform(torch.zeros(2, avatar.n_verts + 1, 3))
     with pytest.raises(L2TError, match="topology mismatch.*faces"):
         avatar.deform(avatar.neutral_vertices(), faces=avatar.faces[:-1])
 
@@ -188,7 +189,7 @@ def test_save_load_round_trip(flame_path: Path, tmp_path: Path) -> None:
     assert meta["head_model"] == "head_model.npz" and meta["sh_degree"] == 3 and meta["num_splats"] == 50
     with np.load(out / "flame_param.npz") as fp:
         assert fp["shape"].shape == (S,) and fp["expr"].shape == (1, E) and fp["eyes_pose"].shape == (1, 6)
-        assert fp["static_offset"].shape == (1, avatar.num_vertices, 3)
+        assert fp["static_offset"].shape == (1, avatar.n_verts, 3)
     back = load_avatar(out)
     for key in ("means", "log_scales", "quats", "opacity_logits", "sh", "binding"):
         assert torch.equal(getattr(back, key), getattr(avatar, key)), key
@@ -262,8 +263,8 @@ def test_world_export_equals_deform(flame_path: Path, tmp_path: Path) -> None:
     frames = avatar.deform(avatar.neutral_vertices())
     np.testing.assert_allclose(ply.means, frames.means[0].numpy(), atol=1e-6)
     np.testing.assert_allclose(np.exp(ply.log_scales), frames.scales[0].numpy(), rtol=1e-5)
-    rot_file = quaternion_to_matrix(torch.from_numpy(ply.quats))
-    torch.testing.assert_close(rot_file, quaternion_to_matrix(frames.quats[0]), atol=1e-6, rtol=0)
+    rot_file = quat_to_matrix(torch.from_numpy(ply.quats))
+    torch.testing.assert_close(rot_file, quat_to_matrix(frames.quats[0]), atol=1e-6, rtol=0)
     np.testing.assert_array_equal(ply.opacity_logits, avatar.opacity_logits.numpy())
     np.testing.assert_array_equal(ply.sh, avatar.sh.numpy())  # SH are not rotated (as GaussianAvatars)
 
@@ -327,7 +328,7 @@ def test_import_teeth_export(flame_path: Path, tmp_path: Path) -> None:
     assert avatar.num_splats == ply.num_splats - 5
     assert "dropped 5" in avatar.notes
     back = load_avatar(tmp_path / "out")
-    assert back.neutral_params["static_offset"].shape == (back.num_vertices, 3)
+    assert back.neutral_params["static_offset"].shape == (back.n_verts, 3)
 
 
 def test_import_wrong_model(flame_path: Path, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from l2t_gs.errors import L2TError
 from l2t_gs.render import look_at, rasterize
-from l2t_gs.render.rasterize import fast_cpu_available
+from l2t_gs.render.backend_cpu import fast_cpu_available
 from l2t_gs.render.sh import eval_sh, num_sh_bases
 
 W, H = 64, 48

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LogMel", "log_mel", "mel_filterbank"]
+__all__ = ["LogMel", "mel_filterbank"]
 
 
 def _hz_to_mel(f: Tensor) -> Tensor:
@@ -120,7 +120,3 @@ class LogMel(nn.Module):
         out = torch.log(mel + self.eps) if self.log else mel
         return out[0] if squeeze else out
 
-
-def log_mel(audio: Tensor, sr: int = 16000, **kwargs) -> Tensor:
-    """Functional :class:`LogMel`: ``[n] or [B, n] -> [(B,) n_mels, frames]``."""
-    return LogMel(sr=sr, **kwargs).to(audio.device)(audio)

@@ -656,7 +656,7 @@ def render_preview(
         (RGB uint8 image ``[size, size * 2 * len(views), 3]``: neutral views then open-mouth views,
         seconds per rendered frame).
     """
-    from l2t_gs.render import head_camera, rasterize
+    from l2t_gs.render import head_camera, rasterize, to_uint8
 
     neutral = avatar.neutral_vertices()
     opened = avatar.vertices_from_params({"jaw_pose": torch.tensor([jaw_open, 0.0, 0.0])})[0]
@@ -670,5 +670,5 @@ def render_preview(
             rgb, _, _ = rasterize(**splats, viewmats=viewmats, Ks=ks, width=size, height=size,
                                   backgrounds=bg, backend=backend)  # fmt: skip
             seconds.append(time.perf_counter() - start)
-            tiles.append((rgb[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+            tiles.append(to_uint8(rgb[0]))
     return np.concatenate(tiles, axis=1), seconds

@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 
 from l2t_gs.cli.pose_args import add_pose_options
+from l2t_gs.render.backends import backend_choices
+from l2t_gs.render.camera import STILL_VIEWS
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from l2t_gs.authoring.avatar import build_default_avatar
     from l2t_gs.errors import L2TError
     from l2t_gs.gaussians.avatar_io import save_avatar
-    from l2t_gs.authoring.avatar import build_default_avatar
 
     if args.preview is not None and Path(args.preview).suffix.lower() != ".png":
         raise L2TError(f"--preview must end in .png, got {args.preview}")
@@ -102,7 +104,7 @@ def run_render(args: argparse.Namespace) -> int:
     from l2t_gs.errors import L2TError
     from l2t_gs.gaussians import load_avatar
     from l2t_gs.io.atomic import atomic_path
-    from l2t_gs.render import head_camera, rasterize
+    from l2t_gs.render import head_camera, rasterize, to_uint8
 
     if Path(args.out).suffix.lower() != ".png":
         raise L2TError(f"--out must end in .png, got {args.out}")
@@ -116,7 +118,7 @@ def run_render(args: argparse.Namespace) -> int:
         **avatar.splat_params(verts.float()), viewmats=viewmats, Ks=ks, width=args.size, height=args.size,
         backgrounds=bg, backend=args.backend,
     )  # fmt: skip
-    img = (rgb[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    img = to_uint8(rgb[0])
     with atomic_path(args.out) as tmp:
         Image.fromarray(img).save(tmp, format="PNG")
     print(f"wrote {args.out}", file=sys.stderr)
@@ -163,10 +165,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--avatar", default="default", metavar="NAME_OR_DIR", help="avatar name or folder")
     r.add_argument("--out", required=True, metavar="FILE.png", help="output PNG")
-    r.add_argument("--view", default="front", choices=["front", "three-quarter", "side"])
+    r.add_argument("--view", default="front", choices=STILL_VIEWS)
     r.add_argument("--size", type=int, default=512, metavar="PX")
     r.add_argument("--background", default="white", help="white, black, gray, #rrggbb or r,g,b in 0..1")
-    r.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-pure", "cpu-fast", "gsplat"])
+    r.add_argument("--backend", default="auto", choices=backend_choices(), help="rasterizer (default: auto)")
     add_pose_options(r)
     r.set_defaults(func=run_render)
 

@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+from l2t_gs.core.device import resolve_device
 from l2t_gs.errors import L2TError
 
 _UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}
@@ -40,18 +41,6 @@ def parse_lip_pair(text: str | None) -> tuple[int, int] | None:
     return u, low
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise L2TError(f"--device {name}: CUDA is not available on this machine")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise L2TError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
-    return name
-
-
 def _load_model(spec: str, device: str = "cpu"):
     try:
         from l2t_gs.models.checkpoint import load_model
@@ -67,9 +56,9 @@ def _load_model(spec: str, device: str = "cpu"):
 
 
 def run(args: argparse.Namespace) -> int:
+    from l2t_gs.io.atomic import write_text_atomic
     from l2t_gs.training.data.datasets import load_dataset
     from l2t_gs.training.metrics.evaluate import LipClosure, evaluate, get_metric
-    from l2t_gs.io.atomic import write_text_atomic
 
     unit_m = parse_units(args.units)
     lip_pair = parse_lip_pair(args.lip_pair)
@@ -82,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.metrics.split(",") if n.strip()]
     if args.syncnet and "lse" not in names:
         names.append("lse")
-    dev = _device(args.device)
+    dev = str(resolve_device(args.device))
 
     def make(name: str):
         if name == "lip_closure":

@@ -10,6 +10,7 @@ import torch
 
 from l2t_gs.cli.pose_args import add_pose_options, pose_params
 from l2t_gs.errors import L2TError
+from l2t_gs.render.preview import PREVIEW_VIEWS
 
 
 def posed_from_args(args: argparse.Namespace):
@@ -91,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = hs.add_parser("render", help="pose a head model and render a shaded PNG with the project's renderer")
     p.add_argument("--out", required=True, help="output .png")
-    p.add_argument("--view", default="front", choices=["front", "three-quarter", "side", "mouth"])
+    p.add_argument("--view", default="front", choices=PREVIEW_VIEWS)
     p.add_argument("--size", type=int, default=512)
     add_pose_options(p)
     p.set_defaults(func=run_render)

@@ -13,10 +13,11 @@ def collect_info() -> dict:
 
     from l2t_gs import __version__
     from l2t_gs.catalog import list_avatars, list_head_models, list_models
-    from l2t_gs.render.rasterize import gsplat_status
+    from l2t_gs.core.device import describe_device
+    from l2t_gs.render.backend_gsplat import gsplat_status
 
     ok, gs = gsplat_status()
-    device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+    device = describe_device()
     return {
         "l2t-gs": __version__,
         "python": platform.python_version(),

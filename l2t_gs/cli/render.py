@@ -6,6 +6,9 @@ import argparse
 import sys
 
 from l2t_gs.cli.avatar import parse_color
+from l2t_gs.core.device import DEVICE_CHOICES
+from l2t_gs.render.backends import backend_choices
+from l2t_gs.render.camera import RENDER_CAMERAS
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,13 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="PATH", help="Audio2Mesh checkpoint or run dir (default: the shipped model)")
     p.add_argument("--size", type=int, default=512, metavar="PX", help="frame size in pixels (default 512)")
     p.add_argument("--fps", type=float, default=25.0, help="video frame rate (default 25)")
-    p.add_argument("--camera", default="front", choices=["front", "three-quarter", "orbit"])
+    p.add_argument("--camera", default="front", choices=RENDER_CAMERAS)
     p.add_argument("--background", default="white", help="white, black, gray, #rrggbb or r,g,b in 0..1")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-pure", "cpu-fast", "gsplat"])
+    p.add_argument("--backend", default="auto", choices=backend_choices(), help="rasterizer (default: auto)")
     p.add_argument("--style", help="speaking style: a training speaker of the model (default: mean style)")
     p.add_argument("--export-mesh", metavar="OUT.npz", help="also write per-frame vertices and faces")
     p.add_argument("--export-ply", metavar="DIR", help="also write a world-space 3DGS PLY per frame")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)

@@ -134,10 +134,14 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
     )
 
 
-def quat_to_matrix(quat: Tensor) -> Tensor:
-    """Quaternion (w, x, y, z) [..., 4] -> rotation matrix [..., 3, 3]; the input need not be unit."""
+def quat_to_matrix(quat: Tensor, eps: float = 1e-24) -> Tensor:
+    """Quaternion (w, x, y, z) [..., 4] -> rotation matrix [..., 3, 3]; the input need not be unit.
+
+    The one quaternion-to-matrix conversion of the project (binding, rasterizers, viewer). A zero
+    quaternion (|q|^2 below ``eps``) gives the identity instead of NaN.
+    """
     w, x, y, z = quat.unbind(-1)
-    s = 2.0 / (quat * quat).sum(-1)
+    s = 2.0 / (quat * quat).sum(-1).clamp_min(eps)
     return torch.stack(
         [
             1 - s * (y * y + z * z),

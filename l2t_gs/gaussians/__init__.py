@@ -5,9 +5,6 @@ from l2t_gs.gaussians.avatar_io import import_gaussian_avatars, load_avatar, sav
 from l2t_gs.gaussians.binding import (
     TriangleFrames,
     local_to_world,
-    matrix_to_quaternion,
-    quaternion_multiply,
-    quaternion_to_matrix,
     triangle_frames,
     world_to_local,
 )
@@ -24,9 +21,6 @@ __all__ = [
     "import_gaussian_avatars",
     "load_avatar",
     "local_to_world",
-    "matrix_to_quaternion",
-    "quaternion_multiply",
-    "quaternion_to_matrix",
     "read_gaussian_ply",
     "save_avatar",
     "triangle_frames",

@@ -176,7 +176,7 @@ class GaussianAvatar:
         return sh_degree_of(self.sh)
 
     @property
-    def num_vertices(self) -> int:
+    def n_verts(self) -> int:
         return int(self.head_model.v_template.shape[0])
 
     @property
@@ -244,12 +244,12 @@ class GaussianAvatar:
             if not bool(torch.isfinite(value).all()):
                 raise L2TError(f"{who}: neutral parameter {key} has non-finite values")
 
-    def check_topology(self, num_vertices: int, faces: Tensor | None = None) -> None:
-        """Raise L2TError unless a mesh with ``num_vertices`` (and ``faces`` [F,3]) matches the avatar."""
-        if num_vertices != self.num_vertices:
+    def check_topology(self, n_verts: int, faces: Tensor | None = None) -> None:
+        """Raise L2TError unless a mesh with ``n_verts`` (and ``faces`` [F,3]) matches the avatar."""
+        if n_verts != self.n_verts:
             raise L2TError(
-                f"topology mismatch: the mesh has {num_vertices} vertices, avatar '{self.name}' "
-                f"expects {self.num_vertices}"
+                f"topology mismatch: the mesh has {n_verts} vertices, avatar '{self.name}' "
+                f"expects {self.n_verts}"
             )
         if faces is not None:
             if tuple(faces.shape) != (self.num_faces, 3):
@@ -311,7 +311,7 @@ class GaussianAvatar:
         """
         merged = {**self.neutral_params, **params}
         sizes = {k: tuple(v.shape) for k, v in self.neutral_params.items()}
-        sizes.setdefault("dynamic_offset", (self.num_vertices, 3))
+        sizes.setdefault("dynamic_offset", (self.n_verts, 3))
         batch = 1
         for key in DYNAMIC_KEYS:
             if key in params and params[key].dim() == len(sizes[key]) + 1:

@@ -87,16 +87,16 @@ def num_frames(params: dict[str, np.ndarray]) -> int:
     return int(expr.shape[0]) if expr is not None and expr.ndim == 2 else 1
 
 
-def _fit_vertex_rows(value: np.ndarray, num_vertices: int, key: str, where: str) -> np.ndarray:
+def _fit_vertex_rows(value: np.ndarray, n_verts: int, key: str, where: str) -> np.ndarray:
     """``[.., V', 3]`` per-vertex array -> ``[.., V, 3]``; drops GaussianAvatars' appended teeth rows."""
     rows = value.shape[-2] if value.ndim >= 2 else -1
     if value.ndim < 2 or value.shape[-1] != 3:
-        raise L2TError(f"{where}: {key} has shape {list(value.shape)}, expected [..., {num_vertices}, 3]")
-    if rows == num_vertices + GA_TEETH_VERTICES:
-        return value[..., :num_vertices, :]
-    if rows != num_vertices:
+        raise L2TError(f"{where}: {key} has shape {list(value.shape)}, expected [..., {n_verts}, 3]")
+    if rows == n_verts + GA_TEETH_VERTICES:
+        return value[..., :n_verts, :]
+    if rows != n_verts:
         raise L2TError(
-            f"{where}: {key} has {rows} vertices, the head model has {num_vertices} (topology mismatch)"
+            f"{where}: {key} has {rows} vertices, the head model has {n_verts} (topology mismatch)"
         )
     return value
 
@@ -104,7 +104,7 @@ def _fit_vertex_rows(value: np.ndarray, num_vertices: int, key: str, where: str)
 def select_frame(
     params: dict[str, np.ndarray],
     frame: int,
-    num_vertices: int,
+    n_verts: int,
     *,
     keys: tuple[str, ...] = (*NEUTRAL_KEYS, "dynamic_offset"),
     where: str = FLAME_PARAM,
@@ -129,7 +129,7 @@ def select_frame(
             continue
         value = np.asarray(params[key], dtype=np.float32)
         if key in ("static_offset", "dynamic_offset"):
-            value = _fit_vertex_rows(value, num_vertices, key, where)
+            value = _fit_vertex_rows(value, n_verts, key, where)
         ndim = unbatched_dims.get(key, 1)
         if value.ndim == ndim + 1:
             if key in ("shape", "static_offset"):  # identity: [1, ...] (or per frame; take the first)
@@ -153,7 +153,7 @@ def load_frame_params(path: str | os.PathLike, frame: int, avatar: GaussianAvata
     params = load_flame_params(path)
     if "expr" not in params:
         raise L2TError(f"{path}: missing rig parameter expr")
-    out = select_frame(params, frame, avatar.num_vertices, keys=DYNAMIC_KEYS, where=str(path))
+    out = select_frame(params, frame, avatar.n_verts, keys=DYNAMIC_KEYS, where=str(path))
     expr, n_expr = out["expr"], int(avatar.neutral_params["expr"].shape[0])
     if expr.shape[0] < n_expr:  # fewer expression components: zero-pad, as the rig does
         out["expr"] = torch.nn.functional.pad(expr, (0, n_expr - expr.shape[0]))
@@ -166,12 +166,12 @@ def load_frame_params(path: str | os.PathLike, frame: int, avatar: GaussianAvata
     return out
 
 
-def _save_flame_params(path: Path, params: dict[str, Tensor], num_vertices: int) -> None:
+def _save_flame_params(path: Path, params: dict[str, Tensor], n_verts: int) -> None:
     arrays: dict[str, np.ndarray] = {}
     for key in (*NEUTRAL_KEYS, "dynamic_offset"):
         value = params.get(key)
         if value is None:
-            value = torch.zeros(num_vertices, 3)
+            value = torch.zeros(n_verts, 3)
         value = value.detach().cpu().to(torch.float32).numpy()
         arrays[key] = value if key == "shape" else value[None]
     with open(path, "wb") as f:
@@ -368,7 +368,7 @@ def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
                 binding=avatar.binding.detach().cpu().numpy(),
             ),
         )
-        _save_flame_params(tmp / FLAME_PARAM, avatar.neutral_params, avatar.num_vertices)
+        _save_flame_params(tmp / FLAME_PARAM, avatar.neutral_params, avatar.n_verts)
         meta = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -376,7 +376,7 @@ def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
             "head_model": head_entry,
             "sh_degree": avatar.sh_degree,
             "num_splats": avatar.num_splats,
-            "num_vertices": avatar.num_vertices,
+            "num_vertices": avatar.n_verts,
             "num_faces": avatar.num_faces,
             "notes": avatar.notes,
         }

@@ -31,9 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from l2t_gs.core.rotation import matrix_to_quat
-from l2t_gs.core.rotation import quat_conjugate as quaternion_conjugate  # noqa: F401 (re-exported)
-from l2t_gs.core.rotation import quat_multiply as quaternion_multiply  # noqa: F401 (re-exported)
+from l2t_gs.core.rotation import matrix_to_quat, quat_conjugate, quat_multiply
 
 #: Guard on squared lengths before a square root (GaussianAvatars uses the same value).
 NORM_EPS = 1e-20
@@ -44,7 +42,7 @@ def safe_normalize(x: Tensor, eps: float = NORM_EPS) -> Tensor:
     return x / torch.sqrt(torch.clamp((x * x).sum(-1, keepdim=True), min=eps))
 
 
-def matrix_to_quaternion(matrix: Tensor) -> Tensor:
+def frame_quats(matrix: Tensor) -> Tensor:
     """Rotation matrices ``[..., 3, 3]`` -> unit quaternions ``[..., 4]`` (wxyz, ``w >= 0``).
 
     :func:`l2t_gs.core.rotation.matrix_to_quat` (Shepperd's method, accurate for every rotation,
@@ -55,19 +53,6 @@ def matrix_to_quaternion(matrix: Tensor) -> Tensor:
     identity = torch.zeros_like(q)
     identity[..., 0] = 1.0
     return torch.where((q * q).sum(-1, keepdim=True) < 0.5, identity, q)
-
-
-def quaternion_to_matrix(q: Tensor) -> Tensor:
-    """Quaternions ``[..., 4]`` (wxyz, normalised here) -> rotation matrices ``[..., 3, 3]``."""
-    w, x, y, z = safe_normalize(q).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(*q.shape[:-1], 3, 3)  # fmt: skip
 
 
 @dataclass
@@ -108,7 +93,7 @@ def triangle_frames(vertices: Tensor, faces: Tensor) -> TriangleFrames:
     height = (a2 * e2).sum(-1).abs()
     return TriangleFrames(
         rotations=rotations,
-        quats=matrix_to_quaternion(rotations),
+        quats=frame_quats(rotations),
         scales=(base + height) / 2,
         centroids=tri.mean(dim=-2),
     )
@@ -132,7 +117,7 @@ def local_to_world(
     rot = frames.rotations[:, b]  # [B, N, 3, 3]
     k = frames.scales[:, b, None]  # [B, N, 1]
     world_means = torch.einsum("bnij,nj->bni", rot, means) * k + frames.centroids[:, b]
-    world_quats = quaternion_multiply(safe_normalize(frames.quats[:, b]), safe_normalize(quats)[None])
+    world_quats = quat_multiply(safe_normalize(frames.quats[:, b]), safe_normalize(quats)[None])
     world_log_scales = log_scales[None] + torch.log(k)
     return world_means, world_quats, world_log_scales
 
@@ -155,7 +140,7 @@ def world_to_local(
     rot = frames.rotations[0, b]  # [N, 3, 3]
     k = frames.scales[0, b, None]  # [N, 1]
     local_means = torch.einsum("nji,nj->ni", rot, means - frames.centroids[0, b]) / k
-    local_quats = quaternion_multiply(
-        quaternion_conjugate(safe_normalize(frames.quats[0, b])), safe_normalize(quats)
+    local_quats = quat_multiply(
+        quat_conjugate(safe_normalize(frames.quats[0, b])), safe_normalize(quats)
     )
     return local_means, local_quats, log_scales - torch.log(k)

@@ -40,13 +40,13 @@ from torch import Tensor, nn
 
 from l2t_gs.errors import L2TError
 from l2t_gs.models.encoders import (
+    ENCODERS,
     MASKED,
     SAMPLE_RATE,
     AudioEncoder,
-    BuiltinEncoder,
-    HFEncoder,
     alibi_slopes,
     align_features,
+    build_encoder,
 )
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
     "biased_causal_bias",
 ]
 
-_ENCODERS = ("builtin", "wav2vec2", "hubert")
 _RIG_BLOCK = 32  # frames per rig-decoding block at inference
 
 
@@ -146,8 +145,8 @@ class Audio2MeshConfig:
             raise bad(f"decoder must be 'nar' or 'ar', got {self.decoder!r}")
         if self.decoder == "ar" and self.output == "rig":
             raise bad("the autoregressive decoder predicts vertices; use decoder = 'nar' with output = 'rig'")
-        if self.encoder not in _ENCODERS:
-            raise bad(f"encoder must be one of {', '.join(_ENCODERS)}, got {self.encoder!r}")
+        if self.encoder not in ENCODERS:
+            raise bad(f"encoder must be one of {', '.join(ENCODERS.choices())}, got {self.encoder!r}")
         if self.encoder_freeze not in ("cnn", "all", "none"):
             raise bad(f"encoder_freeze must be 'cnn', 'all' or 'none', got {self.encoder_freeze!r}")
         if not 1 <= self.fps <= 1000:
@@ -443,7 +442,7 @@ class Audio2Mesh(nn.Module):
         self.subjects = list(subjects)
         self.n_verts = int(n_verts)
         self.fps = float(config.fps)
-        self.encoder = encoder if encoder is not None else _build_encoder(config, hf_config)
+        self.encoder = encoder if encoder is not None else build_encoder(config, hf_config)
         self.rig = None
         if config.output == "rig":
             from l2t_gs.rig import FlameRig, load_head_model
@@ -713,22 +712,3 @@ class Audio2Mesh(nn.Module):
             self.train(was_training)
         expr = F.pad(raw[:, : self.n_expr], (0, self.rig.n_expr - self.n_expr))
         return {"expr": expr, "jaw_pose": raw[:, self.n_expr : self.n_expr + 3].contiguous()}
-
-
-def _build_encoder(cfg: Audio2MeshConfig, hf_config: dict[str, Any] | None) -> AudioEncoder:
-    if cfg.encoder == "builtin":
-        return BuiltinEncoder(
-            cfg.enc_dim, cfg.enc_layers, cfg.enc_heads, cfg.n_mels, cfg.enc_window_s, dropout=cfg.dropout
-        )
-    kw: dict[str, Any] = {"freeze": cfg.encoder_freeze, "context_s": cfg.encoder_context_s}
-    if hf_config is not None:
-        return HFEncoder.from_config(cfg.encoder, hf_config, normalize=bool(cfg.encoder_normalize), **kw)
-    if not cfg.encoder_path:
-        raise L2TError(f"encoder = {cfg.encoder!r} needs encoder_path (a local model directory or a cached hub id)")
-    enc = HFEncoder.from_pretrained(cfg.encoder_path, normalize=cfg.encoder_normalize, **kw)
-    if enc.model_type != cfg.encoder:
-        raise L2TError(
-            f"{cfg.encoder_path} holds a {enc.model_type!r} model, but the config says encoder = {cfg.encoder!r}"
-        )
-    cfg.encoder_normalize = enc.normalize  # resolved: stored with the model
-    return enc

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from l2t_gs.audio.features import LogMel
+from l2t_gs.core.registry import Registry
 from l2t_gs.errors import L2TError
 
 __all__ = [
@@ -170,18 +172,20 @@ class BuiltinEncoder(AudioEncoder):
         return self.norm(x)
 
 
-_HF_CLASSES = ("wav2vec2", "hubert")
+#: transformers model types an :class:`HFEncoder` wraps -> the transformers class name.
+HF_MODEL_CLASSES = {"wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel"}
 
 
 def _hf_class(model_type: str) -> Any:
     try:
-        from transformers import HubertModel, Wav2Vec2Model
+        import transformers
     except ImportError:
         raise L2TError("wav2vec2/HuBERT encoders need the 'transformers' package: pip install 'l2t-gs[hf]'") from None
-    classes = {"wav2vec2": Wav2Vec2Model, "hubert": HubertModel}
-    if model_type not in classes:
-        raise L2TError(f"unsupported transformers audio model type {model_type!r}; supported: {', '.join(classes)}")
-    return classes[model_type]
+    if model_type not in HF_MODEL_CLASSES:
+        raise L2TError(
+            f"unsupported transformers audio model type {model_type!r}; supported: {', '.join(HF_MODEL_CLASSES)}"
+        )
+    return getattr(transformers, HF_MODEL_CLASSES[model_type])
 
 
 class HFEncoder(AudioEncoder):
@@ -300,3 +304,39 @@ def align_features(
     w = (pos - lo.double()).to(feats.dtype)[None, :, None]
     out = feats[:, lo] * (1 - w) + feats[:, hi] * w
     return out.view(b, n_frames, per_frame, c)
+
+
+# --------------------------------------------------------------------------- registry
+#: Audio encoders by the name ``Audio2MeshConfig.encoder`` uses: name -> builder(config, hf_config).
+#: ``config`` is an :class:`~l2t_gs.models.audio2mesh.Audio2MeshConfig`; ``hf_config`` a stored
+#: transformers config (rebuild from a checkpoint) or None. A new encoder is one builder registered here.
+ENCODERS: Registry[Callable[[Any, dict[str, Any] | None], AudioEncoder]] = Registry("audio encoder")
+
+
+@ENCODERS.register("builtin", help="log-mel + small transformer, trained with the model (no download)")
+def _build_builtin(cfg: Any, hf_config: dict[str, Any] | None) -> AudioEncoder:
+    return BuiltinEncoder(cfg.enc_dim, cfg.enc_layers, cfg.enc_heads, cfg.n_mels, cfg.enc_window_s, dropout=cfg.dropout)
+
+
+def _build_hf(cfg: Any, hf_config: dict[str, Any] | None) -> AudioEncoder:
+    kw: dict[str, Any] = {"freeze": cfg.encoder_freeze, "context_s": cfg.encoder_context_s}
+    if hf_config is not None:
+        return HFEncoder.from_config(cfg.encoder, hf_config, normalize=bool(cfg.encoder_normalize), **kw)
+    if not cfg.encoder_path:
+        raise L2TError(f"encoder = {cfg.encoder!r} needs encoder_path (a local model directory or a cached hub id)")
+    enc = HFEncoder.from_pretrained(cfg.encoder_path, normalize=cfg.encoder_normalize, **kw)
+    if enc.model_type != cfg.encoder:
+        raise L2TError(
+            f"{cfg.encoder_path} holds a {enc.model_type!r} model, but the config says encoder = {cfg.encoder!r}"
+        )
+    cfg.encoder_normalize = enc.normalize  # resolved: stored with the model
+    return enc
+
+
+for _name in HF_MODEL_CLASSES:
+    ENCODERS.add(_name, _build_hf, f"transformers {_name} from a local model folder (encoder_path)")
+
+
+def build_encoder(cfg: Any, hf_config: dict[str, Any] | None = None) -> AudioEncoder:
+    """The audio encoder ``cfg.encoder`` names, built from ``cfg`` (see :data:`ENCODERS`)."""
+    return ENCODERS.get(cfg.encoder)(cfg, hf_config)

@@ -50,7 +50,6 @@ __all__ = [
     "LABIODENTAL",
     "OPEN_VOWELS",
     "ROUNDED",
-    "SPREAD",
     "DIPHTHONGS",
     "Viseme",
     "VisemeArrays",
@@ -75,7 +74,6 @@ BILABIAL = frozenset({"p", "b", "m"})
 LABIODENTAL = frozenset({"f", "v"})
 OPEN_VOWELS = frozenset({"aa", "ae", "ah", "ao", "aw", "ay"})
 ROUNDED = frozenset({"uw", "uh", "ow", "oy", "w", "ao"})
-SPREAD = frozenset({"iy", "ih", "ey", "eh"})
 
 #: Diphthongs: (first part, second part, fraction of the segment for the first part); the parts are
 #: keys of the viseme table.

@@ -24,6 +24,10 @@ HEAD_CAMERA_PRESETS: dict[str, tuple[float, float]] = {
     "side": (90.0, 0.0),
     "orbit": (0.0, 5.0),  # azimuth = 360 * frame
 }
+#: Presets for a still image (every preset but the moving orbit).
+STILL_VIEWS: tuple[str, ...] = tuple(p for p in HEAD_CAMERA_PRESETS if p != "orbit")
+#: Cameras of a talking video (``l2t-gs render --camera``): every preset.
+RENDER_CAMERAS: tuple[str, ...] = tuple(HEAD_CAMERA_PRESETS)
 
 ArrayLike = Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from l2t_gs.core.rotation import quat_to_matrix
 from l2t_gs.render.sh import SH_C0, SH_C1, SH_C2, SH_C3
 from l2t_gs.render.torch_raster import ALPHA_MAX, ALPHA_MIN, MAX_EXTENT, T_MIN
 
@@ -47,7 +48,7 @@ if AVAILABLE:
     @njit(parallel=True, cache=True, error_model="numpy")
     def _project(
         means: np.ndarray,
-        quats: np.ndarray,
+        rotmats: np.ndarray,
         scales: np.ndarray,
         opacities: np.ndarray,
         viewmats: np.ndarray,
@@ -69,26 +70,11 @@ if AVAILABLE:
         n = means.shape[0]
         n_cams = viewmats.shape[0]
         for i in prange(n):
-            qw, qx, qy, qz = quats[i, 0], quats[i, 1], quats[i, 2], quats[i, 3]
-            qn = 1.0 / math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
-            qw, qx, qy, qz = qw * qn, qx * qn, qy * qn, qz * qn
             # M = R diag(scale); world covariance = M M^T
             sx, sy, sz = scales[i, 0], scales[i, 1], scales[i, 2]
-            m00, m01, m02 = (
-                (1 - 2 * (qy * qy + qz * qz)) * sx,
-                2 * (qx * qy - qw * qz) * sy,
-                2 * (qx * qz + qw * qy) * sz,
-            )
-            m10, m11, m12 = (
-                2 * (qx * qy + qw * qz) * sx,
-                (1 - 2 * (qx * qx + qz * qz)) * sy,
-                2 * (qy * qz - qw * qx) * sz,
-            )
-            m20, m21, m22 = (
-                2 * (qx * qz - qw * qy) * sx,
-                2 * (qy * qz + qw * qx) * sy,
-                (1 - 2 * (qx * qx + qy * qy)) * sz,
-            )
+            m00, m01, m02 = rotmats[i, 0, 0] * sx, rotmats[i, 0, 1] * sy, rotmats[i, 0, 2] * sz
+            m10, m11, m12 = rotmats[i, 1, 0] * sx, rotmats[i, 1, 1] * sy, rotmats[i, 1, 2] * sz
+            m20, m21, m22 = rotmats[i, 2, 0] * sx, rotmats[i, 2, 1] * sy, rotmats[i, 2, 2] * sz
             for c in range(n_cams):
                 out_radii[c, i, 0] = 0
                 out_radii[c, i, 1] = 0
@@ -414,9 +400,10 @@ def render(
     depths = np.zeros((c, n))
     conics = np.zeros((c, n, 3))
     ops = np.zeros((c, n))
+    rotmats = _np64(quat_to_matrix(quats.detach().double()))  # [N, 3, 3]
     with _LOCK:
         _project(
-            mu3, _np64(quats), _np64(scales), _np64(opacities), vms, _np64(Ks), width, height,
+            mu3, rotmats, _np64(scales), _np64(opacities), vms, _np64(Ks), width, height,
             float(eps2d), float(near_plane), float(far_plane), float(radius_clip), bool(antialiased),
             radii, means2d, depths, conics, ops,
         )  # fmt: skip

@@ -1,20 +1,13 @@
-"""``rasterize``: gsplat-compatible Gaussian splat rendering with a gsplat, pure-torch or fast CPU backend.
+"""``rasterize``: gsplat-compatible Gaussian splat rendering through the backends of :mod:`.backends`.
 
-Backends:
-
-* ``"gsplat"`` — ``gsplat.rasterization`` (CUDA tensors and gsplat's CUDA kernels required).
-* ``"torch"`` — this package's rasterizer: the compiled CPU path (:mod:`.cpu_fast`) for CPU calls
-  that need no gradient (when numba is installed), the pure PyTorch path (:mod:`.torch_raster`)
-  otherwise.
-* ``"torch-pure"`` / ``"cpu-fast"`` — force one of the two (for tests and benchmarks).
-* ``"auto"`` — ``"gsplat"`` for float32 CUDA tensors when its kernels work, ``"torch"`` otherwise.
+Backends (``BACKENDS``, each in its own module): ``"gsplat"`` (gsplat's CUDA kernels), ``"cpu-fast"``
+(the compiled CPU path, forward only), ``"torch-pure"`` (pure PyTorch, differentiable). Policies:
+``"torch"`` takes this package's own rasterizer (cpu-fast for CPU calls that need no gradient, else
+torch-pure); ``"auto"`` takes gsplat for float32 CUDA tensors where its kernels work, else as "torch".
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import math
 from typing import Any
 
 import numpy as np
@@ -23,10 +16,10 @@ from torch import Tensor
 
 from l2t_gs.errors import L2TError
 from l2t_gs.render import torch_raster
-from l2t_gs.render.sh import MAX_SH_DEGREE, num_sh_bases, sh_to_color
+from l2t_gs.render.backends import RasterRequest, backend_choices, select_backend
+from l2t_gs.render.sh import MAX_SH_DEGREE, num_sh_bases
 
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
-BACKENDS = ("auto", "gsplat", "torch", "torch-pure", "cpu-fast")
 
 # gsplat keyword arguments the torch backends accept when left at these values.
 _NEUTRAL_KWARGS: dict[str, Any] = {
@@ -49,30 +42,6 @@ _IGNORED_KWARGS = ("channel_chunk",)  # performance knobs of gsplat without mean
 
 def _fail(msg: str) -> None:
     raise L2TError(f"rasterize: {msg}")
-
-
-@functools.lru_cache(maxsize=1)
-def gsplat_status() -> tuple[bool, str]:
-    """Whether ``gsplat.rasterization`` can run here (CUDA + compiled kernels), with a reason."""
-    try:
-        import gsplat
-    except Exception as exc:  # ImportError or a broken install
-        return False, f"gsplat is not importable ({type(exc).__name__}: {exc})"
-    if not torch.cuda.is_available():
-        return False, f"gsplat {gsplat.__version__} is installed but no CUDA device is available"
-    try:
-        from gsplat.cuda._backend import _C
-    except Exception as exc:
-        return False, f"gsplat {gsplat.__version__}: CUDA kernels unavailable ({type(exc).__name__}: {exc})"
-    if _C is None:
-        return False, f"gsplat {gsplat.__version__}: CUDA kernels failed to build"
-    return True, f"gsplat {gsplat.__version__} with CUDA kernels"
-
-
-@functools.lru_cache(maxsize=1)
-def fast_cpu_available() -> bool:
-    """Whether the compiled CPU path can run (numba importable)."""
-    return importlib.util.find_spec("numba") is not None
 
 
 def _values(t: Tensor) -> Tensor | np.ndarray:
@@ -132,8 +101,8 @@ def _validate(
         _fail(f"all tensors must be on one device, got {sorted(devices)}")
     if render_mode not in RENDER_MODES:
         _fail(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
-    if backend not in BACKENDS:
-        _fail(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in backend_choices():
+        _fail(f"backend must be one of {backend_choices()}, got {backend!r}")
     for name, v in (("width", width), ("height", height), ("tile_size", tile_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             _fail(f"{name} must be a positive int, got {v!r}")
@@ -185,32 +154,6 @@ def _validate(
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-def _select_backend(backend: str, device: torch.device, dtype: torch.dtype, needs_grad: bool) -> str:
-    """Resolve ``backend`` to "gsplat", "torch-pure" or "cpu-fast"."""
-    if backend == "gsplat":
-        ok, why = gsplat_status()
-        if not ok:
-            _fail(f"backend 'gsplat' is unavailable: {why}")
-        if device.type != "cuda":
-            _fail(f"backend 'gsplat' needs CUDA tensors, got tensors on {device}")
-        if dtype != torch.float32:
-            _fail(f"backend 'gsplat' needs float32 tensors, got {dtype}")
-        return "gsplat"
-    if backend == "auto" and device.type == "cuda" and dtype == torch.float32 and gsplat_status()[0]:
-        return "gsplat"
-    if backend == "cpu-fast":
-        if not fast_cpu_available():
-            _fail("backend 'cpu-fast' needs numba (pip install numba)")
-        if device.type != "cpu":
-            _fail(f"backend 'cpu-fast' needs CPU tensors, got tensors on {device}")
-        if needs_grad:
-            _fail("backend 'cpu-fast' is forward-only; use backend='torch-pure' for gradients")
-        return "cpu-fast"
-    if backend in ("auto", "torch") and device.type == "cpu" and not needs_grad and fast_cpu_available():
-        return "cpu-fast"
-    return "torch-pure"
 
 
 def rasterize(
@@ -271,15 +214,14 @@ def rasterize(
     if rasterize_mode not in ("classic", "antialiased"):
         _fail(f"rasterize_mode must be 'classic' or 'antialiased', got {rasterize_mode!r}")
     needs_grad = _needs_grad(means, quats, scales, opacities, colors, viewmats, Ks, backgrounds)
-    chosen = _select_backend(backend, means.device, means.dtype, needs_grad)
-
-    if chosen == "gsplat":
-        return _rasterize_gsplat(
-            means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-            near_plane=near_plane, far_plane=far_plane, sh_degree=sh_degree, backgrounds=backgrounds,
-            render_mode=render_mode, packed=packed, eps2d=eps2d, tile_size=tile_size,
-            radius_clip=radius_clip, rasterize_mode=rasterize_mode, **kw,
+    chosen = select_backend(backend, means.device, means.dtype, needs_grad)
+    if not chosen.own:
+        req = RasterRequest(
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
+            sh_degree, backgrounds, render_mode, packed, eps2d, tile_size, radius_clip, rasterize_mode,
+            chunk_elements, needs_grad, kw,
         )  # fmt: skip
+        return chosen.render(req)
 
     for key, value in kw.items():
         if key in _IGNORED_KWARGS:
@@ -295,168 +237,9 @@ def rasterize(
     )
     if backgrounds is not None:
         backgrounds = backgrounds.to(dtype)
-    c = viewmats.shape[0]
-    tile_width = math.ceil(width / tile_size)
-    tile_height = math.ceil(height / tile_size)
-    meta: dict[str, Any] = {}
-
-    if chosen == "cpu-fast":
-        from l2t_gs.render import cpu_fast
-
-        render_colors, render_alphas, fproj = cpu_fast.render(
-            means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-            near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, radius_clip=radius_clip,
-            antialiased=rasterize_mode == "antialiased", sh_degree=sh_degree, backgrounds=backgrounds,
-            render_mode=render_mode, tile_size=tile_size,
-        )  # fmt: skip
-        radii, means2d, depths, conics, ops = fproj.radii, fproj.means2d, fproj.depths, fproj.conics, fproj.opacities
-        cam_ids, gauss_ids = (torch.from_numpy(i) for i in np.nonzero((fproj.radii.numpy() > 0).all(-1)))
-    else:
-        proj = torch_raster.project_gaussians(
-            means, quats, scales, viewmats, Ks, width, height,
-            opacities=opacities, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
-            radius_clip=radius_clip, calc_compensations=rasterize_mode == "antialiased",
-        )  # fmt: skip
-        assert proj.opacities is not None
-        radii, means2d, depths, conics, ops = proj.radii, proj.means2d, proj.depths, proj.conics, proj.opacities
-        cam_ids, gauss_ids = (radii > 0).all(dim=-1).nonzero(as_tuple=True)  # camera-major
-        render_colors, render_alphas, isect_meta = _render_pure(
-            means, colors, viewmats, proj, cam_ids, gauss_ids, width, height, sh_degree, backgrounds,
-            render_mode, tile_size, packed, chunk_elements,
-        )  # fmt: skip
-        meta |= isect_meta
-
-    if render_mode in ("ED", "RGB+ED"):
-        render_colors = torch.cat(
-            [render_colors[..., :-1], render_colors[..., -1:] / render_alphas.clamp(min=1e-10)], dim=-1
-        )
-
-    if packed:
-        if chosen == "cpu-fast":  # no autograd here: gather with numpy (single-threaded, cheap)
-            ci, gi = cam_ids.numpy(), gauss_ids.numpy()
-
-            def gather(t: Tensor) -> Tensor:
-                return torch.from_numpy(t.numpy()[ci, gi])
-        else:
-
-            def gather(t: Tensor) -> Tensor:
-                return t[cam_ids, gauss_ids]
-
-        meta |= {
-            "batch_ids": torch.zeros_like(cam_ids),
-            "camera_ids": cam_ids,
-            "gaussian_ids": gauss_ids,
-            "radii": gather(radii),
-            "means2d": gather(means2d),
-            "depths": gather(depths),
-            "conics": gather(conics),
-            "opacities": gather(ops),
-        }
-        if "packed_means2d" in meta:  # the tensor the pure path rendered from (its grad is meaningful)
-            meta["means2d"] = meta.pop("packed_means2d")
-    else:
-        meta.pop("packed_means2d", None)
-        meta |= {
-            "batch_ids": None,
-            "camera_ids": None,
-            "gaussian_ids": None,
-            "radii": radii,
-            "means2d": means2d,
-            "depths": depths,
-            "conics": conics,
-            "opacities": ops,
-        }
-    meta |= {
-        "width": width,
-        "height": height,
-        "tile_size": tile_size,
-        "tile_width": tile_width,
-        "tile_height": tile_height,
-        "n_cameras": c,
-        "n_batches": 1,
-        "backend": chosen,
-    }
-    return render_colors, render_alphas, meta
-
-
-def _render_pure(
-    means: Tensor,
-    colors: Tensor,
-    viewmats: Tensor,
-    proj: torch_raster.Projection,
-    cam_ids: Tensor,
-    gauss_ids: Tensor,
-    width: int,
-    height: int,
-    sh_degree: int | None,
-    backgrounds: Tensor | None,
-    render_mode: str,
-    tile_size: int,
-    packed: bool,
-    chunk_elements: int,
-) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """Colours/depth of the visible (packed) splats, tile lists and compositing (differentiable)."""
-    assert proj.opacities is not None
-    c, n = viewmats.shape[0], means.shape[0]
-    means2d_p = proj.means2d[cam_ids, gauss_ids]
-    depths_p = proj.depths[cam_ids, gauss_ids]
-    conics_p = proj.conics[cam_ids, gauss_ids]
-    opac_p = proj.opacities[cam_ids, gauss_ids]
-    radii_p = proj.radii[cam_ids, gauss_ids]
-
-    per_cam = colors.dim() == (3 if sh_degree is None else 4)
-    feats = colors[cam_ids, gauss_ids] if per_cam else colors[gauss_ids]
-    if sh_degree is not None:
-        campos = torch.linalg.inv(viewmats)[:, :3, 3]  # [C, 3]
-        feats = sh_to_color(sh_degree, means[gauss_ids] - campos[cam_ids], feats)
-    if render_mode in ("RGB+D", "RGB+ED"):
-        feats = torch.cat([feats, depths_p[:, None]], dim=-1)
-        if backgrounds is not None:
-            backgrounds = torch.cat([backgrounds, backgrounds.new_zeros(c, 1)], dim=-1)
-    elif render_mode in ("D", "ED"):
-        feats = depths_p[:, None]
-        if backgrounds is not None:
-            backgrounds = backgrounds.new_zeros(c, 1)
-
-    # gsplat-layout tile lists for meta, and lists on the (smaller) compositing tiles
-    tile_width, tile_height = math.ceil(width / tile_size), math.ceil(height / tile_size)
-    isect = torch_raster.isect_tiles(
-        means2d_p.detach(), radii_p, depths_p.detach(), cam_ids, c, tile_size, tile_width, tile_height
-    )
-    ct = torch_raster.COMPOSITE_TILE_SIZE
-    isect_c = isect if tile_size == ct else torch_raster.isect_tiles(
-        means2d_p.detach(), radii_p, depths_p.detach(), cam_ids, c, ct, math.ceil(width / ct),
-        math.ceil(height / ct),
+    req = RasterRequest(
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
+        sh_degree, backgrounds, render_mode, packed, eps2d, tile_size, radius_clip, rasterize_mode,
+        chunk_elements, needs_grad,
     )  # fmt: skip
-    render_colors, render_alphas = torch_raster.rasterize_to_pixels(
-        means2d_p, conics_p, feats, opac_p, width, height, ct, isect_c, backgrounds, chunk_elements=chunk_elements
-    )
-    flatten_ids = isect.flatten_ids
-    tiles_per_gauss = isect.tiles_per_gauss
-    if not packed:  # gsplat indexes the dense [C * N] layout then
-        flatten_ids = (cam_ids * n + gauss_ids)[flatten_ids]
-        tiles_per_gauss = torch.zeros(c, n, dtype=torch.int32, device=means.device)
-        tiles_per_gauss[cam_ids, gauss_ids] = isect.tiles_per_gauss
-    meta = {
-        "tiles_per_gauss": tiles_per_gauss,
-        "flatten_ids": flatten_ids,
-        "isect_offsets": isect.isect_offsets,
-        "packed_means2d": means2d_p,
-    }
-    return render_colors, render_alphas, meta
-
-
-def _rasterize_gsplat(*args: Any, **kwargs: Any) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """Call ``gsplat.rasterization``; failures of its CUDA side become :class:`L2TError`."""
-    from gsplat import rasterization
-
-    try:
-        render_colors, render_alphas, meta = rasterization(*args, **kwargs)
-    except TypeError as exc:
-        raise L2TError(f"rasterize: gsplat rejected the options: {exc}") from exc
-    except torch.cuda.OutOfMemoryError:
-        raise
-    except RuntimeError as exc:
-        raise L2TError(f"rasterize: gsplat failed: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
-    meta["backend"] = "gsplat"
-    return render_colors, render_alphas, meta
+    return chosen.render(req)

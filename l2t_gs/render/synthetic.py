@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from l2t_gs.render.sh import num_sh_bases, rgb_to_sh
 from l2t_gs.core.rotation import quat_multiply
+from l2t_gs.render.sh import num_sh_bases, rgb_to_sh
 
 #: Semi-axes (x, y, z) of the head ellipsoid in metres.
 HEAD_SEMI_AXES = (0.075, 0.10, 0.09)

@@ -33,6 +33,8 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from l2t_gs.core.rotation import quat_to_matrix
+
 #: Alpha cap of gsplat 1.5.x's rasterizer (the INRIA code caps at 0.99).
 ALPHA_MAX = 0.999
 #: Contributions with alpha below this are skipped.
@@ -48,21 +50,9 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 18
 COMPOSITE_TILE_SIZE = 8
 
 
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices [..., 3, 3] from quaternions [..., 4] (wxyz, normalised here)."""
-    q = quats / quats.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ]  # fmt: skip
-    return torch.stack(rows, dim=-1).reshape(q.shape[:-1] + (3, 3))
-
-
 def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
     """3D covariances [..., 3, 3] = R S S^T R^T from quaternions [..., 4] and scales [..., 3]."""
-    m = quat_to_rotmat(quats) * scales[..., None, :]
+    m = quat_to_matrix(quats) * scales[..., None, :]
     return m @ m.transpose(-1, -2)
 
 

@@ -1,5 +1,18 @@
 """FLAME rig: head model container, loaders (FLAME pickles without chumpy, .npz), LBS and rotations."""
 
+from l2t_gs.core.rotation import (
+    axis_angle_to_matrix,
+    axis_angle_to_quat,
+    matrix_to_axis_angle,
+    matrix_to_quat,
+    quat_conjugate,
+    quat_multiply,
+    quat_normalize,
+    quat_rotate,
+    quat_to_axis_angle,
+    quat_to_matrix,
+    skew,
+)
 from l2t_gs.rig.flame import FLAME_JOINTS, FlameRig
 from l2t_gs.rig.lbs import (
     batch_rigid_transform,
@@ -18,19 +31,6 @@ from l2t_gs.rig.loader import (
     save_head_model,
 )
 from l2t_gs.rig.model import HeadModel
-from l2t_gs.core.rotation import (
-    axis_angle_to_matrix,
-    axis_angle_to_quat,
-    matrix_to_axis_angle,
-    matrix_to_quat,
-    quat_conjugate,
-    quat_multiply,
-    quat_normalize,
-    quat_rotate,
-    quat_to_axis_angle,
-    quat_to_matrix,
-    skew,
-)
 
 __all__ = [
     "BUILTIN_HEAD",

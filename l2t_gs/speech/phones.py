@@ -20,7 +20,6 @@ __all__ = [
     "ESPEAK_TO_CANON",
     "FESTIVAL_TO_CANON",
     "FLITE_TO_CANON",
-    "is_phone",
     "phone_classes",
     "map_phone",
     "map_espeak",
@@ -78,11 +77,6 @@ PHONE_CLASSES: dict[str, frozenset[str]] = {
     "sibilant": frozenset({"s", "z", "sh", "zh", "ch", "jh"}),
     "voiced": frozenset({"b", "d", "g", "v", "dh", "z", "zh", "jh", "m", "n", "ng", "l", "r", "w", "y"}) | VOWELS,
 }
-
-
-def is_phone(phone: str) -> bool:
-    """Whether ``phone`` is in the canonical set."""
-    return phone in PHONE_TO_ID
 
 
 def phone_classes(phone: str) -> frozenset[str]:

@@ -237,8 +237,8 @@ class MouthRenderer:
     def setup(self, template: Tensor | None, dtype: torch.dtype, device: torch.device) -> _Setup:
         """Camera and window splats of a template (cached by content, dtype and device)."""
         tpl = (self.neutral_template() if template is None else template).detach()
-        if tpl.shape != (self.avatar.num_vertices, 3):
-            raise L2TError(f"template must be [{self.avatar.num_vertices}, 3], got {list(tpl.shape)}")
+        if tpl.shape != (self.avatar.n_verts, 3):
+            raise L2TError(f"template must be [{self.avatar.n_verts}, 3], got {list(tpl.shape)}")
         digest = hashlib.sha1(tpl.cpu().double().numpy().tobytes()).hexdigest()
         key = (digest, str(dtype), str(device))
         hit = self._setups.get(key)

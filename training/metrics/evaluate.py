@@ -30,14 +30,23 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from l2t_gs.errors import L2TError
 from l2t_gs.training.metrics import motion
+from l2t_gs.training.metrics.base import (
+    METRICS,
+    ClipContext,
+    ClipResult,
+    Column,
+    Metric,
+    get_metric,
+    register_metric,
+)
 from l2t_gs.training.metrics.regions import Regions, resolve_regions
+from l2t_gs.training.metrics.standard import FDD, LVE, LipClosure, LipCorrelation
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -56,244 +65,8 @@ __all__ = [
     "register_metric",
 ]
 
-Predictor = Callable[[Any], Any]  # clip -> predicted vertices [T, V, 3]
-
-
-# --------------------------------------------------------------------------- per-clip context
-@dataclass
-class ClipContext:
-    """What a metric sees of one evaluated clip (arrays cut to the common length ``frames``).
-
-    ``pred``/``gt`` are [T, V, 3] and ``template`` [V, 3], in data units; ``mm`` is millimetres per
-    data unit. ``phones`` (segments with ``.phone/.start/.end`` seconds) and ``audio`` (the clip's
-    full waveform at ``audio_sr``, as the dataset gives it) may be ``None``. A sync metric (LSE-D/C)
-    would embed windows of ``pred[:, regions.lips]`` and of ``audio``.
-    """
-
-    name: str
-    subject: str
-    style: str | None
-    fps: float
-    pred: np.ndarray
-    gt: np.ndarray
-    template: np.ndarray
-    regions: Regions
-    mm: float = 1000.0
-    phones: Sequence[Any] | None = None
-    audio: Any = None
-    audio_sr: int = 16000
-
-    @property
-    def frames(self) -> int:
-        return int(self.gt.shape[0])
-
-    def available(self) -> set[str]:
-        """Optional inputs this clip has: ``"lip_pair"``, ``"phones"``, ``"audio"``."""
-        have = set()
-        if self.regions.lip_pair is not None:
-            have.add("lip_pair")
-        if self.phones is not None:
-            have.add("phones")
-        if self.audio is not None:
-            have.add("audio")
-        return have
-
-    @cached_property
-    def gap_pred_mm(self) -> np.ndarray:
-        """Predicted lip gap per frame, mm."""
-        return motion.lip_gap(self.pred, self.regions.lip_pair) * self.mm
-
-    @cached_property
-    def gap_gt_mm(self) -> np.ndarray:
-        """Ground-truth lip gap per frame, mm."""
-        return motion.lip_gap(self.gt, self.regions.lip_pair) * self.mm
-
-
-@dataclass
-class ClipResult:
-    """Metric values of one clip (one style): ``values`` maps a value key to a float (NaN: undefined)."""
-
-    name: str
-    subject: str
-    style: str | None
-    frames: int
-    frames_pred: int
-    frames_gt: int
-    values: dict[str, float] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "subject": self.subject,
-            "style": self.style,
-            "frames": self.frames,
-            "frames_pred": self.frames_pred,
-            "frames_gt": self.frames_gt,
-            **self.values,
-            **({"skipped": dict(self.skipped)} if self.skipped else {}),
-        }
-
-
-# --------------------------------------------------------------------------- metric registry
-@dataclass(frozen=True)
-class Column:
-    """A table column: value ``key``, header ``label``, number format ``fmt``."""
-
-    key: str
-    label: str
-    fmt: str = ".4g"
-
-
-class Metric:
-    """Base class of an evaluation metric.
-
-    Subclasses set ``name``, ``description``, ``columns`` (what the table shows), ``requires`` (optional
-    clip inputs it needs, see :meth:`ClipContext.available`) and implement :meth:`compute`; the default
-    :meth:`reduce` averages every key over the clips that have it.
-    """
-
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
-    requires: ClassVar[frozenset[str]] = frozenset()
-    columns: ClassVar[tuple[Column, ...]] = ()
-
-    def compute(self, ctx: ClipContext) -> dict[str, float]:
-        raise NotImplementedError
-
-    def reduce(self, rows: Sequence[ClipResult]) -> dict[str, float]:
-        out = {}
-        for key in sorted({c.key for c in self.columns}):
-            vals = [r.values[key] for r in rows if key in r.values]
-            out[key] = float(np.nanmean(vals)) if vals and not np.all(np.isnan(vals)) else math.nan
-        return out
-
-    def config(self) -> dict[str, Any]:
-        """Parameters worth recording in the JSON report."""
-        return {}
-
-
-class LVE(Metric):
-    name = "lve"
-    description = (
-        "lip vertex error: per frame the max over lip vertices of the squared L2 error, mean over all "
-        "frames (pooled over clips, as CodeTalker main/cal_metric.py)"
-    )
-    columns = (Column("lve_mm2", "LVE mm^2"),)
-
-    def compute(self, ctx: ClipContext) -> dict[str, float]:
-        raw = motion.lve(ctx.pred, ctx.gt, ctx.regions.lips)
-        return {"lve_mm2": raw * ctx.mm**2, "lve_raw": raw}
-
-    def reduce(self, rows: Sequence[ClipResult]) -> dict[str, float]:
-        rows = [r for r in rows if "lve_raw" in r.values]
-        w = np.array([r.frames for r in rows], dtype=np.float64)
-        if not rows or w.sum() == 0:
-            return {"lve_mm2": math.nan, "lve_raw": math.nan}
-        return {k: float(np.dot(w, [r.values[k] for r in rows]) / w.sum()) for k in ("lve_mm2", "lve_raw")}
-
-
-class FDD(Metric):
-    name = "fdd"
-    description = (
-        "upper-face dynamics deviation: per clip, mean over upper-face vertices of the std over time of "
-        "||vertices - template||^2, ground truth minus prediction; mean over clips (CodeTalker "
-        "main/cal_metric.py)"
-    )
-    columns = (Column("fdd_mm2", "FDD mm^2"),)
-
-    def compute(self, ctx: ClipContext) -> dict[str, float]:
-        raw = motion.fdd(ctx.pred, ctx.gt, ctx.template, ctx.regions.upper_face)
-        return {"fdd_mm2": raw * ctx.mm**2, "fdd_raw": raw}
-
-    def reduce(self, rows: Sequence[ClipResult]) -> dict[str, float]:
-        out = {}
-        for key in ("fdd_mm2", "fdd_raw"):
-            vals = [r.values[key] for r in rows if key in r.values]
-            out[key] = float(np.mean(vals)) if vals else math.nan
-        return out
-
-
-class LipClosure(Metric):
-    name = "lip_closure"
-    requires = frozenset({"lip_pair", "phones"})
-    columns = (Column("closure_recall", "closure", ".3f"), Column("closure_recall_gt", "closure GT", ".3f"))
-
-    def __init__(self, threshold_mm: float = 1.0) -> None:
-        if not threshold_mm > 0:
-            raise L2TError(f"the lip-closure threshold must be positive, got {threshold_mm} mm")
-        self.threshold_mm = float(threshold_mm)
-
-    @property
-    def description(self) -> str:  # type: ignore[override]
-        return (
-            f"fraction of bilabial phones (p, b, m) during which the lip gap falls below "
-            f"{self.threshold_mm:g} mm at one or more frames in [start, end) (nearest frame for phones "
-            "shorter than a frame); pooled over phones"
-        )
-
-    def config(self) -> dict[str, Any]:
-        return {"threshold_mm": self.threshold_mm}
-
-    def compute(self, ctx: ClipContext) -> dict[str, float]:
-        segs = motion.bilabial_segments(ctx.phones or ())
-        pred = motion.closure_flags(ctx.gap_pred_mm, segs, ctx.fps, self.threshold_mm)
-        gt = motion.closure_flags(ctx.gap_gt_mm, segs, ctx.fps, self.threshold_mm)
-        n = int(pred.size)
-        return {
-            "bilabials": n,
-            "closed": int(pred.sum()),
-            "closed_gt": int(gt.sum()),
-            "closure_recall": float(pred.mean()) if n else math.nan,
-            "closure_recall_gt": float(gt.mean()) if n else math.nan,
-        }
-
-    def reduce(self, rows: Sequence[ClipResult]) -> dict[str, float]:
-        tot = {k: int(sum(r.values.get(k, 0) for r in rows)) for k in ("bilabials", "closed", "closed_gt")}
-        n = tot["bilabials"]
-        return {
-            **tot,
-            "closure_recall": tot["closed"] / n if n else math.nan,
-            "closure_recall_gt": tot["closed_gt"] / n if n else math.nan,
-        }
-
-
-class LipCorrelation(Metric):
-    name = "lip_corr"
-    description = (
-        "Pearson correlation over time of predicted and ground-truth lip gap per clip; mean over clips where both vary"
-    )
-    requires = frozenset({"lip_pair"})
-    columns = (Column("lip_corr", "lip r", ".3f"),)
-
-    def compute(self, ctx: ClipContext) -> dict[str, float]:
-        return {"lip_corr": motion.pearson(ctx.gap_pred_mm, ctx.gap_gt_mm)}
-
-    def reduce(self, rows: Sequence[ClipResult]) -> dict[str, float]:
-        vals = np.array([r.values["lip_corr"] for r in rows if "lip_corr" in r.values], dtype=np.float64)
-        ok = vals[np.isfinite(vals)]
-        return {"lip_corr": float(ok.mean()) if ok.size else math.nan, "lip_corr_clips": int(ok.size)}
-
-
-#: Metric name -> factory (a class or a zero-argument callable returning a :class:`Metric`).
-METRICS: dict[str, Callable[[], Metric]] = {}
 DEFAULT_METRICS: tuple[str, ...] = ("lve", "fdd", "lip_closure", "lip_corr")
-
-
-def register_metric(name: str, factory: Callable[[], Metric]) -> None:
-    """Make ``name`` usable in ``evaluate(metrics=[...])`` (e.g. a later ``"lse"`` for LSE-D/LSE-C)."""
-    METRICS[name] = factory
-
-
-def get_metric(name: str) -> Metric:
-    """A new instance of the registered metric ``name``."""
-    if name not in METRICS:
-        raise L2TError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
-    return METRICS[name]()
-
-
-for _cls in (LVE, FDD, LipClosure, LipCorrelation):
-    register_metric(_cls.name, _cls)
+Predictor = Callable[[Any], Any]  # clip -> predicted vertices [T, V, 3]
 
 
 # --------------------------------------------------------------------------- results
@@ -382,8 +155,8 @@ def _first_attr(obj: Any, names: Iterable[str]) -> Any:
 
 
 def model_vertex_count(model: Any) -> int | None:
-    """Vertex count a model predicts, when it says (``n_verts``, ``n_vertices``, ``num_vertices``)."""
-    v = _first_attr(model, ("n_verts", "n_vertices", "num_vertices", "vertex_count"))
+    """Vertex count a model predicts (its ``n_verts``), when it says."""
+    v = getattr(model, "n_verts", None)
     return int(v) if v is not None else None
 
 

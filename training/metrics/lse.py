@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from l2t_gs.errors import L2TError
-from l2t_gs.training.metrics.evaluate import ClipContext, ClipResult, Column, Metric, register_metric
+from l2t_gs.training.metrics.base import METRICS, ClipContext, ClipResult, Column, Metric
 
 __all__ = ["LSE", "PADS", "SyncScores", "sync_scores"]
 
@@ -230,4 +230,4 @@ class LSE(Metric):
         return out
 
 
-register_metric("lse", _needs_expert)
+METRICS.add("lse", _needs_expert)
