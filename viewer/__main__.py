@@ -8,15 +8,15 @@ from collections.abc import Sequence
 
 from l2t_gs.errors import L2TError
 
+from .command import DESCRIPTION, add_arguments, run
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from l2t_gs.cli import view
-
-    parser = argparse.ArgumentParser(prog="l2t-gs")
-    view.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["view", *(sys.argv[1:] if argv is None else argv)])
+    parser = argparse.ArgumentParser(prog="l2t-gs view", description=DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return int(args.func(args) or 0)
+        return run(args)
     except L2TError as exc:
         print(f"l2t-gs: error: {exc}", file=sys.stderr)
         return 1

@@ -22,17 +22,22 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
+import viser
 
 from l2t_gs.errors import L2TError
+from l2t_gs.gaussians import load_avatar
+from l2t_gs.gaussians.avatar_io import resolve_avatar_dir
+from l2t_gs.models.checkpoint import load_model
 
-from .render_job import PIPELINE_UNAVAILABLE, pipeline_available, run_render_child
+from .render_job import run_render_child
 from .state import (
     CAMERA_PRESETS,
     JAW_RANGE,
+    PIPELINE_CAMERAS,
     SPLAT_SCALE,
     CameraPose,
     Motion,
@@ -52,12 +57,19 @@ from .uploads import (
     accept_upload,
     check_upload_header,
     display_name,
+    load_local_audio,
 )
+from .viser_adapter import install_upload_size_guard
+
+if TYPE_CHECKING:
+    from l2t_gs.models.audio2mesh import Audio2Mesh
+
+    from .viser_adapter import ProgressBarHandle, UploadSizeGuard
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-#: Cameras the render pipeline knows; other presets render from the front.
-PIPELINE_CAMERAS = ("front", "three-quarter")
 WIREFRAME_RGB = (30, 30, 30)
+#: A viser GUI event (of any handle type), for :meth:`AvatarViewer._guarded`.
+_Event = TypeVar("_Event", bound="viser.GuiEvent[Any]")
 
 
 @dataclass
@@ -104,9 +116,6 @@ class AvatarViewer:
     """
 
     def __init__(self, options: ViewerOptions, log: Callable[[str], None] = _log) -> None:
-        from l2t_gs.gaussians import load_avatar
-        from l2t_gs.gaussians.avatar_io import resolve_avatar_dir
-
         self.options = options
         self._log = log
         self.avatar_dir = resolve_avatar_dir(options.avatar).resolve()
@@ -116,14 +125,12 @@ class AvatarViewer:
         self._edges = mesh_edges(self.avatar.faces.numpy())
         self._expr_sliders = expression_sliders(self.avatar.head_model)
 
-        self.model: Any = None
+        self.model: Audio2Mesh | None = None
         self.model_path: Path | None = None
         self.model_note = ""
         self._load_model(options.model)
         self.audio: AudioClip | None = None
         if options.audio is not None:
-            from .uploads import load_local_audio
-
             self.audio = load_local_audio(options.audio)
 
         self._lock = threading.RLock()
@@ -144,9 +151,10 @@ class AvatarViewer:
         self._camera = "front"
         self.status = ""
         self.frames_drawn = 0
-        self.server: Any = None
-        self._splats: Any = None
-        self._mesh: Any = None
+        self.server: viser.ViserServer | None = None
+        self._splats: viser.GaussianSplatHandle | None = None
+        self._mesh: viser.LineSegmentsHandle | None = None
+        self._upload_guard: UploadSizeGuard | None = None
         self.url = ""
         self.workdir = Path(tempfile.mkdtemp(prefix="l2t-gs-view-"))
 
@@ -165,26 +173,22 @@ class AvatarViewer:
                 raise
             self.model_note = f"the default model could not be used ({exc})"
 
-    def _open_model(self, path: Path) -> Any:
-        from l2t_gs.models.checkpoint import load_model
-
+    def _open_model(self, path: Path) -> Audio2Mesh:
         try:
             model = load_model(path)
         except L2TError:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. torch.load failing on a file that is no checkpoint
             raise L2TError(f"cannot load the Audio2Mesh model {path} ({type(exc).__name__}: {exc})") from None
-        if model.n_verts != self.avatar.num_vertices:
+        if model.n_verts != self.avatar.n_verts:
             raise L2TError(
                 f"model {path} predicts {model.n_verts} vertices but avatar '{self.avatar.name}' has "
-                f"{self.avatar.num_vertices}: their topologies differ"
+                f"{self.avatar.n_verts}: their topologies differ"
             )
         return model
 
     def start(self) -> str:
         """Start serving; returns the page's URL."""
-        import viser
-
         opts = self.options
         self.server = server = viser.ViserServer(host=opts.host, port=opts.port, verbose=False)
         self.url = f"http://{_url_host(server.get_host())}:{server.get_port()}"
@@ -197,8 +201,8 @@ class AvatarViewer:
         self._splats = server.scene.add_gaussian_splats(
             "/avatar", first.centers, first.covariances, first.rgbs, first.opacities, scale=1.0 / SPLAT_SCALE
         )
-        self._build_gui()
-        self._install_upload_guard()
+        self._build_gui(server.gui)
+        self._install_upload_guard(server)
         self._player = threading.Thread(target=self._play_loop, name="l2t-view-player", daemon=True)
         self._player.start()
         if self.audio is not None:
@@ -217,37 +221,38 @@ class AvatarViewer:
             parts.append(self.model_note[0].upper() + self.model_note[1:] + ".")
         return " ".join(parts)
 
-    def _build_gui(self) -> None:
-        import viser
-
-        gui = self.server.gui
-        self._md_status = gui.add_markdown("")
+    def _build_gui(self, gui: viser.GuiApi) -> None:
+        self._md_status: viser.GuiMarkdownHandle = gui.add_markdown("")
         with gui.add_folder("Playback"):
-            self._btn_play = gui.add_button("Play", icon=viser.Icon.PLAYER_PLAY, disabled=True)
-            self._sl_frame = gui.add_slider("Frame", 0, 1, 1, 0, disabled=True)
-            self._sl_speed = gui.add_slider("Speed", 0.25, 2.0, 0.25, 1.0)
-            self._cb_loop = gui.add_checkbox("Loop", True)
+            self._btn_play: viser.GuiButtonHandle = gui.add_button("Play", icon=viser.Icon.PLAYER_PLAY, disabled=True)
+            self._sl_frame: viser.GuiSliderHandle[int] = gui.add_slider("Frame", 0, 1, 1, 0, disabled=True)
+            self._sl_speed: viser.GuiSliderHandle[float] = gui.add_slider("Speed", 0.25, 2.0, 0.25, 1.0)
+            self._cb_loop: viser.GuiCheckboxHandle = gui.add_checkbox("Loop", True)
         with gui.add_folder("Audio"):
-            self._upload = gui.add_upload_button(
+            self._upload: viser.GuiUploadButtonHandle = gui.add_upload_button(
                 "Upload audio",
                 icon=viser.Icon.UPLOAD,
                 mime_type="audio/*",
                 hint=f"wav, flac, ogg, mp3 or m4a; up to {self.options.max_upload_bytes / 1024**2:.0f} MB",
             )
-            self._progress = gui.add_progress_bar(0.0, visible=False, animated=True)
-            self._btn_mp4 = gui.add_button(
+            self._progress: ProgressBarHandle = gui.add_progress_bar(0.0, visible=False, animated=True)
+            self._btn_mp4: viser.GuiButtonHandle = gui.add_button(
                 "Render MP4", icon=viser.Icon.MOVIE, disabled=self.audio is None, hint="render with `l2t-gs render`"
             )
         with gui.add_folder("View"):
-            self._cams = gui.add_button_group("Camera", CAMERA_PRESETS)
-            self._cb_splats = gui.add_checkbox("Splats", True)
-            self._cb_wire = gui.add_checkbox(
+            self._cams: viser.GuiButtonGroupHandle = gui.add_button_group("Camera", CAMERA_PRESETS)
+            self._cb_splats: viser.GuiCheckboxHandle = gui.add_checkbox("Splats", True)
+            self._cb_wire: viser.GuiCheckboxHandle = gui.add_checkbox(
                 "Mesh wireframe", False, hint="the deformed mesh's edges (hide the splats to see all of it)"
             )
         with gui.add_folder("Pose (while paused)"):
-            self._sl_jaw = gui.add_slider("jaw open", JAW_RANGE[0], JAW_RANGE[1], 0.01, 0.0)
-            self._sl_expr = [gui.add_slider(s.label, s.low, s.high, 0.01, 0.0) for s in self._expr_sliders]
-            self._btn_reset = gui.add_button("Reset pose")
+            self._sl_jaw: viser.GuiSliderHandle[float] = gui.add_slider(
+                "jaw open", JAW_RANGE[0], JAW_RANGE[1], 0.01, 0.0
+            )
+            self._sl_expr: list[viser.GuiSliderHandle[float]] = [
+                gui.add_slider(s.label, s.low, s.high, 0.01, 0.0) for s in self._expr_sliders
+            ]
+            self._btn_reset: viser.GuiButtonHandle = gui.add_button("Reset pose")
 
         self._btn_play.on_click(self._guarded(self._on_play))
         self._sl_frame.on_update(self._guarded(self._on_frame))
@@ -262,42 +267,29 @@ class AvatarViewer:
         self._cb_wire.on_update(self._guarded(self._on_wireframe))
         self._cb_splats.on_update(self._guarded(self._on_wireframe))
 
-    def _guarded(self, fn: Callable[[Any], None]) -> Callable[[Any], None]:
+    def _guarded(self, fn: Callable[[_Event], None]) -> Callable[[_Event], None]:
         """A GUI callback that reports errors in the GUI instead of raising in viser's thread pool."""
 
-        def run(event: Any) -> None:
+        def run(event: _Event) -> None:
             try:
                 fn(event)
             except L2TError as exc:
-                self._error(getattr(event, "client", None), str(exc))
+                self._error(event.client, str(exc))
             except Exception as exc:  # noqa: BLE001 - a callback must never take the server down
                 self._log("".join(traceback.format_exception(exc)).rstrip())
-                self._error(getattr(event, "client", None), f"internal error: {type(exc).__name__}: {exc}")
+                self._error(event.client, f"internal error: {type(exc).__name__}: {exc}")
 
         return run
 
-    def _install_upload_guard(self) -> None:
+    def _install_upload_guard(self, server: viser.ViserServer) -> None:
         """Drop uploads whose declared size is over the limit before their bytes are buffered.
 
-        Uses viser internals (the upload-start message and the GUI's transfer table) where present; the
-        size is checked again after the upload in any case.
+        Needs viser internals (:mod:`l2t_gs.viewer.viser_adapter`); the size is checked again after the
+        upload in any case.
         """
-        try:
-            from viser._messages import FileTransferPart, FileTransferPartAck, FileTransferStartUpload
-
-            ws = self.server._websock_server
-            transfers = self.server.gui._current_file_upload_states
-        except (ImportError, AttributeError):  # pragma: no cover - other viser versions
-            self._log("note: early upload size check unavailable with this viser version")
-            return
         limit = self.options.max_upload_bytes
 
-        def drop(client_id: int, transfer_uuid: str, source: str | None, size: int, name: str) -> None:
-            if transfers.pop(transfer_uuid, None) is None:
-                return
-            # tell the browser the transfer is over so that its upload button is released
-            ws.queue_message(FileTransferPartAck(source, transfer_uuid, size, size))
-            client = self.server.get_clients().get(client_id)
+        def reject(client: viser.ClientHandle | None, name: str, size: int) -> None:
             try:
                 check_upload_header(name, size, limit)
                 reason = f"'{display_name(name)}' is larger than the {limit / 1024**2:.0f} MB limit"
@@ -305,18 +297,9 @@ class AvatarViewer:
                 reason = str(exc)
             self._error(client, f"upload rejected: {reason}")
 
-        def on_start(client_id: int, msg: Any) -> None:
-            if msg.size_bytes > limit:
-                drop(client_id, msg.transfer_uuid, msg.source_component_uuid, msg.size_bytes, msg.filename)
-
-        def on_part(client_id: int, msg: Any) -> None:
-            state = transfers.get(msg.transfer_uuid)
-            if state is not None and state.get("transferred_bytes", 0) > limit:
-                total = int(state.get("total_bytes", 0))
-                drop(client_id, msg.transfer_uuid, msg.source_component_uuid, total, str(state.get("filename", "")))
-
-        ws.register_handler(FileTransferStartUpload, on_start)
-        ws.register_handler(FileTransferPart, on_part)
+        self._upload_guard = install_upload_size_guard(server, limit, reject)
+        if self._upload_guard is None:  # pragma: no cover - other viser versions
+            self._log("note: early upload size check unavailable with this viser version")
 
     # ------------------------------------------------------------------ status
     def _set_status(self, text: str, *, error: bool = False, log: bool = True) -> None:
@@ -327,19 +310,19 @@ class AvatarViewer:
         if log:
             self._log(("error: " if error else "") + text)
 
-    def _error(self, client: Any, text: str) -> None:
+    def _error(self, client: viser.ClientHandle | None, text: str) -> None:
         self._set_status(text, error=True)
         if client is not None:
             with contextlib.suppress(Exception):
                 client.add_notification("l2t-gs", text, color="red", auto_close_seconds=10.0)
 
-    def _notify(self, client: Any, text: str) -> None:
+    def _notify(self, client: viser.ClientHandle | None, text: str) -> None:
         if client is not None:
             with contextlib.suppress(Exception):
                 client.add_notification("l2t-gs", text, auto_close_seconds=6.0)
 
     # ------------------------------------------------------------------ GUI callbacks
-    def _on_play(self, _event: Any) -> None:
+    def _on_play(self, _event: viser.GuiEvent[viser.GuiButtonHandle]) -> None:
         with self._lock:
             if self.timeline.playing:
                 self.timeline.pause()
@@ -347,7 +330,7 @@ class AvatarViewer:
                 self._clear_pose()
         self._wake.set()
 
-    def _on_frame(self, event: Any) -> None:
+    def _on_frame(self, event: viser.GuiEvent[viser.GuiSliderHandle[int]]) -> None:
         if event.client is None:  # set by the player
             return
         with self._lock:
@@ -355,15 +338,15 @@ class AvatarViewer:
             self._dirty = True
         self._wake.set()
 
-    def _on_speed(self, _event: Any) -> None:
+    def _on_speed(self, _event: viser.GuiEvent[viser.GuiSliderHandle[float]]) -> None:
         with self._lock:
             self.timeline.speed = float(self._sl_speed.value)
 
-    def _on_loop(self, _event: Any) -> None:
+    def _on_loop(self, _event: viser.GuiEvent[viser.GuiCheckboxHandle]) -> None:
         with self._lock:
             self.timeline.loop = bool(self._cb_loop.value)
 
-    def _on_pose(self, event: Any) -> None:
+    def _on_pose(self, event: viser.GuiEvent[viser.GuiSliderHandle[float]]) -> None:
         if event.client is None:  # reset by the viewer
             return
         with self._lock:
@@ -383,38 +366,36 @@ class AvatarViewer:
             self._pose_changed = True
         self._wake.set()
 
-    def _on_camera(self, event: Any) -> None:
+    def _on_camera(self, event: viser.GuiEvent[viser.GuiButtonGroupHandle]) -> None:
         preset = str(event.target.value)
         self._camera = preset
         client = event.client
         if client is None:
             return
-        pose = camera_pose(preset, self.neutral, aspect=float(getattr(client.camera, "aspect", 1.0) or 1.0))
+        pose = camera_pose(preset, self.neutral, aspect=client.camera.aspect)
         set_client_camera(client, pose)
 
-    def _on_wireframe(self, _event: Any) -> None:
+    def _on_wireframe(self, _event: viser.GuiEvent[viser.GuiCheckboxHandle]) -> None:
         with self._lock:
             self._want_wireframe = bool(self._cb_wire.value)
             self._want_splats = bool(self._cb_splats.value)
             self._dirty = True
         self._wake.set()
 
-    def _on_upload(self, event: Any) -> None:
+    def _on_upload(self, event: viser.GuiEvent[viser.GuiUploadButtonHandle]) -> None:
         file = event.target.value
         name, content = str(file.name), bytes(file.content)
         if not self._start_job(functools.partial(self._accept_and_animate, name, content, event.client), event.client):
             self._error(event.client, "busy: wait for the current job to finish, then upload again")
 
-    def _on_render(self, event: Any) -> None:
+    def _on_render(self, event: viser.GuiEvent[viser.GuiButtonHandle]) -> None:
         if self.audio is None:
             raise L2TError("upload audio first")
-        if not pipeline_available():
-            raise L2TError(PIPELINE_UNAVAILABLE)
         if not self._start_job(functools.partial(self._render_mp4, event.client), event.client):
             self._error(event.client, "busy: wait for the current job to finish")
 
     # ------------------------------------------------------------------ jobs
-    def _start_job(self, job: Callable[[], None], client: Any) -> bool:
+    def _start_job(self, job: Callable[[], None], client: viser.ClientHandle | None) -> bool:
         """Run ``job`` on the job thread (errors go to ``client``); False when a job runs or the viewer stops."""
         with self._lock:
             if self._stopping.is_set() or (self._job is not None and self._job.is_alive()):
@@ -440,7 +421,7 @@ class AvatarViewer:
             self._job.start()
             return True
 
-    def _accept_and_animate(self, name: str, content: bytes, client: Any) -> None:
+    def _accept_and_animate(self, name: str, content: bytes, client: viser.ClientHandle | None) -> None:
         self._set_status("Checking the upload...", log=False)
         clip = accept_upload(
             name, content, self.workdir, max_bytes=self.options.max_upload_bytes, on_start=self._children.add
@@ -452,7 +433,7 @@ class AvatarViewer:
         self._notify(client, f"accepted '{clip.name}' ({clip.seconds:.1f} s)")
         self._animate(clip, client)
 
-    def _animate(self, clip: AudioClip, client: Any) -> None:
+    def _animate(self, clip: AudioClip, client: viser.ClientHandle | None) -> None:
         """Run Audio2Mesh on ``clip`` (progress in the GUI), then play the motion."""
         if self.model is None:
             self._set_status(f"Audio '{clip.name}' ({clip.seconds:.1f} s) loaded; {self.model_note}.")
@@ -469,7 +450,7 @@ class AvatarViewer:
             chunks.append((chunk.detach().float().cpu() - self.neutral).half())
             done += int(chunk.shape[0])
             self._progress.value = float(min(100.0, 100.0 * done / max(total, 1)))
-        motion = Motion(torch.cat(chunks), self.neutral, model.fps, clip.name)
+        motion = Motion(torch.cat(chunks), self.neutral, model.fps)
         with self._lock:
             self.motion = motion
             self.timeline.load(len(motion), motion.fps)
@@ -489,7 +470,7 @@ class AvatarViewer:
         )
         self._notify(client, "motion ready")
 
-    def _render_mp4(self, client: Any) -> None:
+    def _render_mp4(self, client: viser.ClientHandle | None) -> None:
         clip = self.audio
         if clip is None:
             raise L2TError("upload audio first")
@@ -517,7 +498,7 @@ class AvatarViewer:
             out.unlink(missing_ok=True)
         if client is not None:
             client.send_file_download(out.name, data)
-        else:
+        elif self.server is not None:
             self.server.send_file_download(out.name, data)
         self._set_status(
             f"Rendered '{out.name}' ({len(data) / 1024**2:.1f} MB) in {time.perf_counter() - t0:.0f} s: "
@@ -573,14 +554,16 @@ class AvatarViewer:
         if offset is not None and not playing:
             verts = verts + offset
         arrays = splat_arrays(self.avatar, verts, self._rgbs)
-        with self.server.atomic():
-            self._splats.set_gaussians(arrays.centers, arrays.covariances, arrays.rgbs, arrays.opacities)
-            if self._splats.visible != show:
-                self._splats.visible = show
+        server, splats = self.server, self._splats
+        assert server is not None and splats is not None, "the player runs only after start()"
+        with server.atomic():
+            splats.set_gaussians(arrays.centers, arrays.covariances, arrays.rgbs, arrays.opacities)
+            if splats.visible != show:
+                splats.visible = show
             if wire:
                 points = verts.numpy()[self._edges]
                 if self._mesh is None:
-                    self._mesh = self.server.scene.add_line_segments(
+                    self._mesh = server.scene.add_line_segments(
                         "/mesh", points, WIREFRAME_RGB, thickness=1.0, thickness_units="screen"
                     )
                 else:
@@ -591,8 +574,6 @@ class AvatarViewer:
         self.frames_drawn += 1
 
     def _sync_controls(self, frame: int, playing: bool, state_changed: bool) -> None:
-        import viser
-
         if self.motion is not None:
             self._sl_frame.value = frame
         if state_changed:
@@ -638,7 +619,7 @@ class AvatarViewer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def set_client_camera(client: Any, pose: CameraPose) -> None:
+def set_client_camera(client: viser.ClientHandle, pose: CameraPose) -> None:
     """Point a viser client's camera (position, look-at, up, field of view) atomically."""
     try:
         with client.atomic():

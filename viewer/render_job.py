@@ -7,8 +7,6 @@ stderr; the parent reads ``done/total`` from it.
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import json
 import os
 import re
@@ -20,37 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from l2t_gs.errors import L2TError
+from l2t_gs.pipeline import RenderConfig, RenderResult, render_video
 
-PIPELINE_UNAVAILABLE = "rendering pipeline unavailable"
 _PROGRESS = re.compile(r"(\d+)/(\d+)")
 
 
-class PipelineUnavailable(L2TError):
-    """``l2t_gs.pipeline.render_video`` is not installed."""
-
-    def __init__(self, detail: str = "") -> None:
-        super().__init__(PIPELINE_UNAVAILABLE + (f" ({detail})" if detail else ""))
-
-
-def pipeline_available() -> bool:
-    """Whether ``l2t_gs.pipeline`` provides ``render_video`` and ``RenderConfig``."""
-    try:
-        mod = importlib.import_module("l2t_gs.pipeline")
-    except ImportError:
-        return False
-    return callable(getattr(mod, "render_video", None)) and hasattr(mod, "RenderConfig")
-
-
-def render_with_pipeline(audio_path: str, out_path: str, options: dict[str, Any]) -> Any:
-    """Call ``render_video(audio_path, out_path, RenderConfig(**options))``; options it does not know are dropped."""
-    try:
-        mod = importlib.import_module("l2t_gs.pipeline")
-        render_video, config_cls = mod.render_video, mod.RenderConfig
-    except (ImportError, AttributeError) as exc:
-        raise PipelineUnavailable(str(exc)) from None
-    known = {f.name for f in dataclasses.fields(config_cls)} if dataclasses.is_dataclass(config_cls) else set(options)
-    cfg = config_cls(**{k: v for k, v in options.items() if k in known})
-    return render_video(audio_path, out_path, cfg)
+def render_with_pipeline(audio_path: str, out_path: str, options: dict[str, Any]) -> RenderResult:
+    """``render_video(audio_path, out_path, RenderConfig(**options))``: ``options`` are ``RenderConfig`` fields."""
+    return render_video(audio_path, out_path, RenderConfig(**options))
 
 
 def run_render_child(
@@ -62,8 +37,6 @@ def run_render_child(
     on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> Path:
     """Render in a child process; returns ``out_path`` or raises :class:`L2TError` with the child's reason."""
-    if not pipeline_available():
-        raise PipelineUnavailable()
     spec = out_path.with_suffix(".json")
     spec = spec.resolve()
     spec.write_text(

@@ -8,20 +8,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from l2t_gs.core.rotation import quat_to_matrix
 from l2t_gs.errors import L2TError
-from l2t_gs.render.camera import HEAD_CAMERA_PRESETS, head_camera
+from l2t_gs.pipeline import default_model_path as pipeline_default_model_path
+from l2t_gs.render.camera import RENDER_CAMERAS, STILL_VIEWS, head_camera
 from l2t_gs.render.sh import SH_C0
 
 if TYPE_CHECKING:
     from l2t_gs.gaussians import GaussianAvatar
+    from l2t_gs.rig import HeadModel
 
-#: Camera presets offered by the viewer (``HEAD_CAMERA_PRESETS`` without the orbit).
-CAMERA_PRESETS: tuple[str, ...] = tuple(p for p in HEAD_CAMERA_PRESETS if p != "orbit")
+#: Camera presets offered by the viewer: the still ones of ``HEAD_CAMERA_PRESETS`` (all but the orbit).
+CAMERA_PRESETS: tuple[str, ...] = STILL_VIEWS
+#: Of those, the ones ``l2t-gs render`` accepts (``RENDER_CAMERAS``); "Render MP4" uses the front for any other.
+PIPELINE_CAMERAS: tuple[str, ...] = tuple(p for p in CAMERA_PRESETS if p in RENDER_CAMERAS)
 #: Vertical field of view of the viewer's camera, degrees.
 VIEW_FOV_DEG = 30.0
 #: Fraction of the view's height the head spans in a preset.
@@ -41,22 +46,12 @@ def covariances_from_quats_scales(quats: np.ndarray | torch.Tensor, scales: np.n
 
     ``quats`` [N, 4] are wxyz rotations (need not be normalised), ``scales`` [N, 3] activated scales.
     """
-    q = np.asarray(quats.detach().cpu() if isinstance(quats, torch.Tensor) else quats, dtype=np.float32)
-    s = np.asarray(scales.detach().cpu() if isinstance(scales, torch.Tensor) else scales, dtype=np.float32)
+    q = torch.as_tensor(quats).detach().to("cpu", torch.float32)
+    s = torch.as_tensor(scales).detach().to("cpu", torch.float32)
     if q.ndim != 2 or q.shape[1] != 4 or s.shape != (q.shape[0], 3):
         raise L2TError(f"expected quats [N, 4] and scales [N, 3], got {list(q.shape)} and {list(s.shape)}")
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    w, x, y, z = q.T
-    rot = np.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        axis=-1,
-    ).reshape(-1, 3, 3)  # fmt: skip
-    m = rot * s[:, None, :]  # R @ diag(s)
-    return np.matmul(m, m.transpose(0, 2, 1))
+    m = quat_to_matrix(q) * s[:, None, :]  # R @ diag(s)
+    return (m @ m.transpose(1, 2)).numpy()
 
 
 def rgb_from_sh(sh: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -119,11 +114,6 @@ class Timeline:
         if self.num_frames == 0:
             return 0
         return min(max(int(math.floor(self.position)), 0), self.num_frames - 1)
-
-    @property
-    def duration(self) -> float:
-        """Length of the sequence in seconds (at speed 1)."""
-        return self.num_frames / self.fps
 
     def play(self) -> bool:
         """Start playing (from the start if paused on the last frame without looping); False if empty."""
@@ -197,7 +187,7 @@ class ExprSlider:
     high: float
 
 
-def expression_sliders(head_model: Any, limit: int = MAX_EXPR_SLIDERS) -> list[ExprSlider]:
+def expression_sliders(head_model: HeadModel, limit: int = MAX_EXPR_SLIDERS) -> list[ExprSlider]:
     """Sliders for the leading expression components: named ones (the built-in head) span 0..1, unnamed ±2."""
     n_expr = int(head_model.exprdirs.shape[-1])
     names = list(getattr(head_model, "expr_names", None) or [])
@@ -233,16 +223,12 @@ def pose_offset(avatar: GaussianAvatar, jaw: float, expr: dict[int, float]) -> t
 
 # --------------------------------------------------------------------------- models
 def default_model_path() -> Path | None:
-    """The shipped default Audio2Mesh checkpoint (``l2t_gs.catalog.list_models()``), or None when none ships."""
-    from l2t_gs.assets import asset_path
-    from l2t_gs.catalog import list_models
-
-    names = list_models()
-    if not names:
+    """The shipped default Audio2Mesh checkpoint, or None when this install ships none (the viewer then
+    shows the avatar without speech)."""
+    try:
+        return pipeline_default_model_path()
+    except L2TError:
         return None
-    name = "default" if "default" in names else names[0]
-    path = asset_path("models", name, "model.pt")
-    return path if path.is_file() else None
 
 
 @dataclass
@@ -252,11 +238,6 @@ class Motion:
     offsets: torch.Tensor
     template: torch.Tensor
     fps: float
-    source: str = ""
-
-    @classmethod
-    def from_vertices(cls, vertices: torch.Tensor, template: torch.Tensor, fps: float, source: str = "") -> Motion:
-        return cls((vertices.float() - template.float()).half(), template.float(), float(fps), source)
 
     def __len__(self) -> int:
         return int(self.offsets.shape[0])

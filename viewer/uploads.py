@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from l2t_gs.audio.io import audio_duration, load_audio
 from l2t_gs.errors import L2TError
 
 #: Accepted audio extensions (lower case).
@@ -178,8 +179,6 @@ def accept_upload(
 
 def load_local_audio(path: str | os.PathLike) -> AudioClip:
     """A local audio file given on the command line (trusted: decoded in-process), checked for duration."""
-    from l2t_gs.audio.io import load_audio
-
     p = Path(path)
     samples = load_audio(p, sr=SAMPLE_RATE)
     check_duration(samples.shape[0] / SAMPLE_RATE, f"audio file {p}")
@@ -194,8 +193,6 @@ def _child_main(argv: list[str]) -> int:
     """
     src, dst, memory = argv
     _limit_memory(int(memory))
-    from l2t_gs.audio.io import audio_duration, load_audio
-
     try:
         try:
             seconds = audio_duration(src)
