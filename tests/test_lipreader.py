@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from l2t_gs.training.lipreader import AugmentConfig, augment, register_lipreader, train_lipreader
 
-from l2t_gs.training.data.teacher_video import TeacherCrops, save_teacher_crops
 from l2t_gs.errors import L2TError
 from l2t_gs.gaussians import load_avatar
+from l2t_gs.speech.phones import PHONES
+from l2t_gs.training.data.mouth import MouthCropSpec
+from l2t_gs.training.data.teacher_video import TeacherCrops, save_teacher_crops
+from l2t_gs.training.lipreader import AugmentConfig, augment, train_lipreader
 from l2t_gs.training.losses.lipread import LipReadLoss, lipread_loss_factory, resample_time
 from l2t_gs.training.models.lipreader import (
     PHONE_TO_VISEME,
@@ -30,8 +32,6 @@ from l2t_gs.training.models.lipreader import (
     load_lipreader,
     save_lipreader,
 )
-from l2t_gs.training.data.mouth import MouthCropSpec
-from l2t_gs.speech.phones import PHONES
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -281,17 +281,19 @@ def test_training_run_resume_cache_and_cli(tmp_path, capsys):
         train_lipreader(data, b, other, progress=False)
 
     # the command line
+    from l2t_gs.cli.train import register as register_train
+
     parser = argparse.ArgumentParser()
-    register_lipreader(parser.add_subparsers(dest="cmd"))
+    register_train(parser.add_subparsers(dest="cmd"))
     recipe = tmp_path / "tiny.toml"
     from l2t_gs.training.audio2mesh import dump_toml
 
     recipe.write_text(dump_toml(TINY))
-    args = parser.parse_args(["lipreader", "--data", str(data), "--out", str(a), "--config", str(recipe),
+    args = parser.parse_args(["train", "lipreader", "--data", str(data), "--out", str(a), "--config", str(recipe),
                               "--epochs", "3", "--no-progress"])  # fmt: skip
     assert args.func(args) == 0
     assert "held-out frame accuracy" in capsys.readouterr().err
-    args = parser.parse_args(["lipreader", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "c")])
+    args = parser.parse_args(["train", "lipreader", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "c")])
     with pytest.raises(L2TError, match="does not exist"):
         args.func(args)
 
@@ -380,7 +382,7 @@ def test_lipread_loss_factory_with_a_teacher_folder_and_a_user_reader(avatar, li
     crops = lipread.renderer.render(gt[0, :7])
     save_teacher_crops(teacher / "clip1.npz", TeacherCrops(crops, 10.0))  # the video covers 7 frames
     opts = {"lipreader": f"{__file__}:make_pool_reader", "teacher": str(teacher), "window": 3, "windows": 1}
-    fn = lipread_loss_factory(opts, SimpleNamespace(n_verts=avatar.num_vertices), torch.device("cpu"))
+    fn = lipread_loss_factory(opts, SimpleNamespace(n_verts=avatar.n_verts), torch.device("cpu"))
     batch = SimpleNamespace(fps=10.0, names=["clip1"], starts=[4], templates=avatar.neutral_vertices()[None])
     scale = 1000.0
     ctx = SimpleNamespace(pred=gt[:, 4:10] * scale, target=gt[:, 4:10] * scale, scale=scale, step=5,

@@ -18,25 +18,32 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from l2t_gs.training.syncnet3d import (
-    SamplingConfig,
-    WindowBank,
-    _negative_windows,
-    load_recipe,
-    register_syncnet3d,
-    sample_batch,
-    train,
-)
 
-from l2t_gs.training.models.sync_mel import MEL_FPS, SyncMel, mel_frame_count, mel_start, slaney_mel_filterbank, sync_mel
+from l2t_gs.cli.train import register as register_train
 from l2t_gs.errors import L2TError
 from l2t_gs.training.losses.sync import SyncLoss, sync_loss_factory
+from l2t_gs.training.models.sync_mel import (
+    MEL_FPS,
+    SyncMel,
+    mel_frame_count,
+    mel_start,
+    slaney_mel_filterbank,
+    sync_mel,
+)
 from l2t_gs.training.models.syncnet3d import (
     SyncNet3D,
     SyncNet3DConfig,
     load_syncnet3d,
     read_syncnet3d_checkpoint,
     save_syncnet3d,
+)
+from l2t_gs.training.syncnet3d import (
+    SamplingConfig,
+    WindowBank,
+    _negative_windows,
+    load_recipe,
+    sample_batch,
+    train,
 )
 
 SR = 16000
@@ -348,11 +355,11 @@ def test_cli_registration_and_errors(tmp_path, capsys):
         "[model]\nembed_dim = 16\naudio_channels = 16\nmotion_hidden = 16\n"
         "[train]\nbatch_size = 16\nsteps_per_epoch = 3\n"
     )
-    parser = argparse.ArgumentParser(prog="l2t-gs train")
-    register_syncnet3d(parser.add_subparsers(dest="network", required=True))
+    parser = argparse.ArgumentParser(prog="l2t-gs")
+    register_train(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "run"
     args = parser.parse_args(
-        [*map(str, ["syncnet3d", "--data", data, "--out", out, "--config", recipe]), "--epochs", "1"]
+        [*map(str, ["train", "syncnet3d", "--data", data, "--out", out, "--config", recipe]), "--epochs", "1"]
     )
     assert args.epochs == 1 and args.regions is None and args.threads is None
     assert args.func(args) == 0
@@ -361,7 +368,9 @@ def test_cli_registration_and_errors(tmp_path, capsys):
     assert load_syncnet3d(out).config.embed_dim == 16
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nbatchsize = 3\n")
-    args = parser.parse_args(["syncnet3d", "--data", str(data), "--out", str(tmp_path / "x"), "--config", str(bad)])
+    args = parser.parse_args(
+        ["train", "syncnet3d", "--data", str(data), "--out", str(tmp_path / "x"), "--config", str(bad)]
+    )
     with pytest.raises(L2TError, match="unknown key\\(s\\) batchsize"):
         args.func(args)
     with pytest.raises(L2TError, match="recipe not found"):
@@ -477,12 +486,11 @@ def test_sync_loss_prefers_aligned_motion(expert):
 
 
 def test_sync_loss_factory_plugs_into_audio2mesh_training(expert, tmp_path):
-    from l2t_gs.training.audio2mesh import LOSSES, register_loss
     from l2t_gs.training.audio2mesh import train as train_a2m
+    from l2t_gs.training.losses.registry import LOSSES
 
     data, run, _ = expert
-    if "sync" not in LOSSES:
-        register_loss("sync")(sync_loss_factory)
+    assert LOSSES.get("sync") is sync_loss_factory
     recipe = {
         "model": {"d_model": 16, "n_layers": 1, "enc_dim": 16, "enc_layers": 1, "n_mels": 40},
         "train": {"epochs": 1, "max_steps": 2, "batch_size": 2, "crop_s": 1.0, "log_every": 1, "threads": 1},

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from l2t_gs.training.audio2mesh import LOSSES, dump_toml, load_recipe, register_loss, train
 
 from l2t_gs.errors import L2TError
 from l2t_gs.models.checkpoint import load_model, read_checkpoint
+from l2t_gs.training.audio2mesh import dump_toml, load_recipe, train
+from l2t_gs.training.losses.registry import LOSSES, build_losses
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -201,10 +202,9 @@ def test_rig_output_trains_on_the_heads_topology(tmp_path):
 # --------------------------------------------------------------------------- recipes and losses
 @pytest.mark.parametrize("name", ["vocaset", "biwi", "corpus"])
 def test_packaged_recipes_are_valid(name):
+    from l2t_gs.models.audio2mesh import Audio2MeshConfig
     from l2t_gs.training.audio2mesh import DataConfig, TrainConfig
     from l2t_gs.training.common import typed_table
-
-    from l2t_gs.models.audio2mesh import Audio2MeshConfig
 
     r = load_recipe(name)
     cfg = Audio2MeshConfig.from_dict(r["model"])
@@ -223,10 +223,18 @@ def dump_toml_path(r: dict, name: str) -> Path:
     return path
 
 
-def test_custom_loss_plugs_in_through_the_registry(dataset, tmp_path):
+@pytest.fixture
+def scratch_losses(monkeypatch):
+    """Losses a test registers are gone after it (the registry's tables are restored)."""
+    LOSSES.choices()  # the built-in losses first
+    monkeypatch.setattr(LOSSES, "_entries", dict(LOSSES._entries))
+    monkeypatch.setattr(LOSSES, "_help", dict(LOSSES._help))
+
+
+def test_custom_loss_plugs_in_through_the_registry(dataset, tmp_path, scratch_losses):
     seen: dict = {}
 
-    @register_loss("test_mouth_energy")
+    @LOSSES.register("test_mouth_energy")
     def factory(options, model, device):
         scale = options.pop("scale", 1.0)
         assert not options
@@ -237,29 +245,26 @@ def test_custom_loss_plugs_in_through_the_registry(dataset, tmp_path):
 
         return fn
 
-    try:
-        r = recipe(train={"epochs": 1}, loss={"test_mouth_energy": {"weight": 0.1, "scale": 2.0}})
-        train(dataset, tmp_path / "run", r, progress=False)
-        assert "test_mouth_energy" in (tmp_path / "run" / "train_log.csv").read_text().splitlines()[0]
-        assert seen["shapes"][0][0] == 2 and seen["shapes"][0][2:] == (30, 3)
-    finally:
-        LOSSES.pop("test_mouth_energy")
+    r = recipe(train={"epochs": 1}, loss={"test_mouth_energy": {"weight": 0.1, "scale": 2.0}})
+    train(dataset, tmp_path / "run", r, progress=False)
+    assert "test_mouth_energy" in (tmp_path / "run" / "train_log.csv").read_text().splitlines()[0]
+    assert seen["shapes"][0][0] == 2 and seen["shapes"][0][2:] == (30, 3)
     with pytest.raises(L2TError, match="unknown loss 'nope'"):
         train(dataset, tmp_path / "run2", recipe(loss={"nope": 1.0}), progress=False)
 
 
-def test_loss_plugins_register_on_first_use(monkeypatch):
-    from l2t_gs.training import audio2mesh as trainer
-
+def test_one_loss_registry_holds_every_loss():
     from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 
-    monkeypatch.setitem(trainer.LOSS_PLUGINS, "test_plugin", "l2t_gs.training.audio2mesh:_velocity_loss")
+    names = set(LOSSES.choices())
+    assert {"vertex", "velocity", "rig_l2", "lip_gap", "sync", "lipread"} <= names
+    for name in names:  # each built-in loss lives in one of the registry's modules, with a one-line help
+        assert LOSSES.get(name).__module__ in LOSSES.modules and LOSSES.help(name), name
     model = Audio2Mesh(Audio2MeshConfig(d_model=16, enc_dim=16, enc_layers=1, n_layers=1), ["a"], 10)
-    try:
-        losses = trainer.build_losses({"test_plugin": 2.0}, model, torch.device("cpu"))
-        assert losses["test_plugin"][0] == 2.0 and "test_plugin" in LOSSES
-    finally:
-        LOSSES.pop("test_plugin", None)
+    losses = build_losses({"velocity": 2.0, "vertex": 0}, model, torch.device("cpu"))
+    assert list(losses) == ["velocity"] and losses["velocity"][0] == 2.0
+    with pytest.raises(L2TError, match="weight of 'vertex'"):
+        build_losses({"vertex": -1}, model, torch.device("cpu"))
 
 
 # --------------------------------------------------------------------------- CLI and user errors

@@ -37,12 +37,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from l2t_gs.training.common import read_recipe, recipe_file, typed_table
-
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import write_text_atomic
+from l2t_gs.training.common import read_recipe, recipe_file, typed_table
+from l2t_gs.training.trainers import TRAINERS, Trainer
 
-__all__ = ["VARIANTS", "AblationConfig", "ablation_arguments", "load_ablation", "run_ablation", "run_ablation_cli"]
+__all__ = ["VARIANTS", "AblationConfig", "add_arguments", "load_ablation", "run", "run_ablation"]
 
 #: Text after this line of an existing report is kept when the report is rewritten.
 NOTES_MARKER = "<!-- notes: kept when the report is rewritten -->"
@@ -151,10 +151,10 @@ def _train(data: Path, out: Path, recipe: dict[str, dict[str, Any]], steps: int,
 def _evaluate(run: Path, data: Path, split: str, syncnet: str) -> dict[str, Any]:
     import torch
 
+    from l2t_gs.models.checkpoint import load_model
     from l2t_gs.training.data.datasets import load_dataset
     from l2t_gs.training.metrics.evaluate import DEFAULT_METRICS, evaluate, get_metric
     from l2t_gs.training.metrics.lse import LSE
-    from l2t_gs.models.checkpoint import load_model
 
     torch.manual_seed(0)
     model = load_model(run / "last.pt")
@@ -377,7 +377,10 @@ def run_ablation(
     return results
 
 
-def ablation_arguments(p: argparse.ArgumentParser) -> None:
+HELP = "the Learn2Talk ablation: baseline, +sync, +lip-read, full; scored on held-out voices"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """``l2t-gs train ablation`` options."""
     p.add_argument("--data", required=True, metavar="DIR", help="the project corpus (l2t-gs data synth)")
     p.add_argument("--out", required=True, metavar="RUN", help="ablation folder; rerunning resumes")
@@ -389,7 +392,8 @@ def ablation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def run_ablation_cli(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run ``l2t-gs train ablation`` from parsed arguments (the command line is recorded in the report)."""
     parts = ["l2t-gs train ablation", f"--data {args.data}", f"--out {args.out}"]
     for opt in ("config", "syncnet", "lipreader", "judge", "report"):
         v = getattr(args, opt)
@@ -407,3 +411,6 @@ def run_ablation_cli(args: argparse.Namespace) -> int:
         command=" ".join(parts),
     )
     return 0
+
+
+TRAINERS.add("ablation", Trainer(add_arguments, run), help=HELP)

@@ -17,12 +17,15 @@ CPU), the model is wrapped in ``DistributedDataParallel``, each global batch of 
 world_size`` clips is split across ranks (what ``DistributedSampler`` does, keeping length buckets and
 the same number of steps on every rank), validation is sharded and reduced, and rank 0 writes files.
 
-Losses: the ``[loss]`` table maps registered names to weights (or to tables with ``weight`` and
-options). Register new ones with :func:`register_loss`; see ``docs/training.md``.
+Losses: the ``[loss]`` table maps names registered in :data:`l2t_gs.training.losses.registry.LOSSES` to
+weights (or to tables with ``weight`` and options); see ``docs/training.md``.
+
+Command line: ``l2t-gs train audio2mesh`` (registered in :data:`l2t_gs.training.trainers.TRAINERS`).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -33,27 +36,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from l2t_gs.training.common import CsvLog, lr_at, read_recipe, recipe_file, typed_table
 from torch import Tensor
 
+from l2t_gs.core.device import resolve_device
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import write_text_atomic
 from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 from l2t_gs.models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from l2t_gs.training.common import BaseTrainConfig, CsvLog, lr_at, read_recipe, recipe_file, resolve_recipe, typed_table
+from l2t_gs.training.losses.registry import Batch, LossContext, build_losses
+from l2t_gs.training.trainers import TRAINERS, Trainer, common_options
 
 __all__ = [
-    "LOSSES",
-    "LOSS_PLUGINS",
-    "Batch",
     "DataConfig",
-    "LossContext",
     "TrainConfig",
+    "add_arguments",
+    "dump_toml",
     "load_recipe",
     "recipe_path",
-    "register_loss",
+    "run",
     "train",
 ]
 
@@ -64,48 +67,26 @@ DEFAULT_LOSSES = {"vertex": 1.0, "velocity": 0.5}
 
 # --------------------------------------------------------------------------- configuration
 @dataclass
-class TrainConfig:
-    """The ``[train]`` table. ``max_steps = 0``: no step limit; ``crop_s = 0``: whole clips;
-    ``checkpoint_every``: steps between ``last.pt`` writes (0: epoch ends only); ``unit_scale``:
-    factor applied to positions in the losses (0: automatic, metres -> millimetres);
-    ``device``: ``auto``, ``cpu``, ``cuda``; ``threads``: CPU threads (0: torch's default);
-    ``schedule_steps``: length of the learning-rate schedule (0: the run's total steps; a run stopped
-    early on a longer schedule, e.g. the shared warm start of an ablation, sets it);
-    ``val_every_epochs``: validate (and update ``best.pt``) every N epochs and when the run ends."""
+class TrainConfig(BaseTrainConfig):
+    """The ``[train]`` table: the common fields (:class:`~l2t_gs.training.common.BaseTrainConfig`) plus
+    ``crop_s`` (seconds per training crop, 0: whole clips); ``num_workers`` and ``cache_clips`` (data
+    loading); ``unit_scale`` (factor applied to positions in the losses; 0: automatic, metres ->
+    millimetres); ``schedule_steps`` (length of the learning-rate schedule; 0: the run's total steps; a
+    run stopped early on a longer schedule, e.g. the shared warm start of an ablation, sets it);
+    ``val_every_epochs`` (validate, and update ``best.pt``, every N epochs and when the run ends)."""
 
     epochs: int = 100
-    max_steps: int = 0
-    batch_size: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"
-    grad_clip: float = 1.0
     crop_s: float = 0.0
-    seed: int = 0
     num_workers: int = 0
     cache_clips: bool = False
-    checkpoint_every: int = 500
-    log_every: int = 10
     unit_scale: float = 0.0
-    device: str = "auto"
-    threads: int = 0
     schedule_steps: int = 0
     val_every_epochs: int = 1
 
     def validate(self) -> TrainConfig:
-        if self.epochs < 1 or self.batch_size < 1 or self.max_steps < 0:
-            raise L2TError("[train]: epochs and batch_size must be >= 1, max_steps >= 0")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.crop_s < 0:
-            raise L2TError("[train]: lr must be > 0; weight_decay, grad_clip, crop_s >= 0")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise L2TError(f"[train]: lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise L2TError(f"[train]: device must be auto, cpu or cuda, got {self.device!r}")
-        if self.num_workers < 0 or self.checkpoint_every < 0 or self.log_every < 1 or self.threads < 0:
-            raise L2TError("[train]: num_workers, checkpoint_every, threads >= 0 and log_every >= 1")
-        if self.schedule_steps < 0 or self.val_every_epochs < 1:
-            raise L2TError("[train]: schedule_steps must be >= 0 and val_every_epochs >= 1")
+        super().validate()
+        if self.crop_s < 0 or self.num_workers < 0 or self.schedule_steps < 0 or self.val_every_epochs < 1:
+            raise L2TError("[train]: crop_s, num_workers, schedule_steps must be >= 0 and val_every_epochs >= 1")
         return self
 
 
@@ -156,176 +137,6 @@ def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
     for k, v in subs:
         text += ("\n" if text else "") + dump_toml(v, f"{prefix}.{k}" if prefix else k)
     return text
-
-
-# --------------------------------------------------------------------------- losses
-@dataclass
-class Batch:
-    """A training batch: ``audio [B, n]``, ``vertices [B, T, V, 3]``, ``mask [B, T]`` (valid frames),
-    ``templates [B, V, 3]``, ``style [B]`` (-1: unseen speaker), clip names/subjects, crop starts (frames)."""
-
-    audio: Tensor
-    vertices: Tensor
-    mask: Tensor
-    templates: Tensor
-    style: Tensor
-    names: list[str]
-    subjects: list[str]
-    starts: list[int]
-    fps: float
-
-    def to(self, device: torch.device) -> Batch:
-        move = {k: getattr(self, k).to(device) for k in ("audio", "vertices", "mask", "templates", "style")}
-        return dataclasses.replace(self, **move)
-
-
-@dataclass
-class LossContext:
-    """What a loss sees: predictions and targets ``[B, T, V, 3]`` (positions multiplied by ``scale``), the
-    decoder output ``raw [B, T, D]``, the batch, the model (unwrapped) and the step."""
-
-    pred: Tensor
-    target: Tensor
-    raw: Tensor
-    batch: Batch
-    model: Audio2Mesh
-    scale: float
-    step: int
-
-    @property
-    def mask(self) -> Tensor:
-        return self.batch.mask
-
-
-LossFn = Callable[[LossContext], Tensor]
-#: name -> factory(options: dict, model: Audio2Mesh, device) -> loss function
-LOSSES: dict[str, Callable[[dict[str, Any], Audio2Mesh, torch.device], LossFn]] = {}
-
-
-def register_loss(name: str) -> Callable:
-    """Decorator registering a loss factory ``factory(options, model, device) -> fn(ctx) -> scalar``.
-
-    The recipe's ``[loss]`` table turns it on: ``name = weight`` or ``[loss.name]`` with ``weight`` and
-    the factory's options (e.g. a frozen expert's checkpoint path). Weight 0 disables it.
-    """
-
-    def deco(factory: Callable[[dict[str, Any], Audio2Mesh, torch.device], LossFn]) -> Callable:
-        LOSSES[name] = factory
-        return factory
-
-    return deco
-
-
-def _masked_mean(sq: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``sq [B, T, ...]`` over valid frames (``mask [B, T]``) and the trailing dims."""
-    m = mask.to(sq.dtype).view(*mask.shape, *([1] * (sq.ndim - 2)))
-    per_frame = sq[0, 0].numel()
-    return (sq * m).sum() / (m.sum() * per_frame).clamp_min(1.0)
-
-
-def _no_options(name: str, options: dict[str, Any]) -> None:
-    if options:
-        raise L2TError(f"[loss.{name}]: unknown option(s) {', '.join(sorted(options))}")
-
-
-@register_loss("vertex")
-def _vertex_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.device) -> LossFn:
-    """Mean squared vertex position error (FaceFormer's loss)."""
-    _no_options("vertex", options)
-    return lambda c: _masked_mean((c.pred - c.target).square(), c.mask)
-
-
-@register_loss("velocity")
-def _velocity_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.device) -> LossFn:
-    """Mean squared error of frame-to-frame vertex displacements (smoothness/dynamics)."""
-    _no_options("velocity", options)
-
-    def fn(c: LossContext) -> Tensor:
-        dv = (c.pred[:, 1:] - c.pred[:, :-1]) - (c.target[:, 1:] - c.target[:, :-1])
-        return _masked_mean(dv.square(), c.mask[:, 1:] & c.mask[:, :-1])
-
-    return fn
-
-
-@register_loss("rig_l2")
-def _rig_l2_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.device) -> LossFn:
-    """Rig output: mean squared rig coefficient (keeps expressions in the useful range)."""
-    _no_options("rig_l2", options)
-    if model.rig is None:
-        raise L2TError("[loss] rig_l2 needs output = 'rig'")
-    return lambda c: _masked_mean(c.raw.square(), c.mask)
-
-
-@register_loss("lip_gap")
-def _lip_gap_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.device) -> LossFn:
-    """Squared error of the midline lip gap, boosted on frames where the ground truth closes the lips.
-
-    Options: ``pair = [upper, lower]`` vertex indices (default: the built-in head's lip-midline
-    landmarks), ``contact_mm`` (1.0: a ground-truth gap below it is a closure), ``contact_boost`` (10),
-    ``start_step`` (0 before this optimizer step). Plain vertex losses average closures away; this
-    term makes p/b/m closures count.
-    """
-    opts = dict(options)
-    pair = opts.pop("pair", None)
-    contact_mm = float(opts.pop("contact_mm", 1.0))
-    boost = float(opts.pop("contact_boost", 10.0))
-    start_step = opts.pop("start_step", 0)
-    _no_options("lip_gap", opts)
-    if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
-        raise L2TError(f"[loss.lip_gap]: start_step must be an integer >= 0, got {start_step!r}")
-    if pair is None:
-        from l2t_gs.assets import asset_path
-
-        if model.n_verts != 7931:
-            raise L2TError("[loss.lip_gap] needs pair = [upper, lower] vertex indices for this topology")
-        with np.load(asset_path("head", "l2t_head.npz")) as z:
-            pair = [int(z["landmark_upper_lip_mid"][0]), int(z["landmark_lower_lip_mid"][0])]
-    up, lo = int(pair[0]), int(pair[1])
-
-    def fn(c: LossContext) -> Tensor:
-        if 0 <= c.step < start_step:
-            return c.pred.sum() * 0.0
-        gp = (c.pred[:, :, up] - c.pred[:, :, lo]).norm(dim=-1)  # [B,T] in scaled units
-        gt = (c.target[:, :, up] - c.target[:, :, lo]).norm(dim=-1)
-        w = 1.0 + boost * (gt < contact_mm / 1000.0 * c.scale).to(gp.dtype)
-        return _masked_mean(w * (gp - gt).square(), c.mask)
-
-    return fn
-
-
-#: Losses defined in other modules, registered on first use (``name -> "module:factory"``): their
-#: imports (frozen expert networks) stay out of runs that do not use them.
-LOSS_PLUGINS: dict[str, str] = {
-    "sync": "l2t_gs.training.losses.sync:sync_loss_factory",
-    "lipread": "l2t_gs.training.losses.lipread:lipread_loss_factory",
-}
-
-
-def _load_plugin(name: str) -> None:
-    import importlib
-
-    module, _, attr = LOSS_PLUGINS[name].partition(":")
-    register_loss(name)(getattr(importlib.import_module(module), attr))
-
-
-def build_losses(table: dict[str, Any], model: Audio2Mesh, device: torch.device) -> dict[str, tuple[float, LossFn]]:
-    """The ``[loss]`` table -> ``name -> (weight, fn)`` (weight 0 entries dropped)."""
-    out = {}
-    for name, spec in table.items():
-        if name not in LOSSES and name in LOSS_PLUGINS:
-            _load_plugin(name)
-        if name not in LOSSES:
-            known = ", ".join(sorted(set(LOSSES) | set(LOSS_PLUGINS)))
-            raise L2TError(f"[loss]: unknown loss {name!r}; known: {known}")
-        opts = dict(spec) if isinstance(spec, dict) else {"weight": spec}
-        weight = opts.pop("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
-            raise L2TError(f"[loss]: weight of {name!r} must be a number >= 0, got {weight!r}")
-        if weight:
-            out[name] = (float(weight), LOSSES[name](opts, model, device))
-    if not out:
-        raise L2TError("[loss]: no loss with a weight > 0")
-    return out
 
 
 # --------------------------------------------------------------------------- data
@@ -430,15 +241,12 @@ def _init_dist(device_kind: str) -> _Dist:
     return _Dist(world, rank, local, started)
 
 
-def _resolve_device(kind: str, d: _Dist) -> torch.device:
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise L2TError("--device cuda: no CUDA device is available (use --device cpu)")
-        torch.cuda.set_device(d.local_rank)
-        return torch.device("cuda", d.local_rank)
-    return torch.device("cpu")
+def _rank_device(device: torch.device, d: _Dist) -> torch.device:
+    """Under ``torchrun`` each rank takes the GPU of its local rank."""
+    if device.type != "cuda":
+        return device
+    torch.cuda.set_device(d.local_rank)
+    return torch.device("cuda", d.local_rank)
 
 
 # --------------------------------------------------------------------------- logs
@@ -494,19 +302,15 @@ def train(
     Returns a summary dict (steps, epochs, best validation loss, paths).
     """
     recipe = config if isinstance(config, dict) else load_recipe(config)
-    unknown = sorted(set(recipe) - set(SECTIONS))
-    if unknown:
-        raise L2TError(f"recipe: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    recipe = {s: dict(recipe.get(s, {})) for s in SECTIONS}
+    recipe = resolve_recipe(recipe, SECTIONS, epochs=epochs, max_steps=max_steps, device=device, seed=seed)
     recipe["loss"] = recipe["loss"] or dict(DEFAULT_LOSSES)
-    for key, val in (("epochs", epochs), ("max_steps", max_steps), ("device", device), ("seed", seed)):
-        if val is not None:
-            recipe["train"][key] = val
     tcfg = typed_table(TrainConfig, recipe["train"], "[train]").validate()
     dcfg = typed_table(DataConfig, recipe["data"], "[data]")
-    d = _init_dist(tcfg.device if tcfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(tcfg.device)
+    d = _init_dist(device.type)
     try:
-        return _Trainer(Path(data), Path(out), recipe, tcfg, dcfg, d, callbacks, progress).run()
+        device = _rank_device(device, d)
+        return _Trainer(Path(data), Path(out), recipe, tcfg, dcfg, device, d, callbacks, progress).run()
     finally:
         if d.started_here and dist.is_initialized():
             dist.destroy_process_group()
@@ -520,13 +324,14 @@ class _Trainer:
         recipe: dict[str, dict[str, Any]],
         tcfg: TrainConfig,
         dcfg: DataConfig,
+        device: torch.device,
         d: _Dist,
         callbacks: Sequence[Callable[[dict[str, Any]], None]],
         progress: bool | None,
     ) -> None:
         self.data, self.out, self.recipe, self.cfg, self.dcfg, self.d = data, out, recipe, tcfg, dcfg, d
         self.callbacks, self.progress = callbacks, progress
-        self.device = _resolve_device(tcfg.device, d)
+        self.device = device
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
 
@@ -847,3 +652,36 @@ class _Trainer:
             "last": str(self.out / "last.pt"),
             "best": str(self.out / "best.pt"),
         }
+
+
+# --------------------------------------------------------------------------- command line
+HELP = "train the speech -> mesh network (FaceFormer-style)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``l2t-gs train audio2mesh`` (the trainers' common options)."""
+    common_options(p, "recipe: a .toml file or a packaged name (vocaset, biwi, corpus); default: built-in defaults")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``l2t-gs train audio2mesh`` from parsed arguments (rank 0 prints the summary)."""
+    summary = train(
+        args.data,
+        args.out,
+        args.config,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        device=args.device,
+        seed=args.seed,
+        progress=False if args.no_progress else None,
+    )
+    if summary["rank"] == 0:
+        best = summary.get("best_val")
+        shown = f"{best:.4g}" if isinstance(best, float) and best != float("inf") else "n/a"
+        print(
+            f"trained {summary['steps']} steps; best validation loss {shown}; model: {summary['run']}", file=sys.stderr
+        )
+    return 0
+
+
+TRAINERS.add("audio2mesh", Trainer(add_arguments, run), help=HELP)

@@ -1,4 +1,5 @@
-"""Pieces every trainer shares: recipe files, the resumable CSV log and the learning-rate schedule."""
+"""Pieces every trainer shares: the ``[train]`` table's common fields, recipe files, the resumable CSV log
+and the learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import csv
 import math
 import os
 import sys
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
+from l2t_gs.core.device import DEVICE_CHOICES
 from l2t_gs.errors import L2TError
 
 if sys.version_info >= (3, 11):
@@ -17,9 +19,52 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+_Config = TypeVar("_Config", bound="BaseTrainConfig")
 
 #: Where the packaged recipes (``*.toml``) live.
 RECIPES_DIR = Path(__file__).resolve().parent
+
+
+@dataclass
+class BaseTrainConfig:
+    """The ``[train]`` fields every trainer has (each trainer's ``TrainConfig`` subclasses this, adds its own
+    fields and overrides defaults): ``epochs``; ``max_steps`` (0: no step limit); ``batch_size``; AdamW's
+    ``lr`` and ``weight_decay``; ``warmup_steps`` of linear warm-up, then a ``constant`` or ``cosine``
+    ``lr_schedule`` (:func:`lr_at`); ``grad_clip`` (0: none); ``seed``; ``checkpoint_every`` (steps between
+    ``last.pt`` writes, 0: epoch ends only); ``log_every`` (steps between log rows); ``device`` (``auto``,
+    ``cpu``, ``cuda``; :func:`l2t_gs.core.device.resolve_device`); ``threads`` (CPU threads, 0: torch's default).
+    """
+
+    #: The smallest ``batch_size`` the trainer accepts.
+    min_batch_size: ClassVar[int] = 1
+
+    epochs: int = 1
+    max_steps: int = 0
+    batch_size: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    device: str = "auto"
+    threads: int = 0
+
+    def validate(self: _Config) -> _Config:
+        """Check the common fields (subclasses check theirs after calling this); returns ``self``."""
+        if self.epochs < 1 or self.batch_size < self.min_batch_size or self.max_steps < 0:
+            raise L2TError(f"[train]: epochs must be >= 1, batch_size >= {self.min_batch_size}, max_steps >= 0")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
+            raise L2TError("[train]: lr must be > 0; weight_decay, grad_clip, warmup_steps >= 0")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise L2TError(f"[train]: lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.device not in DEVICE_CHOICES:
+            raise L2TError(f"[train]: device must be {', '.join(DEVICE_CHOICES)}, got {self.device!r}")
+        if self.checkpoint_every < 0 or self.log_every < 1 or self.threads < 0 or self.seed < 0:
+            raise L2TError("[train]: checkpoint_every, threads, seed >= 0 and log_every >= 1")
+        return self
 
 
 def recipe_file(spec: str | os.PathLike | None, what: str, prefix: str = "") -> Path | None:
@@ -77,6 +122,19 @@ def read_recipe(path: Path | None, sections: tuple[str, ...]) -> dict[str, dict[
     if bad:
         raise L2TError(f"recipe {path}: {', '.join(bad)} must be table(s)")
     return {s: dict(raw.get(s, {})) for s in sections}
+
+
+def resolve_recipe(
+    recipe: dict[str, dict[str, Any]], sections: tuple[str, ...], **train: Any
+) -> dict[str, dict[str, Any]]:
+    """A loaded recipe with every section of ``sections`` present (copied tables; any other section is a
+    one-line error) and the ``[train]`` overrides that are not ``None`` applied (``epochs=...``, ``seed=...``)."""
+    unknown = sorted(set(recipe) - set(sections))
+    if unknown:
+        raise L2TError(f"recipe: unknown section(s) {', '.join(unknown)}; known: {', '.join(sections)}")
+    out = {s: dict(recipe.get(s, {})) for s in sections}
+    out["train"].update({k: v for k, v in train.items() if v is not None})
+    return out
 
 
 def int_or_zero(x: Any) -> int:

@@ -39,12 +39,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from l2t_gs.training.audio2mesh import dump_toml, recipe_path
-from l2t_gs.training.common import CsvLog, lr_at, read_recipe, typed_table
 from torch import Tensor
 
+from l2t_gs.core.device import resolve_device
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import atomic_path, write_text_atomic
+from l2t_gs.training.audio2mesh import dump_toml, recipe_path
+from l2t_gs.training.common import BaseTrainConfig, CsvLog, lr_at, read_recipe, resolve_recipe, typed_table
+from l2t_gs.training.data.mouth import MouthCropSpec, MouthRenderer
 from l2t_gs.training.models.lipreader import (
     LipReaderConfig,
     LipReaderNet,
@@ -53,18 +55,17 @@ from l2t_gs.training.models.lipreader import (
     read_lipreader_checkpoint,
     save_lipreader,
 )
-from l2t_gs.training.data.mouth import MouthCropSpec, MouthRenderer
+from l2t_gs.training.trainers import TRAINERS, Trainer, common_options
 
 __all__ = [
     "AugmentConfig",
     "DataConfig",
     "TrainConfig",
+    "add_arguments",
     "augment",
     "evaluate",
-    "lipreader_arguments",
     "load_recipe",
-    "register_lipreader",
-    "run_lipreader",
+    "run",
     "train_lipreader",
 ]
 
@@ -75,40 +76,27 @@ IGNORE = -100
 
 # --------------------------------------------------------------------------- configuration
 @dataclass
-class TrainConfig:
-    """The ``[train]`` table. ``window``: frames per training sequence; ``max_steps = 0``: no step limit;
-    ``steps_per_epoch = 0``: one pass over the training frames (frames / (batch_size x window));
-    ``checkpoint_every``: steps between ``last.pt`` writes (0: epoch ends only); ``threads``: CPU threads
-    (0: torch's default); ``device``: ``auto``, ``cpu`` or ``cuda``."""
+class TrainConfig(BaseTrainConfig):
+    """The ``[train]`` table: the common fields (:class:`~l2t_gs.training.common.BaseTrainConfig`) plus
+    ``window`` (frames per training sequence), ``steps_per_epoch`` (0: one pass over the training frames,
+    frames / (batch_size x window)) and ``label_smoothing`` of the per-frame cross-entropy."""
 
     epochs: int = 12
-    max_steps: int = 0
-    steps_per_epoch: int = 0
     batch_size: int = 8
-    window: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 30
     lr_schedule: str = "cosine"
     grad_clip: float = 5.0
-    label_smoothing: float = 0.05
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0
     checkpoint_every: int = 100
-    log_every: int = 10
+    steps_per_epoch: int = 0
+    window: int = 32
+    label_smoothing: float = 0.05
 
     def validate(self) -> TrainConfig:
-        if min(self.epochs, self.batch_size, self.window, self.log_every) < 1:
-            raise L2TError("[train]: epochs, batch_size, window and log_every must be >= 1")
-        if min(self.max_steps, self.steps_per_epoch, self.warmup_steps, self.checkpoint_every, self.threads) < 0:
-            raise L2TError("[train]: max_steps, steps_per_epoch, warmup_steps, checkpoint_every, threads must be >= 0")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or not 0 <= self.label_smoothing < 1:
-            raise L2TError("[train]: lr > 0, weight_decay >= 0, grad_clip >= 0 and label_smoothing in [0, 1)")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise L2TError(f"[train]: lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise L2TError(f"[train]: device must be auto, cpu or cuda, got {self.device!r}")
+        super().validate()
+        if self.window < 1 or self.steps_per_epoch < 0 or not 0 <= self.label_smoothing < 1:
+            raise L2TError("[train]: window must be >= 1, steps_per_epoch >= 0 and label_smoothing in [0, 1)")
         return self
 
 
@@ -274,14 +262,6 @@ def augment(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:
 
 
 # --------------------------------------------------------------------------- training
-def _resolve_device(kind: str) -> torch.device:
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise L2TError("--device cuda: no CUDA device is available (use --device cpu)")
-    return torch.device(kind)
-
-
 @torch.no_grad()
 def evaluate(model: LipReaderNet, clips: list[_Clip], device: torch.device) -> dict[str, Any]:
     """Whole-clip frame accuracy, mean cross-entropy and per-class recall of ``model`` over ``clips``."""
@@ -332,13 +312,7 @@ def train_lipreader(
     like a crash (used to test resuming).
     """
     recipe = config if isinstance(config, dict) else load_recipe(config)
-    unknown = sorted(set(recipe) - set(SECTIONS))
-    if unknown:
-        raise L2TError(f"recipe: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    recipe = {s: dict(recipe.get(s, {})) for s in SECTIONS}
-    for key, val in (("epochs", epochs), ("max_steps", max_steps), ("device", device), ("seed", seed)):
-        if val is not None:
-            recipe["train"][key] = val
+    recipe = resolve_recipe(recipe, SECTIONS, epochs=epochs, max_steps=max_steps, device=device, seed=seed)
     if avatar is not None:
         recipe["data"]["avatar"] = avatar
     return _Run(Path(data), Path(out), recipe, callbacks, progress).run()
@@ -359,7 +333,7 @@ class _Run:
         self.dcfg: DataConfig = typed_table(DataConfig, recipe["data"], "[data]")
         self.crop = MouthCropSpec.from_dict(recipe["crop"], where="[crop]")
         self.progress = progress if progress is not None else sys.stderr.isatty()
-        self.device = _resolve_device(self.cfg.device)
+        self.device = resolve_device(self.cfg.device)
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
 
@@ -370,8 +344,8 @@ class _Run:
 
     # ------------------------------------------------------------------ data
     def _load(self, model_cfg: LipReaderConfig) -> None:
-        from l2t_gs.training.data.datasets import load_dataset
         from l2t_gs.gaussians import load_avatar
+        from l2t_gs.training.data.datasets import load_dataset
 
         d = self.dcfg
         train_ds = load_dataset(self.data, kind=d.kind, split=d.train_split)  # type: ignore[arg-type]
@@ -387,9 +361,9 @@ class _Run:
         if abs(train_ds.fps - model_cfg.fps) > 1e-6:
             raise L2TError(f"[model] fps = {model_cfg.fps:g} but dataset {self.data} is {train_ds.fps:g} fps")
         av = load_avatar(d.avatar)
-        if av.num_vertices != train_ds.n_verts:
+        if av.n_verts != train_ds.n_verts:
             raise L2TError(
-                f"avatar '{av.name}' has {av.num_vertices} vertices, dataset {self.data} meshes {train_ds.n_verts}"
+                f"avatar '{av.name}' has {av.n_verts} vertices, dataset {self.data} meshes {train_ds.n_verts}"
             )
         renderer = MouthRenderer(av, self.crop, backend="torch", chunk_frames=d.chunk_frames)
         cache = self.out / "cache"
@@ -586,18 +560,16 @@ class _Run:
 
 
 # --------------------------------------------------------------------------- command line
-LIPREADER_HELP = "train the lip reader (mouth crops rendered through an avatar -> visemes)"
+HELP = "train the lip reader (mouth crops rendered through an avatar -> visemes)"
 
 
-def lipreader_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``l2t-gs train lipreader`` (the shared trainer options plus ``--avatar``)."""
-    from l2t_gs.cli.train import common_options
-
     common_options(p, "recipe: a .toml file or a packaged name (lipreader); default: built-in defaults")
     p.add_argument("--avatar", metavar="NAME_OR_DIR", help="avatar rendering the crops (default: the recipe's)")
 
 
-def run_lipreader(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``l2t-gs train lipreader`` from parsed arguments."""
     summary = train_lipreader(
         args.data,
@@ -618,13 +590,4 @@ def run_lipreader(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_lipreader(train_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``lipreader`` to the ``l2t-gs train`` sub-commands; returns its parser.
-
-    (Equivalently: ``Trainer("lipreader", LIPREADER_HELP, lipreader_arguments, run_lipreader)`` in
-    ``l2t_gs.cli.train.TRAINERS``.)
-    """
-    p = train_subparsers.add_parser("lipreader", help=LIPREADER_HELP, description=LIPREADER_HELP)
-    lipreader_arguments(p)
-    p.set_defaults(func=run_lipreader)
-    return p
+TRAINERS.add("lipreader", Trainer(add_arguments, run), help=HELP)

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from l2t_gs.training.common import CsvLog, lr_at, read_recipe, recipe_file, typed_table
-
 from l2t_gs.errors import L2TError
+from l2t_gs.training.common import BaseTrainConfig, CsvLog, lr_at, read_recipe, recipe_file, resolve_recipe, typed_table
+from l2t_gs.training.trainers import TRAINERS, Trainer, common_options
 
 if TYPE_CHECKING:
     import torch
@@ -56,7 +56,6 @@ __all__ = [
     "add_arguments",
     "evaluate_expert",
     "load_recipe",
-    "register_syncnet3d",
     "run",
     "train",
 ]
@@ -67,36 +66,24 @@ METRICS_FORMAT = "l2t-gs-syncnet3d-metrics"
 
 # --------------------------------------------------------------------------- configuration
 @dataclass
-class TrainConfig:
-    """``[train]``. ``steps_per_epoch = 0``: one pass over the training windows (``windows / batch_size``);
-    ``max_steps = 0``: no limit; ``checkpoint_every``: steps between ``last.pt`` writes (0: epoch ends)."""
+class TrainConfig(BaseTrainConfig):
+    """``[train]``: the common fields (:class:`~l2t_gs.training.common.BaseTrainConfig`, batches of at least 2
+    pairs) plus ``steps_per_epoch`` (0: one pass over the training windows, ``windows / batch_size``)."""
+
+    min_batch_size = 2
 
     epochs: int = 30
-    steps_per_epoch: int = 0
-    max_steps: int = 0
     batch_size: int = 64
     lr: float = 5e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     lr_schedule: str = "cosine"
-    grad_clip: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 500
-    log_every: int = 10
-    device: str = "auto"
-    threads: int = 0
+    steps_per_epoch: int = 0
 
     def validate(self) -> TrainConfig:
-        if self.epochs < 1 or self.batch_size < 2 or self.steps_per_epoch < 0 or self.max_steps < 0:
-            raise L2TError("[train]: epochs >= 1, batch_size >= 2, steps_per_epoch and max_steps >= 0")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
-            raise L2TError("[train]: lr > 0; weight_decay, grad_clip, warmup_steps >= 0")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise L2TError(f"[train]: lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise L2TError(f"[train]: device must be auto, cpu or cuda, got {self.device!r}")
-        if self.checkpoint_every < 0 or self.log_every < 1 or self.threads < 0 or self.seed < 0:
-            raise L2TError("[train]: checkpoint_every, threads, seed >= 0 and log_every >= 1")
+        super().validate()
+        if self.steps_per_epoch < 0:
+            raise L2TError("[train]: steps_per_epoch must be >= 0")
         return self
 
 
@@ -134,9 +121,9 @@ class DataConfig:
 
 @dataclass
 class EvalConfig:
-    """``[eval]``: held-out evaluation. ``vshift``: offsets searched (frames, syncnet_python: 15); ``pad``: LSE edge
-    convention (``valid``, or ``zeros`` as syncnet_python; :mod:`l2t_gs.training.metrics.lse`); ``stride``: frames between
-    validation windows."""
+    """``[eval]``: held-out evaluation. ``vshift``: offsets searched (frames, syncnet_python: 15); ``pad``: LSE
+    edge convention (``valid``, or ``zeros`` as syncnet_python; :mod:`l2t_gs.training.metrics.lse`); ``stride``:
+    frames between validation windows."""
 
     vshift: int = 15
     pad: str = "valid"
@@ -403,23 +390,16 @@ def train(
     metrics of ``best.pt`` (also written to ``out/metrics.json``). ``callbacks`` get each step's log row."""
     import torch
 
+    from l2t_gs.core.device import resolve_device
+
     recipe = config if isinstance(config, dict) else load_recipe(config)
-    unknown = sorted(set(recipe) - set(SECTIONS))
-    if unknown:
-        raise L2TError(f"recipe: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    recipe = {s: dict(recipe.get(s, {})) for s in SECTIONS}
-    for key, val in (("epochs", epochs), ("max_steps", max_steps), ("device", device), ("seed", seed)):
-        if val is not None:
-            recipe["train"][key] = val
+    recipe = resolve_recipe(recipe, SECTIONS, epochs=epochs, max_steps=max_steps, device=device, seed=seed)
     cfg: TrainConfig = typed_table(TrainConfig, recipe["train"], "[train]").validate()
     scfg: SamplingConfig = typed_table(SamplingConfig, recipe["sampling"], "[sampling]").validate()
     dcfg: DataConfig = typed_table(DataConfig, recipe["data"], "[data]")
     ecfg: EvalConfig = typed_table(EvalConfig, recipe["eval"], "[eval]").validate()
     data, out = Path(data), Path(out)
-    dev_name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    if dev_name == "cuda" and not torch.cuda.is_available():
-        raise L2TError("--device cuda: no CUDA device is available (use --device cpu)")
-    dev = torch.device(dev_name)
+    dev = resolve_device(cfg.device)
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -641,8 +621,6 @@ def _json_safe(x: Any) -> Any:
 # --------------------------------------------------------------------------- command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``l2t-gs train syncnet3d`` (the trainers' common options plus ``--regions`` and ``--threads``)."""
-    from l2t_gs.cli.train import common_options
-
     common_options(p, "recipe: a .toml file or the packaged name syncnet3d (default: built-in defaults)")
     p.add_argument(
         "--regions",
@@ -685,12 +663,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-HELP = "train the SyncNet3D lip-sync expert (audio vs lip motion)"
+HELP = "train the SyncNet3D lip-sync expert (audio vs 3D lip motion)"
 
-
-def register_syncnet3d(train_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``syncnet3d`` to the ``l2t-gs train`` sub-commands."""
-    p = train_subparsers.add_parser("syncnet3d", help=HELP, description=HELP)
-    add_arguments(p)
-    p.set_defaults(func=run)
-    return p
+TRAINERS.add("syncnet3d", Trainer(add_arguments, run), help=HELP)

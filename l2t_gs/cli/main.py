@@ -7,9 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from l2t_gs import __version__
+from l2t_gs.cli.prog import PROG
 from l2t_gs.errors import L2TError
-
-PROG = "l2t-gs"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,24 +9,25 @@ A checkpoint is a ``torch.save`` dict read back with ``weights_only=True`` (no a
 - ``hf_config``: the transformers config of a wav2vec2/HuBERT encoder (``None`` for the built-in one);
 - ``model``: the state dict;
 - ``train``: optional training state (optimizer, step, epoch, ...), ignored by :func:`load_model`.
+
+Reading, checks and atomic writing are the shared ones of :mod:`l2t_gs.io.checkpoint` (:data:`CHECKPOINT`).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from l2t_gs.errors import L2TError
-from l2t_gs.io.atomic import atomic_path
+from l2t_gs.io.checkpoint import CheckpointFormat, cpu_state_dict, save_payload
 from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 
 __all__ = [
+    "CHECKPOINT",
     "FORMAT",
     "FORMAT_VERSION",
     "load_model",
@@ -41,6 +42,15 @@ FORMAT = "l2t-gs/audio2mesh"
 FORMAT_VERSION = 1
 #: File names looked for, in order, when a run directory is given.
 RUN_FILES = ("best.pt", "last.pt", "model.pt")
+#: The Audio2Mesh kind of checkpoint file (reading, checks and error messages: :mod:`l2t_gs.io.checkpoint`).
+CHECKPOINT = CheckpointFormat(
+    FORMAT,
+    FORMAT_VERSION,
+    what="checkpoint",
+    kind="an l2t-gs Audio2Mesh checkpoint",
+    required=("config", "subjects", "n_verts", "model"),
+    run_files=RUN_FILES,
+)
 
 
 def _head_npz_bytes(model: Audio2Mesh) -> bytes:
@@ -54,21 +64,17 @@ def _head_npz_bytes(model: Audio2Mesh) -> bytes:
 
 def model_payload(model: Audio2Mesh) -> dict[str, Any]:
     """Everything needed to rebuild ``model`` (unwrap DDP first), as a ``weights_only``-safe dict."""
-    from l2t_gs import __version__
     from l2t_gs.models.encoders import HFEncoder
 
     enc = model.encoder
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "l2t_gs_version": __version__,
+    return CHECKPOINT.header() | {
         "config": model.config.to_dict(),
         "subjects": list(model.subjects),
         "fps": model.fps,
         "n_verts": model.n_verts,
         "head": {"spec": model.config.head, "npz": _head_npz_bytes(model)} if model.rig is not None else None,
         "hf_config": enc.config_dict() if isinstance(enc, HFEncoder) else None,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": cpu_state_dict(model),
     }
 
 
@@ -77,59 +83,17 @@ def save_checkpoint(path: str | os.PathLike, model: Audio2Mesh, train: dict[str,
     payload = model_payload(model)
     if train is not None:
         payload["train"] = train
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        torch.save(payload, tmp)
-    return target
+    return save_payload(path, payload)
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint file, or the best one of a run directory (``best.pt``, else ``last.pt``, else ``model.pt``)."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        for name in RUN_FILES:
-            if (p / name).is_file():
-                return p / name
-        raise L2TError(f"no checkpoint in {p} (looked for {', '.join(RUN_FILES)})")
-    if not p.exists():
-        raise L2TError(f"checkpoint not found: {p}")
-    return p
+    return CHECKPOINT.resolve(path)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a checkpoint dict; corrupt, truncated or foreign files raise a one-line :class:`L2TError`."""
-    p = resolve_checkpoint(path)
-    try:
-        if p.stat().st_size == 0:
-            raise L2TError(f"checkpoint {p} is empty")
-        data = torch.load(p, map_location=map_location, weights_only=True)
-    except L2TError:
-        raise
-    except (
-        RuntimeError,
-        EOFError,
-        zipfile.BadZipFile,
-        pickle.UnpicklingError,
-        ValueError,
-        OSError,
-        IndexError,
-        KeyError,
-        TypeError,
-        AttributeError,
-    ) as exc:  # torch's safe loader raises all of these on foreign files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise L2TError(f"checkpoint {p} is corrupt, truncated or not an l2t-gs checkpoint ({first})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise L2TError(f"{p} is not an l2t-gs Audio2Mesh checkpoint")
-    version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise L2TError(
-            f"checkpoint {p} has format version {version!r}; this l2t-gs reads up to {FORMAT_VERSION} (upgrade l2t-gs)"
-        )
-    for key in ("config", "subjects", "n_verts", "model"):
-        if key not in data:
-            raise L2TError(f"checkpoint {p} is incomplete: missing {key!r}")
-    return data
+    return CHECKPOINT.read(path, map_location)
 
 
 def model_from_checkpoint(data: dict[str, Any], where: str = "checkpoint") -> Audio2Mesh:

@@ -1,1 +1,3 @@
-"""Training losses: motion losses, the SyncNet3D sync loss and the lip-read loss, in one registry."""
+"""Training losses in one registry (:data:`l2t_gs.training.losses.registry.LOSSES`): the motion losses
+(:mod:`~l2t_gs.training.losses.motion`), the SyncNet3D sync loss (:mod:`~l2t_gs.training.losses.sync`) and the
+lip-read loss (:mod:`~l2t_gs.training.losses.lipread`)."""

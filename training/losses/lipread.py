@@ -15,7 +15,7 @@ student and teacher renders included), so each call scores
 ``windows`` random windows of ``window`` motion frames. Crops are resampled in time to the lip
 reader's frame rate when it differs from the motion's.
 
-Recipe (``training/audio2mesh.py``'s loss registry, ``register_loss("lipread")(lipread_loss_factory)``)::
+Recipe (registered as ``lipread`` in :data:`~l2t_gs.training.losses.registry.LOSSES`)::
 
     [loss.lipread]
     weight = 0.1
@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from l2t_gs.errors import L2TError
-from l2t_gs.training.models.lipreader import crop_spec_of, load_lipreader
 from l2t_gs.training.data.mouth import MouthRenderer
+from l2t_gs.training.losses.registry import LOSSES
+from l2t_gs.training.models.lipreader import crop_spec_of, load_lipreader
 
 __all__ = ["DISTANCES", "LipReadLoss", "lipread_loss_factory", "resample_time"]
 
@@ -195,7 +196,8 @@ _OPTIONS = ("lipreader", "avatar", "teacher", "window", "windows", "distance", "
 
 
 class _TeacherFolder:
-    """Teacher crops ``<folder>/<clip>.npz`` (:func:`~l2t_gs.training.data.teacher_video.save_teacher_crops`), cached."""
+    """Teacher crops ``<folder>/<clip>.npz`` (:func:`~l2t_gs.training.data.teacher_video.save_teacher_crops`),
+    cached."""
 
     def __init__(self, folder: Path) -> None:
         if not folder.is_dir():
@@ -225,8 +227,9 @@ class _TeacherFolder:
         return out, torch.tensor([c.shape[0] for c in parts])
 
 
+@LOSSES.register("lipread", help="a frozen lip reader compares rendered mouth crops with the teacher's")
 def lipread_loss_factory(options: dict[str, Any], model: Any, device: torch.device) -> Callable[[Any], Tensor]:
-    """Loss factory for ``training/audio2mesh.py``'s registry (``register_loss("lipread")(lipread_loss_factory)``).
+    """The ``lipread`` loss of :data:`~l2t_gs.training.losses.registry.LOSSES`.
 
     Options: see the module docstring (``lipreader`` is required). The returned function takes a
     ``LossContext`` (``pred``/``target [B, T, V, 3]`` in loss units = data units x ``scale``).
@@ -245,9 +248,9 @@ def lipread_loss_factory(options: dict[str, Any], model: Any, device: torch.devi
 
     avatar = load_avatar(str(opts.get("avatar", "default")))
     n_verts = getattr(model, "n_verts", None)
-    if n_verts is not None and int(n_verts) != avatar.num_vertices:
+    if n_verts is not None and int(n_verts) != avatar.n_verts:
         raise L2TError(
-            f"[loss.lipread]: avatar '{avatar.name}' has {avatar.num_vertices} vertices, the model predicts {n_verts}"
+            f"[loss.lipread]: avatar '{avatar.name}' has {avatar.n_verts} vertices, the model predicts {n_verts}"
         )
     loss = LipReadLoss(
         load_lipreader(spec, device=device),

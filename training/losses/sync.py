@@ -10,7 +10,7 @@ embedded; the loss is the mean over windows (all of them, or ``windows`` random 
 
 Gradients flow to the predicted vertices only (the expert is frozen, the audio is a constant).
 
-Recipe (``training/audio2mesh.py``'s loss registry)::
+Recipe (registered as ``sync`` in :data:`~l2t_gs.training.losses.registry.LOSSES`)::
 
     [loss.sync]
     weight = 0.05
@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from l2t_gs.training.models.sync_mel import HOP, N_FFT, SAMPLE_RATE, mel_start
 from l2t_gs.errors import L2TError
+from l2t_gs.training.losses.registry import LOSSES
+from l2t_gs.training.models.sync_mel import HOP, N_FFT, SAMPLE_RATE, mel_start
 from l2t_gs.training.models.syncnet3d import SyncNet3D, load_syncnet3d
 
 __all__ = ["KINDS", "SyncLoss", "sync_loss_factory"]
@@ -120,8 +121,9 @@ class SyncLoss(nn.Module):
         return (1.0 - cos).mean()
 
 
+@LOSSES.register("sync", help="a frozen SyncNet3D expert scores the predicted lip motion against the audio")
 def sync_loss_factory(options: dict[str, Any], model: Any, device: torch.device) -> Callable[[Any], Tensor]:
-    """Loss factory for ``training/audio2mesh.py``'s registry (``register_loss("sync")(sync_loss_factory)``).
+    """The ``sync`` loss of :data:`~l2t_gs.training.losses.registry.LOSSES`.
 
     Options: ``syncnet`` (or ``checkpoint``; required), ``kind``, ``windows``, ``start_step``. The returned
     function takes a ``LossContext`` (``pred [B, T, V, 3]`` in loss units = data units x ``scale``).

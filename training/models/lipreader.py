@@ -21,10 +21,8 @@ import dataclasses
 import importlib
 import importlib.util
 import os
-import pickle
 import re
 import sys
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +33,12 @@ import torch
 from torch import Tensor, nn
 
 from l2t_gs.errors import L2TError
-from l2t_gs.io.atomic import atomic_path
-from l2t_gs.training.data.mouth import MouthCropSpec
+from l2t_gs.io.checkpoint import CheckpointFormat, cpu_state_dict, save_payload
 from l2t_gs.speech.phones import PHONES, SIL, map_cmu
+from l2t_gs.training.data.mouth import MouthCropSpec
 
 __all__ = [
+    "CHECKPOINT",
     "FORMAT",
     "FORMAT_VERSION",
     "PHONE_TO_VISEME",
@@ -59,6 +58,16 @@ __all__ = [
 FORMAT = "l2t-gs/lipreader"
 FORMAT_VERSION = 1
 RUN_FILES = ("best.pt", "last.pt", "model.pt")
+#: The lip reader kind of checkpoint file (reading, checks and error messages: :mod:`l2t_gs.io.checkpoint`).
+CHECKPOINT = CheckpointFormat(
+    FORMAT,
+    FORMAT_VERSION,
+    what="lip reader checkpoint",
+    kind="an l2t-gs lip reader checkpoint",
+    required=("config", "crop", "classes", "model"),
+    run_files=RUN_FILES,
+    hint="a checkpoint, a run directory or module:factory",
+)
 
 #: Viseme classes (name -> canonical phones): groups of phones that look alike on the lips and jaw.
 VISEMES: dict[str, tuple[str, ...]] = {
@@ -315,16 +324,11 @@ class LipReaderNet(nn.Module):
 # --------------------------------------------------------------------------- checkpoints
 def payload(model: LipReaderNet) -> dict[str, Any]:
     """Everything needed to rebuild ``model``, as a ``weights_only``-safe dict."""
-    from l2t_gs import __version__
-
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "l2t_gs_version": __version__,
+    return CHECKPOINT.header() | {
         "config": model.config.to_dict(),
         "crop": model.crop_spec.to_dict(),
         "classes": list(model.classes),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": cpu_state_dict(model),
     }
 
 
@@ -333,45 +337,12 @@ def save_lipreader(path: str | os.PathLike, model: LipReaderNet, train: dict[str
     data = payload(model)
     if train is not None:
         data["train"] = train
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        torch.save(data, tmp)
-    return target
-
-
-def _resolve(path: str | os.PathLike) -> Path:
-    p = Path(path).expanduser()
-    if p.is_dir():
-        for name in RUN_FILES:
-            if (p / name).is_file():
-                return p / name
-        raise L2TError(f"no lip reader checkpoint in {p} (looked for {', '.join(RUN_FILES)})")
-    if not p.is_file():
-        raise L2TError(f"lip reader not found: {p} (a checkpoint, a run directory or module:factory)")
-    return p
+    return save_payload(path, data)
 
 
 def read_lipreader_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load and check a lip reader checkpoint dict; damaged or foreign files raise one-line :class:`L2TError`."""
-    p = _resolve(path)
-    try:
-        if p.stat().st_size == 0:
-            raise L2TError(f"lip reader checkpoint {p} is empty")
-        data = torch.load(p, map_location="cpu", weights_only=True)
-    except L2TError:
-        raise
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise L2TError(f"lip reader checkpoint {p} is corrupt, truncated or not a checkpoint ({first})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise L2TError(f"{p} is not an l2t-gs lip reader checkpoint")
-    version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise L2TError(f"lip reader checkpoint {p} has format version {version!r}; this l2t-gs reads {FORMAT_VERSION}")
-    for key in ("config", "crop", "classes", "model"):
-        if key not in data:
-            raise L2TError(f"lip reader checkpoint {p} is incomplete: missing {key!r}")
-    return data
+    return CHECKPOINT.read(path)
 
 
 def model_from_checkpoint(data: dict[str, Any], where: str = "lip reader checkpoint") -> LipReaderNet:
@@ -461,7 +432,7 @@ def load_lipreader(path_or_spec: Any, device: str | torch.device = "cpu") -> Any
             except Exception as exc:
                 raise L2TError(f"{where}: the factory failed: {type(exc).__name__}: {exc}") from None
         else:
-            p = _resolve(text)
+            p = CHECKPOINT.resolve(text)
             where = f"lip reader checkpoint {p}"
             reader = model_from_checkpoint(read_lipreader_checkpoint(p), where=where)
     check_lipreader(reader, where)

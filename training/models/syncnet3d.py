@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
-import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -36,11 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from l2t_gs.training.models.sync_mel import MEL_FPS, N_MELS, SyncMel, mel_start
 from l2t_gs.errors import L2TError
-from l2t_gs.io.atomic import atomic_path
+from l2t_gs.io.checkpoint import CheckpointFormat, cpu_state_dict, save_payload
+from l2t_gs.training.models.sync_mel import MEL_FPS, N_MELS, SyncMel, mel_start
 
 __all__ = [
+    "CHECKPOINT",
     "FORMAT",
     "FORMAT_VERSION",
     "LIP_NORMS",
@@ -57,6 +56,15 @@ __all__ = [
 FORMAT = "l2t-gs/syncnet3d"
 FORMAT_VERSION = 1
 RUN_FILES = ("best.pt", "last.pt")
+#: The SyncNet3D kind of checkpoint file (reading, checks and error messages: :mod:`l2t_gs.io.checkpoint`).
+CHECKPOINT = CheckpointFormat(
+    FORMAT,
+    FORMAT_VERSION,
+    what="SyncNet3D checkpoint",
+    kind="a SyncNet3D checkpoint",
+    required=("config", "n_verts", "lip_indices", "model"),
+    run_files=RUN_FILES,
+)
 LIP_NORMS = ("template", "global")
 
 
@@ -322,66 +330,28 @@ class SyncNet3D(nn.Module):
 # --------------------------------------------------------------------------- checkpoints
 def syncnet3d_payload(model: SyncNet3D) -> dict[str, Any]:
     """Everything needed to rebuild ``model``, as a ``weights_only``-safe dict."""
-    from l2t_gs import __version__
-
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "l2t_gs_version": __version__,
+    return CHECKPOINT.header() | {
         "config": model.config.to_dict(),
         "n_verts": model.n_verts,
         "lip_indices": model.lip_indices.detach().cpu().clone(),
         "disp_scale": float(model.disp_scale),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": cpu_state_dict(model),
     }
 
 
 def save_syncnet3d(path: str | os.PathLike, model: SyncNet3D, **extra: Any) -> Path:
     """Write ``model`` (plus ``extra`` entries such as ``train`` or ``metrics``) to ``path`` atomically."""
-    payload = syncnet3d_payload(model) | extra
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        torch.save(payload, tmp)
-    return target
+    return save_payload(path, syncnet3d_payload(model) | extra)
 
 
 def resolve_syncnet3d(path: str | os.PathLike) -> Path:
     """A checkpoint file, or ``best.pt`` (else ``last.pt``) of a run directory."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        for name in RUN_FILES:
-            if (p / name).is_file():
-                return p / name
-        raise L2TError(f"no SyncNet3D checkpoint in {p} (looked for {', '.join(RUN_FILES)})")
-    if not p.exists():
-        raise L2TError(f"SyncNet3D checkpoint not found: {p}")
-    return p
+    return CHECKPOINT.resolve(path)
 
 
 def read_syncnet3d_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load and check a SyncNet3D checkpoint dict; corrupt, truncated or foreign files raise :class:`L2TError`."""
-    p = resolve_syncnet3d(path)
-    try:
-        if p.stat().st_size == 0:
-            raise L2TError(f"SyncNet3D checkpoint {p} is empty")
-        data = torch.load(p, map_location="cpu", weights_only=True)
-    except L2TError:
-        raise
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise L2TError(f"SyncNet3D checkpoint {p} is corrupt, truncated or not a checkpoint ({first})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        found = data.get("format") if isinstance(data, dict) else None
-        raise L2TError(f"{p} is not a SyncNet3D checkpoint" + (f" (it is {found!r})" if found else ""))
-    version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise L2TError(
-            f"SyncNet3D checkpoint {p} has format version {version!r}; this l2t-gs reads up to {FORMAT_VERSION}"
-        )
-    for key in ("config", "n_verts", "lip_indices", "model"):
-        if key not in data:
-            raise L2TError(f"SyncNet3D checkpoint {p} is incomplete: missing {key!r}")
-    return data
+    return CHECKPOINT.read(path)
 
 
 def model_from_payload(data: dict[str, Any], where: str = "checkpoint") -> SyncNet3D:
