@@ -203,7 +203,7 @@ def g711(audio: np.ndarray, sr: int, law: str = "mu") -> np.ndarray:
 # GSM / AMR-NB and the PyAV codecs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def codec_available(name: str) -> bool:
     """Whether PyAV has the encoder for codec ``name`` (a :data:`CODECS` key)."""
     try:
