@@ -160,6 +160,17 @@ def _variant_split(variant: str) -> str:
     return "val" if h == 0 else "test" if h == 1 else "train"
 
 
+def _espeak_selectable(voice: str) -> bool:
+    from l2t_gs.speech import espeak
+
+    try:
+        with espeak._LOCK:
+            espeak._engine().set_voice(voice)
+    except L2TError:
+        return False
+    return True
+
+
 def all_voices() -> list[tuple[str, str, str]]:
     """Every installed voice as (engine, voice, split): each English espeak-ng voice alone and with every
     variant (``en-gb-scotland+f3``), every flite voice, every festival voice.
@@ -180,8 +191,9 @@ def all_voices() -> list[tuple[str, str, str]]:
                 if len(spare) > 1:
                     splits[spare[0]] = need
         for lang in espeak.list_voices():
-            out.append(("espeak", lang, "train"))
-            out += [("espeak", f"{lang}+{v}", splits[v]) for v in variants]
+            if _espeak_selectable(lang):  # some listed languages (en-gb) have no voice of their own
+                out.append(("espeak", lang, "train"))
+                out += [("espeak", f"{lang}+{v}", splits[v]) for v in variants if _espeak_selectable(f"{lang}+{v}")]
     if flite.available():
         out += [("flite", v, _FLITE_SPLITS.get(v, "train")) for v in flite.list_voices()]
     if festival.available():
