@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from l2t_gs.training.data import channels as C
 
 SR = 16000
@@ -164,3 +163,31 @@ def test_voices_all_resolves_to_many_voices_with_held_out_splits():
     small = resolve_voices(CorpusConfig(minutes=2, voices="all", seed=3))
     assert len(small) <= max(20, len(voices) - 1) and {v[2] for v in small} == {"train", "val", "test"}
     assert small == resolve_voices(CorpusConfig(minutes=2, voices="all", seed=3))
+
+
+def test_tiny_corpus_with_the_channel_chain_is_deterministic_across_workers(tmp_path):
+    from l2t_gs.data.corpus import AugmentConfig, CorpusConfig, build_corpus
+    from l2t_gs.speech import espeak, flite
+
+    if not (espeak.available() and flite.available()):
+        pytest.skip("espeak-ng and flite are needed (apt)")
+    voices = [("espeak", "en-us+m1", "train"), ("flite", "slt", "train"), ("espeak", "en-us+f5", "test")]
+    chain = C.ChannelConfig(reverb_prob=1.0, noise_prob=1.0, telephone_prob=0.3, mp3_prob=0.3, opus_prob=0.3)
+    chain.narrowband_prob = chain.g711_prob = chain.gsm_prob = chain.aac_prob = 0.02
+    aug = AugmentConfig(vtlp_prob=1.0, channel=chain)
+    descs = []
+    for workers in (1, 2):
+        cfg = CorpusConfig(minutes=0.1, voices=voices, seed=11, workers=workers, augment=aug)
+        descs.append(build_corpus(cfg, tmp_path / f"w{workers}", progress=False))
+    a, b = descs
+    assert a["clips"] == b["clips"] and len(a["clips"]) == 3
+    for clip in a["clips"]:
+        assert "vtlp" in clip and "reverb" in clip["augment"] and "noise" in clip["augment"]
+        name = clip["name"]
+        assert (tmp_path / "w1" / "wav" / f"{name}.wav").read_bytes() == (
+            tmp_path / "w2" / "wav" / f"{name}.wav"
+        ).read_bytes()
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "w1" / "vertices_npy" / f"{name}.npy"),
+            np.load(tmp_path / "w2" / "vertices_npy" / f"{name}.npy"),
+        )
