@@ -158,7 +158,9 @@ def _run_synth(args: argparse.Namespace) -> int:
     from l2t_gs.training.data.corpus import CorpusConfig, build_corpus, parse_voices
 
     cfg = CorpusConfig(minutes=args.minutes, seed=args.seed, workers=args.workers)
-    if args.voices:
+    if args.voices == ["all"]:
+        cfg.voices = "all"
+    elif args.voices:
         cfg.voices = parse_voices([v for item in args.voices for v in item.split(",") if v])
     desc = build_corpus(cfg, args.out, progress=not args.quiet)
     print(
@@ -182,7 +184,9 @@ def _register_synth(ds: argparse._SubParsersAction) -> None:
         "--voices",
         nargs="+",
         metavar="ENGINE:VOICE[:SPLIT]",
-        help="voices, e.g. espeak:en-us+f3 flite:slt:test (default: 14 voices over espeak, flite, festival)",
+        help="voices, e.g. espeak:en-us+f3 flite:slt:test, or 'all': every installed English espeak-ng "
+        "voice x variant, flite and festival voice, variants held out for val/test (a seeded subset when "
+        "--minutes is too short for two clips a voice) (default: 16 voices over espeak, flite, festival)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
