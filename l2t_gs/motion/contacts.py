@@ -134,14 +134,14 @@ def apply_contacts(
     expr_in, jaw_in = rig_params["expr"], rig_params["jaw_pose"]
     is_torch = isinstance(expr_in, torch.Tensor)
     expr = (expr_in.detach().cpu().numpy() if is_torch else np.asarray(expr_in)).astype(np.float64)
-    jaw = (jaw_in.detach().cpu().numpy() if isinstance(jaw_in, torch.Tensor) else np.asarray(jaw_in)).astype(
-        np.float64
-    )
+    jaw = (jaw_in.detach().cpu().numpy() if isinstance(jaw_in, torch.Tensor) else np.asarray(jaw_in)).astype(np.float64)
     p = probs.detach().cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
     n, e = expr.shape
     if p.shape != (n, 2) or jaw.shape != (n, 3):
-        raise ValueError(f"apply_contacts: expr [T, E], jaw_pose [T, 3] and probs [T, 2] expected, got "
-                         f"{list(expr.shape)}, {list(jaw.shape)}, {list(p.shape)}")
+        raise ValueError(
+            f"apply_contacts: expr [T, E], jaw_pose [T, 3] and probs [T, 2] expected, got "
+            f"{list(expr.shape)}, {list(jaw.shape)}, {list(p.shape)}"
+        )
     cols = [names.index(q) for q in PARAMS[1:]]
     if max(cols) >= e:
         raise ValueError(f"apply_contacts needs the first {max(cols) + 1} expression components, got {e}")
