@@ -171,12 +171,23 @@ def open_vowel_segments(phones: Iterable[Any], min_s: float = 0.08) -> list[tupl
 
 
 def false_closures(
-    gap_mm: np.ndarray, phones: Iterable[Any], fps: float, threshold_mm: float = 1.0, min_s: float = 0.08
+    gap_mm: np.ndarray,
+    phones: Iterable[Any],
+    fps: float,
+    threshold_mm: float = 1.0,
+    min_s: float = 0.08,
+    core: float = 0.5,
 ) -> int:
-    """Number of open vowels (:data:`OPEN_VOWELS`, lasting >= ``min_s`` = 80 ms) during which the lip
-    gap ``gap_mm`` [T] (millimetres) falls below ``threshold_mm`` at one of their frames (frames as in
-    :func:`segment_frames`): lips closed where they must be open."""
-    return int(closure_flags(gap_mm, open_vowel_segments(phones, min_s), fps, threshold_mm).sum())
+    """Number of open vowels (:data:`OPEN_VOWELS` lasting >= ``min_s``, 80 ms) during which the lip gap
+    ``gap_mm`` [T] (millimetres) falls below ``threshold_mm``: lips closed where they must be open.
+
+    Only the central ``core`` fraction of each vowel is examined (at least its middle frame; frames as
+    in :func:`segment_frames`): its first and last frames are coarticulated with the neighbours, and
+    a bilabial closure legitimately reaches into them (its release). ``core=1``: the whole vowel.
+    """
+    trim = 0.5 * (1.0 - min(max(core, 0.0), 1.0))
+    segs = [(a + trim * (b - a), b - trim * (b - a)) for a, b in open_vowel_segments(phones, min_s)]
+    return int(closure_flags(gap_mm, segs, fps, threshold_mm).sum())
 
 
 def pearson(a: Any, b: Any, rtol: float = 1e-9) -> float:
