@@ -295,8 +295,17 @@ def test_contact_head_trains_and_the_loss_decreases(tmp_path):
             json.dumps([{"phone": p.upper(), "start": a, "end": b} for p, a, b in ph])
         )
     recipe = {
-        "model": {"output": "rig", "head": str(head_path), "contact_head": True, "d_model": 16, "n_layers": 1,
-                  "enc_dim": 16, "enc_layers": 1, "n_mels": 40, "dropout": 0.0},  # fmt: skip
+        "model": {
+            "output": "rig",
+            "head": str(head_path),
+            "contact_head": True,
+            "d_model": 16,
+            "n_layers": 1,
+            "enc_dim": 16,
+            "enc_layers": 1,
+            "n_mels": 40,
+            "dropout": 0.0,
+        },  # fmt: skip
         "train": {"epochs": 8, "batch_size": 2, "lr": 3e-3, "crop_s": 0.0, "checkpoint_every": 0, "log_every": 1},
         "data": {},
         "loss": {"vertex": 1.0, "contact": {"weight": 1.0, "pos_weight": 3.0}},
@@ -334,5 +343,3 @@ def test_clip_contact_targets(tmp_path):
     assert clip.contact_targets() is None
     clip.phones = s
     np.testing.assert_array_equal(clip.contact_targets().numpy(), contact_targets(s, FPS, n))
-
-
