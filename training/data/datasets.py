@@ -111,6 +111,15 @@ class Clip:
     def num_frames(self) -> int:
         return int(self.vertices.shape[0])
 
+    def contact_targets(self) -> torch.Tensor | None:
+        """Per-frame lip-contact targets [T, 2] (bilabial, labiodental) from the phones (``None`` without);
+        see :func:`l2t_gs.motion.contacts.contact_targets`."""
+        if not self.phones:
+            return None
+        from l2t_gs.motion.contacts import contact_targets
+
+        return torch.from_numpy(contact_targets(self.phones, self.fps, self.num_frames))
+
 
 @dataclass
 class ClipBatch:
