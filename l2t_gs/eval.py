@@ -296,6 +296,16 @@ for _cls in (LVE, FDD, LipClosure, LipCorrelation):
     register_metric(_cls.name, _cls)
 
 
+def _lipsync() -> Metric:
+    """``lipsync``: phone-based lip-sync scores of model, ground truth and energy baseline (metrics.lipsync_eval)."""
+    from l2t_gs.metrics.lipsync_eval import LipSync
+
+    return LipSync()
+
+
+register_metric("lipsync", _lipsync)
+
+
 # --------------------------------------------------------------------------- results
 def _clean(x: Any) -> Any:
     """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python numbers."""
