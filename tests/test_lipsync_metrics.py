@@ -218,3 +218,63 @@ def test_openness_table_matches_the_rig():
     assert set(rig) == set(ls.OPENNESS_MM)
     for p, v in ls.OPENNESS_MM.items():
         assert rig[p] == pytest.approx(v, abs=1e-9), p
+
+
+# --------------------------------------------------------------------------- through evaluate and the CLI
+def _clips():
+    """Two subjects x one clip of a 4-vertex 'head': vertex 1 (lower lip) moves with the GT gap curve."""
+    sr = 16000
+    gap_m = _closing_on_bilabials() / 1000.0
+    out = []
+    for subject in ("spk_a", "spk_b"):
+        v = np.zeros((N, 4, 3), np.float32)
+        v[:, 1, 1] = -gap_m
+        v[:, 2:, 1] = 0.05
+        audio = (0.2 * np.sin(2 * np.pi * 200 * np.arange(2 * sr) / sr)).astype(np.float32)
+        phones = [SimpleNamespace(phone=p, start=a, end=b) for p, a, b in PHONES]
+        out.append(
+            SimpleNamespace(name=f"{subject}_s01", subject=subject, audio=audio, audio_sr=sr, vertices=v,
+                            template=v[0], fps=FPS, phones=phones)
+        )  # fmt: skip
+    return out
+
+
+def test_lipsync_metric_in_evaluate():
+    from l2t_gs.eval import evaluate
+    from l2t_gs.metrics.lipsync_eval import markdown_report, per_speaker_systems
+    from l2t_gs.metrics.regions import Regions
+
+    regions = Regions(lips=np.array([0, 1]), upper_face=np.array([2, 3]), lip_pair=(0, 1), source="test")
+    res = evaluate(lambda clip: clip.vertices, _clips(), regions, metrics=["lipsync"])
+    assert res.overall["ls_recall1"] == res.overall["ls_gt_recall1"] == 1.0
+    assert res.overall["ls_bilabials"] == 6 and res.overall["ls_energy_recall1"] == 0.0  # a steady tone never closes
+    tabs = per_speaker_systems(res)
+    assert list(tabs) == ["model", "gt", "energy"] and list(tabs["model"]) == ["spk_a", "spk_b", "all"]
+    assert tabs["energy"]["all"]["open_mm"] > 5
+    md = markdown_report(res, systems=["model", "energy"])
+    assert "close<1mm model | close<1mm energy" in md and md.splitlines()[-1].startswith("| **all** | 2 | 6 |")
+    assert "ls_r" in res.clips[0].values and "lipsync" in res.to_dict()["metrics"]
+
+
+def test_eval_cli_per_speaker(tmp_path, monkeypatch, capsys):
+    import json
+
+    from l2t_gs.cli import eval as eval_cli
+    from l2t_gs.cli.main import main
+
+    clips = _clips()
+    monkeypatch.setattr(eval_cli, "_load_model", lambda spec, device="cpu": lambda clip: clip.vertices)
+    monkeypatch.setattr("l2t_gs.data.datasets.load_dataset", lambda root, kind="auto", split="test": clips)
+    regions = tmp_path / "regions.json"
+    regions.write_text(json.dumps({"lips": [0, 1], "upper_face": [2, 3], "lip_pair": [0, 1]}))
+    out = tmp_path / "r.json"
+    argv = ["eval", "--model", "m", "--data", str(tmp_path), "--regions", str(regions), "--metrics", "lve",
+            "--per-speaker", "--json", str(out), "--quiet", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "| subject | clips | p/b/m |" in text and "close<1mm energy" in text
+    report = json.loads(out.read_text())
+    assert report["lipsync"]["per_speaker"]["model"]["all"]["recall1"] == 1.0
+    assert report["overall"]["ls_energy_recall1"] == 0.0
+    assert main([*argv[:-3], "--baseline", "none", "--quiet", "--device", "cpu"]) == 0
+    assert "energy" not in capsys.readouterr().out
