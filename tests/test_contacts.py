@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from l2t_gs.errors import L2TError
-from l2t_gs.training.metrics.motion import OPEN_VOWELS, false_closures, lip_gap
-from l2t_gs.training.metrics.regions import builtin_regions
 from l2t_gs.motion import articulation as art
 from l2t_gs.motion.contacts import apply_contacts, contact_targets, contact_weights
 from l2t_gs.rig import FlameRig, load_head_model
+from l2t_gs.training.metrics.motion import OPEN_VOWELS, false_closures, lip_gap
+from l2t_gs.training.metrics.regions import builtin_regions
 
 FPS = 30.0
 
@@ -275,11 +275,11 @@ def test_default_checkpoint_is_unchanged():
 # --------------------------------------------------------------------------- training
 def test_contact_head_trains_and_the_loss_decreases(tmp_path):
     from flame_factory import make_head_model
-    from l2t_gs.training.audio2mesh import train
     from test_train_audio2mesh import make_dataset
 
     from l2t_gs.models.checkpoint import load_model
     from l2t_gs.rig import save_head_model
+    from l2t_gs.training.audio2mesh import train
 
     head = make_head_model(n_verts=40, n_expr=5, seed=1, dtype=torch.float32)
     head_path = save_head_model(head, tmp_path / "head.npz")

@@ -377,8 +377,8 @@ def build_corpus(cfg: CorpusConfig, out_dir: str | os.PathLike, *, progress: boo
     """Build the corpus into ``out_dir`` (which must not exist); returns the corpus description."""
     import torch
 
-    from l2t_gs.training.data.sentences import generate_sentences
     from l2t_gs.rig import FlameRig, load_head_model
+    from l2t_gs.training.data.sentences import generate_sentences
 
     out = Path(out_dir)
     if out.exists():

@@ -63,10 +63,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from l2t_gs.audio.io import load_audio
-from l2t_gs.training.data.splits import DatasetSpec, SplitRule, builtin_spec, clip_sentence, clip_subject
 from l2t_gs.errors import L2TError
 from l2t_gs.rig.loader import pickled_array, unpickle_restricted
 from l2t_gs.speech.segments import PhoneSegment
+from l2t_gs.training.data.splits import DatasetSpec, SplitRule, builtin_spec, clip_sentence, clip_subject
 
 __all__ = [
     "Clip",

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from l2t_gs.errors import L2TError
-from l2t_gs.training.models.lipreader import crop_spec_of, load_lipreader
 from l2t_gs.training.data.mouth import MouthRenderer
+from l2t_gs.training.models.lipreader import crop_spec_of, load_lipreader
 
 __all__ = ["DISTANCES", "LipReadLoss", "lipread_loss_factory", "resample_time"]
 

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from l2t_gs.training.models.sync_mel import HOP, N_FFT, SAMPLE_RATE, mel_start
 from l2t_gs.errors import L2TError
+from l2t_gs.training.models.sync_mel import HOP, N_FFT, SAMPLE_RATE, mel_start
 from l2t_gs.training.models.syncnet3d import SyncNet3D, load_syncnet3d
 
 __all__ = ["KINDS", "SyncLoss", "sync_loss_factory"]
