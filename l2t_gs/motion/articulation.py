@@ -4,7 +4,8 @@ Three stages, all vectorized over frames and segments (frames are processed in c
 segments near them, so memory stays bounded for long clips):
 
 1. **Segments**: phones are lower-cased, stress digits stripped (``aa1``: the digit is kept as a
-   stress mark for :mod:`l2t_gs.motion.extras`), gaps and the time before the first phone become
+   stress mark for :mod:`l2t_gs.motion.extras`, which adds blinks, brows and head motion on top:
+   ``add_extras(articulate(...))``), gaps and the time before the first phone become
    ``sil``, a ``sil`` is appended after the last one, and diphthongs are split into two targets.
 2. **Coarticulation** (Cohen and Massaro 1993): each parameter is the dominance-weighted mean of all
    segments' targets, with the targets and dominance functions of :mod:`l2t_gs.motion.visemes`.
@@ -432,8 +433,6 @@ def articulate(
     fps: float = 30.0,
     n_frames: int | None = None,
     *,
-    extras: bool = False,
-    seed: int = 0,
     model=None,
     chunk_frames: int = 512,
 ) -> RigTrack:
@@ -444,8 +443,6 @@ def articulate(
             ``(phone, start, end)`` tuples; canonical phones, stress digits allowed.
         fps: frame rate; frame i is time ``i / fps``.
         n_frames: number of frames (default: ``round(last end * fps)``).
-        extras: add blinks, brow raises and head motion (:func:`l2t_gs.motion.extras.extras_track`,
-            seeded by ``seed``); the result equals ``articulate(...) + extras_track(...)``.
         model: the head model (default: the built-in head); it must have the built-in expressions.
     Returns:
         RigTrack with expr [T, E], jaw_pose [T, 3], zero neck_pose [T, 3] and eyes_pose [T, 6].
@@ -461,8 +458,4 @@ def articulate(
     for p in PARAMS[1:]:
         track.expr[:, names.index(p)] = curves[:, P_INDEX[p]]
     track.jaw_pose[:, 0] = curves[:, P_INDEX["jaw"]]
-    if extras:
-        from l2t_gs.motion.extras import extras_track
-
-        track = track + extras_track(track.n_frames, fps, seed, names, segments=seg)
     return track
