@@ -46,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from l2t_gs.training.metrics.motion import BILABIALS, pearson, segment_frames
+from l2t_gs.training.metrics.motion import BILABIALS, OPEN_VOWELS, open_vowel_segments, pearson, segment_frames
+from l2t_gs.training.metrics.motion import false_closures as motion_false_closures
 
 __all__ = [
     "ADJACENT_TOL_S",
@@ -83,7 +84,6 @@ CLOSURE_WIDEN_FRAMES = 1
 #: A gap below this (mm) during an open vowel is a false closure.
 FALSE_CLOSURE_MM = 1.0
 #: Open vowels counted for false closures and the opening (diphthongs and r-coloured included).
-OPEN_VOWELS = frozenset({"aa", "ae", "ah", "ao", "aw", "ay", "eh", "ey", "ow", "oy", "er"})
 #: Only open vowels at least this long (seconds) count: short ones may legitimately be reduced.
 MIN_OPEN_VOWEL_S = 0.08
 #: Fraction of an open vowel's duration cut from each end for the false-closure test (its central half).
@@ -167,7 +167,7 @@ def bilabials(phones: Iterable[Any]) -> list[tuple[float, float, bool]]:
 
 
 def segment_window(start: float, end: float, fps: float, n_frames: int, widen: int = 0) -> np.ndarray:
-    """Frames of ``[start, end)`` (see :func:`l2t_gs.training.metrics.motion.segment_frames`) widened by ``widen`` each side."""
+    """Frames of ``[start, end)`` (see :func:`.motion.segment_frames`) widened by ``widen`` each side."""
     f = segment_frames(start, end, fps, n_frames)
     if f.size == 0 or widen <= 0:
         return f
@@ -212,24 +212,14 @@ def false_closures(
     threshold: float = FALSE_CLOSURE_MM,
     min_duration: float = MIN_OPEN_VOWEL_S,
 ) -> dict[str, float]:
-    """Open-vowel counts: ``ov`` (open vowels >= ``min_duration`` with frames), ``fc`` (their false closures:
-    minimum gap over the central half, :data:`VOWEL_CORE`, below ``threshold``), ``ov_max_sum`` (sum of
-    their maximum gaps over all their frames, mm)."""
+    """Open-vowel counts: ``ov`` (open vowels >= ``min_duration`` with frames), ``fc`` (their false closures,
+    :func:`l2t_gs.training.metrics.motion.false_closures` over the central half, :data:`VOWEL_CORE`),
+    ``ov_max_sum`` (sum of their maximum gaps over all their frames, mm)."""
     g = np.asarray(gap, dtype=np.float64).ravel()
-    n = fc = 0
-    total = 0.0
-    for p, a, b in _segments(phones):
-        if p not in OPEN_VOWELS or b - a < min_duration - 1e-9:
-            continue
-        f = segment_window(a, b, fps, g.size)
-        if f.size == 0:
-            continue
-        d = b - a
-        core = segment_window(a + VOWEL_CORE * d, b - VOWEL_CORE * d, fps, g.size)
-        n += 1
-        fc += int(core.size > 0 and g[core].min() < threshold)
-        total += float(g[f].max())
-    return {"ov": n, "fc": fc, "ov_max_sum": total}
+    frames = [segment_window(a, b, fps, g.size) for a, b in open_vowel_segments(phones, min_duration)]
+    frames = [f for f in frames if f.size]
+    fc = motion_false_closures(g, phones, fps, threshold, min_duration, core=1.0 - 2.0 * VOWEL_CORE)
+    return {"ov": len(frames), "fc": fc, "ov_max_sum": float(sum(g[f].max() for f in frames))}
 
 
 # --------------------------------------------------------------------------- openness reference and offset

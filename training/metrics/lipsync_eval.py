@@ -8,7 +8,7 @@ each *system*: ``model`` (the predicted lip gap; keys ``ls_*``), ``gt`` (the gro
 clip's audio; ``ls_energy_*``, only when the clip has audio). Groups (a subject, the split) reduce
 with :func:`l2t_gs.training.metrics.lipsync.aggregate` (counts summed: recalls and rates micro-averaged over
 segments; r mean over clips). :func:`per_speaker_systems` and :func:`markdown_report` turn an
-:class:`~l2t_gs.training.metrics.evaluate.EvalResult` into the per-speaker table (subjects plus ``all``) with the systems
+:class:`~.evaluate.EvalResult` into the per-speaker table (subjects plus ``all``) with the systems
 side by side.
 """
 

@@ -50,7 +50,9 @@ __all__ = [
 BILABIALS = frozenset({"p", "b", "m"})
 #: Vowels during which the lips are open (low, mid and diphthong-onset vowels; not the high/rounded
 #: iy, uw, whose aperture may be small): a lip closure there is a false closure.
-OPEN_VOWELS = frozenset({"aa", "ae", "ah", "ao", "aw", "ay", "eh", "ey", "ih", "er", "ow", "oy", "uh"})
+#: Vowels whose lips must be visibly open (the false-closure test); iy, ih, uw, uh may legitimately be
+#: nearly closed.
+OPEN_VOWELS = frozenset({"aa", "ae", "ah", "ao", "aw", "ay", "eh", "ey", "ow", "oy", "er"})
 
 
 def as_array(x: Any, dtype: Any = None) -> np.ndarray:
