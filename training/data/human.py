@@ -104,7 +104,7 @@ FOREIGN_TO_ARPABET: dict[str, tuple[str, ...]] = _table(
     # vowels
     "a=aa, a:=aa, a#=ah, a-=aa, aa=aa, A=aa, A:=aa, A~=aa, 0=ao, V=ah, @=ah, @-=ah, @L=ah l, 3=er, 8=uh,"
     "e=ey, e:=ey, e-=ey, E=eh, E:=eh, E2=eh, E#=eh, E~=ae, I=ih, I2=ih, I3=ih, I:=ih, I^=ih, i=iy, i:=iy,"
-    "o=ow, o:=ow, O=ao, O:=ao, O~=ow, O@=ao r, u=uw, u:=uw, u\"=uw, U=uh, U:=uh,"
+    'o=ow, o:=ow, O=ao, O:=ao, O~=ow, O@=ao r, u=uw, u:=uw, u"=uw, U=uh, U:=uh,'
     "y=uw, y-=uw, Y=uh, Y:=uh, W=uh, W~=ah,"
     # diphthongs and glide + vowel units
     "aI=ay, aU=aw, eI=ey, EI=ey, oI=oy, OI=oy, oU=ow, Wy=oy, VU=aw, eU=ey uw, yU=uw, ja=y aa, ju=y uw,"
@@ -121,7 +121,7 @@ LANGUAGE_OVERRIDES: dict[str, dict[str, tuple[str, ...]]] = {
     "ru": {"y": ("ih",)},  # Russian y is the central vowel of "ы"
     "nl": {"Q": ("hh",), "y": ("uw",)},  # Dutch g is a velar fricative
 }
-_MARKS = ";:#2-^[_\"*"
+_MARKS = ';:#2-^[_"*'
 _LANG_SWITCH = re.compile(r"^\([a-z-]+\)$")
 _PAUSE_PREFIX = re.compile(r"^(_[:!|]*)(.+)$")
 
@@ -351,7 +351,9 @@ class HumanCorpusConfig:
     seed: int = 0
     workers: int = 2
     #: subjects held out for validation (fnmatch patterns): the Italian voice, minor Dutch and Czech characters
-    val_speakers: list[str] = field(default_factory=lambda: ["asterisk-it-*", "fillets-nl-other", "fillets-cs-hs", "fillets-cs-pap"])
+    val_speakers: list[str] = field(
+        default_factory=lambda: ["asterisk-it-*", "fillets-nl-other", "fillets-cs-hs", "fillets-cs-pap"]
+    )
     fps: float = 30.0
     sample_rate: int = 16000
     shape_std: float = 0.6
