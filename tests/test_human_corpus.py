@@ -137,7 +137,7 @@ def test_missing_package_names_apt_package(monkeypatch, tmp_path):
     reason="asterisk-core-sounds-{fr,it}-wav and fillets-ng-data-nl are not installed",
 )
 def test_tiny_build_reads_back(tmp_path):
-    from l2t_gs.data.datasets import load_dataset
+    from l2t_gs.training.data.datasets import load_dataset
 
     # 3 prompts: one French and one Italian (val) Asterisk prompt, one Dutch fillets line
     cfg = H.HumanCorpusConfig(languages=["fr", "it", "nl"], max_prompts=1, workers=1, val_speakers=["asterisk-it-*"])

@@ -233,7 +233,7 @@ def _read_phones(path: Path) -> list[PhoneSegment]:
     return out
 
 
-def _load_templates(path: Path) -> dict[str, np.ndarray]:
+def load_templates(path: Path) -> dict[str, np.ndarray]:
     """``templates.pkl`` -> subject -> float32 (V, 3). Uses the project's restricted (numpy-only) unpickler."""
     if not path.is_file():
         raise L2TError(f"missing templates file {path}")
@@ -538,7 +538,7 @@ def load_dataset(
         if not (root / sub).is_dir():
             raise L2TError(f"dataset {root} has no {sub}/ folder (expected {root / sub})")
 
-    templates = _load_templates(root / TEMPLATES_FILE)
+    templates = load_templates(root / TEMPLATES_FILE)
     wav_names = _list_names(root / WAV_DIR, ".wav")
     npy_names = _list_names(root / VERTICES_DIR, ".npy")
 

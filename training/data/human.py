@@ -1,9 +1,9 @@
 """Real human speech for the corpus: Debian prompt packs and game dialogue with transcripts.
 
 ``build_human_corpus(HumanCorpusConfig(...), out_dir)`` writes the same VOCASET/FaceFormer layout as
-:func:`l2t_gs.data.corpus.build_corpus` (``wav/`` 16 kHz, ``vertices_npy/`` float32 [T, V*3] at 30 fps on
+:func:`l2t_gs.training.data.corpus.build_corpus` (``wav/`` 16 kHz, ``vertices_npy/`` float32 [T, V*3] at 30 fps on
 the built-in head, ``phones/``, ``templates.pkl``, ``dataset.json``, ``corpus.json``), so
-:func:`l2t_gs.data.datasets.load_dataset` reads it and :func:`merge_corpora` joins it with a synthetic one.
+:func:`l2t_gs.training.data.datasets.load_dataset` reads it and :func:`merge_corpora` joins it with a synthetic one.
 
 Sources (Debian packages; install with apt):
 
@@ -46,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from l2t_gs.data.corpus import subject_name
 from l2t_gs.errors import L2TError
+from l2t_gs.training.data.corpus import subject_name
 
 __all__ = [
     "ASTERISK_LANGUAGES",
@@ -592,7 +592,7 @@ def merge_corpora(dirs: list[str | os.PathLike], out: str | os.PathLike, *, copy
     takes a single root). Clip files are symlinked (``copy=True``: copied); templates, subjects and splits
     are united (subject names must not clash); all corpora must share fps and vertex count. The merged
     ``dataset.json`` lists each source corpus in its description."""
-    from l2t_gs.data.datasets import _load_templates
+    from l2t_gs.training.data.datasets import load_templates
 
     out = Path(out)
     if out.exists():
@@ -616,7 +616,7 @@ def merge_corpora(dirs: list[str | os.PathLike], out: str | os.PathLike, *, copy
         for sub in ("wav", "vertices_npy", "phones"):
             (tmp / sub).mkdir(parents=True)
         for r, s in zip(roots, specs, strict=True):
-            tpl = _load_templates(r / "templates.pkl")
+            tpl = load_templates(r / "templates.pkl")
             clash = set(tpl) & set(templates)
             if clash:
                 raise L2TError(f"subject(s) {sorted(clash)} are in more than one corpus")
