@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+
+from l2t_gs.errors import L2TError
 from l2t_gs.training.data import channels as C
 
 SR = 16000
@@ -146,8 +148,8 @@ def test_random_chain_is_deterministic_and_keeps_length():
 
 
 def test_voices_all_resolves_to_many_voices_with_held_out_splits():
-    from l2t_gs.training.data.corpus import CorpusConfig, all_voices, resolve_voices
     from l2t_gs.speech import espeak, festival
+    from l2t_gs.training.data.corpus import CorpusConfig, all_voices, resolve_voices
 
     if not espeak.available():
         pytest.skip("espeak-ng is not installed (apt espeak-ng)")
@@ -166,8 +168,8 @@ def test_voices_all_resolves_to_many_voices_with_held_out_splits():
 
 
 def test_tiny_corpus_with_the_channel_chain_is_deterministic_across_workers(tmp_path):
-    from l2t_gs.training.data.corpus import AugmentConfig, CorpusConfig, build_corpus
     from l2t_gs.speech import espeak, flite
+    from l2t_gs.training.data.corpus import AugmentConfig, CorpusConfig, build_corpus
 
     if not (espeak.available() and flite.available()):
         pytest.skip("espeak-ng and flite are needed (apt)")
@@ -191,3 +193,31 @@ def test_tiny_corpus_with_the_channel_chain_is_deterministic_across_workers(tmp_
             np.load(tmp_path / "w1" / "vertices_npy" / f"{name}.npy"),
             np.load(tmp_path / "w2" / "vertices_npy" / f"{name}.npy"),
         )
+
+
+def test_eval_channel_dataset_degrades_only_the_audio() -> None:
+    import dataclasses as dc
+
+    import torch
+
+    from l2t_gs.training.data.channels import ChannelDataset
+
+    @dc.dataclass
+    class _Clip:
+        audio: torch.Tensor
+        audio_sr: int
+        vertices: torch.Tensor
+
+    sr = 16000
+    t = np.arange(sr) / sr
+    tone = (0.3 * np.sin(2 * np.pi * 1000 * t) + 0.3 * np.sin(2 * np.pi * 6000 * t)).astype(np.float32)
+    clips = [_Clip(torch.from_numpy(tone), sr, torch.zeros(30, 4, 3))]
+    for name in ("8k", "telephone"):
+        out = ChannelDataset(clips, name)[0]
+        assert out.vertices is clips[0].vertices and out.audio.shape == clips[0].audio.shape
+        spec = np.abs(np.fft.rfft(out.audio.numpy()))
+        f = np.fft.rfftfreq(sr, 1 / sr)
+        assert spec[np.abs(f - 6000) < 5].max() < 0.01 * spec[np.abs(f - 1000) < 5].max()  # 6 kHz removed
+        assert spec[np.abs(f - 1000) < 5].max() > 0.5 * np.abs(np.fft.rfft(tone))[np.abs(f - 1000) < 5].max()
+    with pytest.raises(L2TError, match="unknown channel"):
+        ChannelDataset(clips, "bogus")

@@ -94,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
     model = _load_model(args.model, dev)
     dataset = load_dataset(args.data, kind=args.kind, split=args.split)
+    if args.channel != "clean":
+        from l2t_gs.training.data.channels import ChannelDataset
+
+        dataset = ChannelDataset(dataset, args.channel)
 
     def progress(i: int, total: int | None, name: str) -> None:
         if not args.quiet:
@@ -122,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     if args.json is not None:
         extra = {"lipsync": lipsync_report} if lipsync_report is not None else {}
+        extra["channel"] = args.channel
         report = result.to_dict(model=str(args.model), data=str(args.data), split=args.split, style=args.style, **extra)
         write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
@@ -178,6 +183,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--per-speaker",
         action="store_true",
         help="add the lipsync metric and print its per-speaker markdown table (model, ground truth, baseline)",
+    )
+    p.add_argument(
+        "--channel",
+        default="clean",
+        choices=["clean", "8k", "telephone"],
+        help="pass each clip's audio through a channel first: 8k (resampled through 8 kHz), telephone "
+        "(300-3400 Hz band, 8 kHz, G.711 mu-law); the same utterances as clean (default clean)",
     )
     p.add_argument("--limit", type=int, help="evaluate only the first N clips")
     p.add_argument("--quiet", action="store_true", help="no per-clip progress on stderr")

@@ -35,16 +35,24 @@ codec libraries; no per-sample Python loops.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
+
+from l2t_gs.errors import L2TError
 
 __all__ = [
+    "EVAL_CHANNELS",
     "ChannelConfig",
+    "ChannelDataset",
     "CODECS",
     "add_noise",
     "apply_random_channel",
@@ -582,3 +590,30 @@ def _channel(x: np.ndarray, sr: int, name: str, law: str, pick: np.ndarray, cfg:
     if not codec_available(name):
         return x, {"skipped": name, "reason": f"PyAV has no {CODECS[name][1]} encoder"}
     return lossy_codec(x, sr, name, int(kbps * 1000)), {"type": name, "kbps": kbps}
+
+
+# --------------------------------------------------------------------------- evaluation channels
+#: Fixed (non-random) channels to score a model through (``l2t-gs eval --channel``): the same utterances
+#: as the clean run, only the audio path changes.
+EVAL_CHANNELS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "8k": narrowband,
+    "telephone": lambda a, sr: g711(narrowband(telephone_band(a, sr), sr), sr, "mu"),
+}
+
+
+class ChannelDataset:
+    """A map-style dataset whose clips' audio goes through one of :data:`EVAL_CHANNELS`."""
+
+    def __init__(self, dataset: Any, channel: str) -> None:
+        if channel not in EVAL_CHANNELS:
+            raise L2TError(f"unknown channel {channel!r}; choose from {', '.join(EVAL_CHANNELS)}")
+        self.dataset, self.channel = dataset, channel
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        clip = self.dataset[i]
+        audio = clip.audio.detach().cpu().numpy().astype(np.float32)
+        out = EVAL_CHANNELS[self.channel](audio, int(clip.audio_sr))
+        return dataclasses.replace(clip, audio=torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)))
