@@ -254,3 +254,40 @@ def test_vertex_model_says_so_in_one_line(tmp_path, short_wav, capsys):
     code, err = _run(capsys, "render", short_wav, "-o", out, "--model", path, "--size", "16", "--text", SHORT_TEXT)
     assert code == 1 and len(err) == 1 and "predicts vertices" in err[0], err
     assert not out.exists()
+
+
+def test_contact_head_model_combines_its_contacts_with_the_transcript():
+    from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
+    from l2t_gs.rig import FlameRig, load_head_model
+
+    torch.set_num_threads(1)
+    hm = load_head_model("builtin")
+    cfg = Audio2MeshConfig(
+        fps=30, enc_dim=16, enc_layers=1, enc_heads=2, d_model=16, n_heads=2, n_layers=1, n_mels=20, output="rig",
+        rig_expr=12, contact_head=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Audio2Mesh(cfg, ["a"], hm.n_verts, head=hm).eval()
+    with torch.no_grad():  # the model's own labiodental contact is always on, its bilabial never
+        model.decoder.contact_out.bias.copy_(torch.tensor([-9.0, 9.0]))
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.normal(size=int(1.5 * 16000))).astype(np.float32)
+    segs = [("sil", 0.0, 0.2), ("aa", 0.2, 0.5), ("m", 0.5, 0.6), ("aa", 0.6, 1.0), ("sil", 1.0, 1.5)]
+    n = model.n_frames(audio.size, 30.0)
+    tr = transcript_tracks(segs, 30.0, n, hm)
+    params = model.predict_params(audio, fps=30.0, transcript=tr)
+    c = params["contacts"].numpy()
+    assert (c[:, 1] > 0.99).all()  # the model's
+    t = np.arange(n) / 30.0
+    inside = (t >= 0.5) & (t <= 0.6)
+    assert (c[inside, 0] == 1).all() and (c[t < 0.4, 0] < 0.01).all()  # the transcript's
+    rig = FlameRig(hm)
+    neutral = rig(expr=torch.zeros(1, hm.n_expr))[0]
+    whole = model.predict(audio, neutral, fps=30.0, transcript=tr)
+    chunked = model.predict(audio, neutral, fps=30.0, transcript=tr, chunk_seconds=0.3)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+    with np.load(asset_path("head", "l2t_head.npz")) as z:
+        pair = int(z["landmark_upper_lip_mid"][0]), int(z["landmark_lower_lip_mid"][0])
+    assert lip_gap(whole.numpy(), pair)[inside].max() * 1000 < 1.0
+    with pytest.raises(L2TError, match="frames"):
+        model.predict_params(audio, fps=25.0, transcript=tr)
