@@ -655,6 +655,7 @@ class Audio2Mesh(nn.Module):
         context_seconds: float | None = None,
         crossfade_seconds: float = 0.2,
         contacts: bool = True,
+        transcript: Any = None,
     ) -> Iterator[Tensor]:
         """Yield vertex frames ``[t, V, 3]`` chunk by chunk (on the model's device, float32).
 
@@ -664,10 +665,13 @@ class Audio2Mesh(nn.Module):
         plus ``context_seconds`` (default: the encoder's receptive field) each side; overlapping
         encoder features are cross-faded over ``crossfade_seconds``. The frames concatenated equal
         :meth:`predict`'s output. With a contact head the lips close where the predicted contact
-        probability exceeds 0.5 (``contacts=False``: raw decoder motion).
+        probability exceeds 0.5 (``contacts=False``: raw decoder motion). ``transcript``: a
+        :class:`~l2t_gs.motion.transcript.TranscriptTracks` at ``fps`` (rig output only): its visemes
+        and contacts are applied with :func:`~l2t_gs.motion.transcript.apply_transcript` (the model's
+        own contact probabilities join in unless ``contacts=False``).
         """
         for verts, _ in self._predict_stream(
-            audio, template, style, fps, chunk_seconds, context_seconds, crossfade_seconds, contacts
+            audio, template, style, fps, chunk_seconds, context_seconds, crossfade_seconds, contacts, transcript
         ):
             yield verts
 
@@ -681,6 +685,7 @@ class Audio2Mesh(nn.Module):
         context_seconds: float | None,
         crossfade_seconds: float,
         contacts: bool,
+        transcript: Any = None,
     ) -> Iterator[tuple[Tensor, Tensor | None]]:
         """(vertices ``[t, V, 3]``, contact probabilities ``[t, 2]`` or ``None``) chunk by chunk."""
         fps = self._check_fps(fps)
@@ -691,16 +696,18 @@ class Audio2Mesh(nn.Module):
         self._check_template(tmpl)
         tmpl = tmpl.to(device=self.device, dtype=torch.float32)
         a = self._prep_audio(audio)
+        self._check_transcript(transcript, a.shape[0], fps)
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
                 stream = self._raw_stream(a, sidx, chunk_seconds, context_seconds, crossfade_seconds)
-                if self.decoder.contact_out is None:
+                if self.decoder.contact_out is None and transcript is None:
                     for raw in self._resampled(stream, a.shape[0], fps):
                         yield self.vertices_from_raw(raw, tmpl), None
                 else:
-                    for raw, probs in self._contact_stream(self._resampled(stream, a.shape[0], fps), fps, contacts):
+                    resampled = self._resampled(stream, a.shape[0], fps)
+                    for raw, probs in self._contact_stream(resampled, fps, contacts, transcript):
                         yield self.vertices_from_raw(raw, tmpl), probs
         finally:
             self.train(was_training)
@@ -716,6 +723,7 @@ class Audio2Mesh(nn.Module):
         crossfade_seconds: float = 0.2,
         contacts: bool = True,
         return_contacts: bool = False,
+        transcript: Any = None,
     ) -> Tensor | tuple[Tensor, Tensor | None]:
         """Vertices ``[T, V, 3]`` (CPU float32) for 16 kHz ``audio [n]``; ``T = round(n / 16000 * fps)``.
 
@@ -724,7 +732,7 @@ class Audio2Mesh(nn.Module):
         """
         frames, probs = [], []
         for f, p in self._predict_stream(
-            audio, template, style, fps, chunk_seconds, context_seconds, crossfade_seconds, contacts
+            audio, template, style, fps, chunk_seconds, context_seconds, crossfade_seconds, contacts, transcript
         ):
             frames.append(f.cpu())
             if p is not None:
@@ -743,26 +751,30 @@ class Audio2Mesh(nn.Module):
         context_seconds: float | None = None,
         crossfade_seconds: float = 0.2,
         contacts: bool = True,
+        transcript: Any = None,
     ) -> dict[str, Tensor]:
         """Rig output only: FLAME parameters ``{"expr": [T, E_head], "jaw_pose": [T, 3]}`` (CPU float32;
         expression components the model does not predict are zero). With a contact head also
         ``"contacts": [T, 2]`` probabilities (bilabial, labiodental), applied to the parameters unless
-        ``contacts=False``."""
+        ``contacts=False``. ``transcript``: as :meth:`predict_stream` (then ``"contacts"`` holds the
+        combined probabilities)."""
         if self.rig is None:
             raise L2TError("predict_params needs a model trained with output = 'rig'")
         fps = self._check_fps(fps)
         sidx = self.style_index(style)
         a = self._prep_audio(audio)
+        self._check_transcript(transcript, a.shape[0], fps)
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
                 stream = self._raw_stream(a, sidx, chunk_seconds, context_seconds, crossfade_seconds)
-                if self.decoder.contact_out is None:
+                if self.decoder.contact_out is None and transcript is None:
                     raw = torch.cat([r.cpu() for r in self._resampled(stream, a.shape[0], fps)])
                     probs = None
                 else:
-                    parts = list(self._contact_stream(self._resampled(stream, a.shape[0], fps), fps, contacts))
+                    resampled = self._resampled(stream, a.shape[0], fps)
+                    parts = list(self._contact_stream(resampled, fps, contacts, transcript))
                     raw = torch.cat([r.cpu() for r, _ in parts])
                     probs = torch.cat([p.cpu() for _, p in parts])
         finally:
@@ -773,9 +785,25 @@ class Audio2Mesh(nn.Module):
             out["contacts"] = probs
         return out
 
-    def _contact_stream(self, chunks: Iterator[Tensor], fps: float, apply: bool) -> Iterator[tuple[Tensor, Tensor]]:
-        """Decoder output chunks ``[t, D + 2]`` at ``fps`` -> (motion ``[t, D]``, contact probabilities
-        ``[t, 2]``), with :func:`~l2t_gs.motion.contacts.apply_contacts` applied when ``apply``.
+    def _check_transcript(self, transcript: Any, n_samples: int, fps: float) -> None:
+        if transcript is None:
+            return
+        if self.rig is None:
+            raise L2TError("a transcript needs a rig-output model (output = 'rig'); this model predicts vertices")
+        n = self.n_frames(n_samples, fps)
+        if abs(transcript.fps - fps) > 1e-9 or transcript.n_frames != n:
+            raise L2TError(
+                f"the transcript's tracks have {transcript.n_frames} frames at {transcript.fps} fps; "
+                f"the audio needs {n} at {fps}"
+            )
+
+    def _contact_stream(
+        self, chunks: Iterator[Tensor], fps: float, apply: bool, transcript: Any = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Decoder output chunks ``[t, D (+ 2)]`` at ``fps`` -> (motion ``[t, D]``, contact probabilities
+        ``[t, 2]``), with :func:`~l2t_gs.motion.contacts.apply_contacts` applied when ``apply``, or
+        with a ``transcript`` :func:`~l2t_gs.motion.transcript.apply_transcript` (its contacts combined
+        with the model's when the model has a contact head and ``apply``).
 
         The contact ramps reach ``EDGE_S`` seconds, so frames are held back until that much of the
         following motion is known: the result equals applying the contacts to the whole clip.
@@ -783,13 +811,18 @@ class Audio2Mesh(nn.Module):
         from l2t_gs.motion.articulation import EDGE_S
 
         d = self.decoder.out_dim
+        head = self.decoder.contact_out is not None
         k = math.ceil(EDGE_S * fps) + 1
         buf: Tensor | None = None
         start = 0  # first frame of buf not yet emitted (earlier ones are context)
+        base = 0  # clip frame index of buf[0]
 
         def done(x: Tensor, a: int, b: int) -> tuple[Tensor, Tensor]:
-            raw, probs = x[:, :d], torch.sigmoid(x[:, d:])
-            if apply:
+            raw = x[:, :d]
+            probs = torch.sigmoid(x[:, d:]) if head else None
+            if transcript is not None:
+                raw, probs = self._apply_transcript_raw(raw, probs if apply else None, transcript, base)
+            elif apply:
                 raw = self._apply_contacts_raw(raw, probs, fps)
             return raw[a:b], probs[a:b]
 
@@ -799,9 +832,23 @@ class Audio2Mesh(nn.Module):
             if end > start:
                 yield done(buf, start, end)
                 cut = max(0, end - k)
-                buf, start = buf[cut:], end - cut
+                buf, start, base = buf[cut:], end - cut, base + cut
         if buf is not None and start < buf.shape[0]:
             yield done(buf, start, buf.shape[0])
+
+    def _apply_transcript_raw(
+        self, raw: Tensor, probs: Tensor | None, transcript: Any, start: int
+    ) -> tuple[Tensor, Tensor]:
+        """A transcript's visemes and contacts applied to rig decoder output ``raw [t, n_expr + 3]``
+        of clip frames ``start .. start + t``; returns (motion, combined contact probabilities)."""
+        from l2t_gs.motion.transcript import apply_transcript
+
+        e = self.n_expr
+        out = apply_transcript(
+            {"expr": raw[:, :e], "jaw_pose": raw[:, e : e + 3]}, transcript, probs, self.head, start=start
+        )
+        probs_out = torch.as_tensor(out["contacts"], dtype=raw.dtype, device=raw.device)
+        return torch.cat([out["expr"], out["jaw_pose"]], dim=1), probs_out
 
     def _apply_contacts_raw(self, raw: Tensor, probs: Tensor, fps: float) -> Tensor:
         """Contacts applied to rig decoder output ``raw [t, n_expr + 3]``."""
