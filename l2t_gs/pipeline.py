@@ -30,6 +30,7 @@ from l2t_gs.io.atomic import atomic_path
 from l2t_gs.io.video import VideoWriter
 from l2t_gs.models.audio2mesh import Audio2Mesh
 from l2t_gs.models.checkpoint import load_model
+from l2t_gs.motion.transcript import TranscriptTracks, align_transcript, transcript_tracks
 from l2t_gs.render import head_camera, rasterize
 from l2t_gs.render.camera import RENDER_CAMERAS
 from l2t_gs.render.image import to_uint8
@@ -53,6 +54,7 @@ class RenderConfig:
     chunk_seconds: float = 10.0
     quiet: bool = False
     device: str = "auto"
+    text: str | None = None  # transcript: force-aligned, its visemes and contacts join the model's motion
 
 
 @dataclass
@@ -142,6 +144,7 @@ class _Job:
     model: Audio2Mesh
     device: torch.device
     neutral: torch.Tensor  # [V, 3]
+    transcript: TranscriptTracks | None = None  # cfg.text's tracks for the whole clip
 
 
 def _prepare(audio_path: str | os.PathLike, cfg: RenderConfig) -> _Job:
@@ -160,7 +163,13 @@ def _prepare(audio_path: str | os.PathLike, cfg: RenderConfig) -> _Job:
             "the avatar's topology does not match the model"
         )
     neutral = avatar.neutral_vertices().to(device=device, dtype=torch.float32)
-    return _Job(audio, seconds, n_frames, avatar.to(device), model, device, neutral)
+    transcript = None
+    if cfg.text is not None:  # before any output exists: an unusable transcript leaves nothing behind
+        if model.rig is None:
+            raise L2TError("--text needs a rig-output model (output = 'rig'); this model predicts vertices")
+        segments = align_transcript(audio, cfg.text, 16000)
+        transcript = transcript_tracks(segments, cfg.fps, Audio2Mesh.n_frames(audio.shape[0], cfg.fps), model.head)
+    return _Job(audio, seconds, n_frames, avatar.to(device), model, device, neutral, transcript)
 
 
 def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
@@ -171,7 +180,9 @@ def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[
     fixed_cam = None
     if cfg.camera != "orbit":
         fixed_cam = [t.to(device) for t in head_camera(cfg.camera, neutral, cfg.size, cfg.size)]
-    stream = job.model.predict_stream(job.audio, neutral, style=cfg.style, fps=cfg.fps, chunk_seconds=cfg.chunk_seconds)
+    stream = job.model.predict_stream(
+        job.audio, neutral, style=cfg.style, fps=cfg.fps, chunk_seconds=cfg.chunk_seconds, transcript=job.transcript
+    )
     written = 0
     while written < n_frames:
         t = time.perf_counter()

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from l2t_gs.authoring.avatar import DEFAULT_NUM_SPLATS, build_default_avatar
 from l2t_gs.catalog import list_avatars
 from l2t_gs.cli.main import main
 from l2t_gs.errors import L2TError
 from l2t_gs.gaussians.avatar_io import load_avatar, resolve_avatar_dir
-from l2t_gs.authoring.avatar import DEFAULT_NUM_SPLATS, build_default_avatar
 from l2t_gs.render import head_camera, rasterize
 from l2t_gs.render.sh import sh_to_color, sh_to_rgb
 from l2t_gs.rig import load_head_model

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from l2t_gs.assets import asset_path
-from l2t_gs.rig import FlameRig, load_head_model
 from l2t_gs.authoring.head import EXPRESSION_NAMES, SHAPE_NAMES, build_builtin_head
+from l2t_gs.rig import FlameRig, load_head_model
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from l2t_gs.training.data.corpus import CorpusConfig, build_corpus
-from l2t_gs.training.data.datasets import load_dataset
 from l2t_gs.errors import L2TError
 from l2t_gs.speech import espeak, flite
+from l2t_gs.training.data.corpus import CorpusConfig, build_corpus
+from l2t_gs.training.data.datasets import load_dataset
 
 pytestmark = pytest.mark.skipif(
     not (espeak.available() and flite.available()), reason="espeak-ng and flite are needed (apt)"

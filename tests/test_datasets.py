@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
+from l2t_gs.errors import L2TError
 from l2t_gs.training.data.datasets import (
     Clip,
     LengthBucketSampler,
@@ -30,7 +31,6 @@ from l2t_gs.training.data.splits import (
     clip_sentence,
     clip_subject,
 )
-from l2t_gs.errors import L2TError
 
 V = 4  # vertices in the small custom/renamed datasets
 

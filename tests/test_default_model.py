@@ -15,11 +15,11 @@ import torch
 
 from l2t_gs.assets import asset_path
 from l2t_gs.audio.io import load_audio
-from l2t_gs.training.metrics.motion import bilabial_segments, closure_flags, lip_gap, pearson
 from l2t_gs.models.checkpoint import load_model
 from l2t_gs.motion import articulation as art
 from l2t_gs.pipeline import default_model_path
 from l2t_gs.rig import FlameRig, load_head_model
+from l2t_gs.training.metrics.motion import bilabial_segments, closure_flags, lip_gap, pearson
 
 FPS = 30.0
 

@@ -187,9 +187,9 @@ def test_eval_with_main_entry_point(dataset, monkeypatch, capsys):
 
 def test_evaluate_audio2mesh_on_a_loaded_dataset(dataset):
     """The real model interface (random weights) and the real dataset loader, through the API."""
+    from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
     from l2t_gs.training.data.datasets import load_dataset
     from l2t_gs.training.metrics.evaluate import evaluate
-    from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 
     data = load_dataset(dataset, split="test")
     cfg = Audio2MeshConfig(fps=FPS, enc_dim=32, enc_layers=1, enc_heads=2, d_model=32, n_heads=2, n_layers=1, n_mels=40)

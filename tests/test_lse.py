@@ -9,8 +9,8 @@ import pytest
 import torch
 from test_syncnet3d import shifted, tiny_expert
 
-from l2t_gs.training.data.datasets import load_dataset
 from l2t_gs.errors import L2TError
+from l2t_gs.training.data.datasets import load_dataset
 from l2t_gs.training.metrics.evaluate import evaluate, get_metric
 from l2t_gs.training.metrics.lse import LSE, sync_scores
 

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from l2t_gs.errors import L2TError
-from l2t_gs.training.metrics.evaluate import LVE, ClipContext, Metric, evaluate, register_metric
 from l2t_gs.training.metrics import (
     Regions,
     bilabial_segments,
@@ -27,6 +26,7 @@ from l2t_gs.training.metrics import (
     segment_frames,
     upper_face_dynamics,
 )
+from l2t_gs.training.metrics.evaluate import LVE, ClipContext, Metric, evaluate, register_metric
 
 RNG = np.random.default_rng(0)
 

@@ -1,4 +1,4 @@
-"""Differentiable mouth crops (``l2t_gs.training.data.mouth``): framing, fidelity to full renders, batching, gradients."""
+"""Differentiable mouth crops (``training.data.mouth``): framing, fidelity to full renders, batching, gradients."""
 
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from l2t_gs.training.data.sentences import generate_sentences
 from l2t_gs.speech import espeak
 from l2t_gs.speech.phones import PHONES, SIL, map_espeak
+from l2t_gs.training.data.sentences import generate_sentences
 
 
 def test_deterministic_and_distinct():

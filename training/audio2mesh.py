@@ -153,8 +153,11 @@ class _Cached(torch.utils.data.Dataset):
         return self.cache[i]
 
 
-def _make_batch(clips: Sequence[Any], styles: dict[str, int], crop: int, gen: torch.Generator) -> Batch:
-    """Random crops of at most ``crop`` frames (0: whole clips), zero-padded into a :class:`Batch`."""
+def _make_batch(
+    clips: Sequence[Any], styles: dict[str, int], crop: int, gen: torch.Generator, contacts: bool = False
+) -> Batch:
+    """Random crops of at most ``crop`` frames (0: whole clips), zero-padded into a :class:`Batch`
+    (``contacts``: with the clips' contact targets from their phones)."""
     sr = clips[0].audio_sr
     fps = float(clips[0].fps)
     spf = sr / fps
@@ -189,7 +192,20 @@ def _make_batch(clips: Sequence[Any], styles: dict[str, int], crop: int, gen: to
         subjects=[p[0].subject for p in parts],
         starts=[p[1] for p in parts],
         fps=fps,
+        **(_contact_batch(parts, t_max) if contacts else {}),
     )
+
+
+def _contact_batch(parts: list[tuple[Any, int, int, Tensor]], t_max: int) -> dict[str, Tensor]:
+    """Contact targets [B, T, 2] of the crops (zeros for clips without phones) and which clips have them."""
+    targets = torch.zeros(len(parts), t_max, 2)
+    valid = torch.zeros(len(parts), dtype=torch.bool)
+    for i, (c, start, length, _) in enumerate(parts):
+        tg = c.contact_targets()
+        if tg is not None:
+            targets[i, :length] = tg[start : start + length]
+            valid[i] = True
+    return {"contacts": targets, "contact_valid": valid}
 
 
 def _epoch_batches(
@@ -269,7 +285,8 @@ _UNCOMPARED = ("encoder_path", "encoder_normalize", "extra")  # may move / are r
 
 
 def _comparable(model_config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in model_config.items() if k not in _UNCOMPARED}
+    full = Audio2MeshConfig().to_dict() | dict(model_config)  # keys a checkpoint lacks take their defaults
+    return {k: v for k, v in full.items() if k not in _UNCOMPARED}
 
 
 def _model_table_config(table: dict[str, Any], fps: float, scale: float) -> dict[str, Any]:
@@ -431,6 +448,7 @@ class _Trainer:
             model=self.model,
             scale=self.scale,
             step=step,
+            contact_logits=res.get("contact_logits"),
         )
         total = res["raw"].new_zeros(())
         parts = {}
@@ -462,11 +480,12 @@ class _Trainer:
         sums = torch.zeros(len(self.losses) + 2, dtype=torch.float64)
         gen = torch.Generator().manual_seed(0)
         for clips in self._loader(src, mine):
-            batch = _make_batch(clips, self.styles, 0, gen).to(self.device)
+            batch = _make_batch(clips, self.styles, 0, gen, "contact" in self.losses).to(self.device)
             res = self.model(batch.audio, batch.vertices.shape[1], batch.style, batch.templates, target=batch.vertices)
             ctx = LossContext(
                 res["vertices"] * self.scale, batch.vertices * self.scale, res["raw"], batch, self.model, self.scale, -1
             )
+            ctx.contact_logits = res.get("contact_logits")
             vals = [float(fn(ctx)) for _, fn in self.losses.values()]
             total = sum(w * v for (w, _), v in zip(self.losses.values(), vals, strict=True))
             err = float((ctx.pred - ctx.target).norm(dim=-1).mean())
@@ -505,7 +524,8 @@ class _Trainer:
         if resume is not None:
             wanted = _model_table_config(self.recipe["model"], self.train_ds.fps, self.scale)
             if _comparable(wanted) != _comparable(dict(resume["config"])):
-                diff = sorted(k for k, v in _comparable(wanted).items() if resume["config"].get(k) != v)
+                have = _comparable(dict(resume["config"]))
+                diff = sorted(k for k, v in _comparable(wanted).items() if have.get(k) != v)
                 raise L2TError(
                     f"{self.out} was started with a different [model] config ({', '.join(diff)}); "
                     "use the same --config (or RUN/config.toml) to resume, or a new --out"
@@ -624,7 +644,7 @@ class _Trainer:
     def _train_step(self, clips: list[Any], crop: int, epoch: int, bi: int, total: int) -> dict[str, Any]:
         cfg = self.cfg
         gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 1_000_003 + bi * 97 + self.d.rank)
-        batch = _make_batch(clips, self.styles, crop, gen).to(self.device)
+        batch = _make_batch(clips, self.styles, crop, gen, "contact" in self.losses).to(self.device)
         torch.manual_seed(cfg.seed * 7_919 + self.step * 131 + self.d.rank)  # dropout: a function of the step
         lr = lr_at(cfg, self.step, cfg.schedule_steps or total)
         for g in self.opt.param_groups:

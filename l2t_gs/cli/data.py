@@ -45,6 +45,14 @@ def parse_pronunciations(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def add_vertex_dtype_option(p: argparse.ArgumentParser) -> None:
+    """--vertex-dtype for corpus builders."""
+    p.add_argument(
+        "--vertex-dtype", default="float32", choices=("float32", "float16"),
+        help="storage of vertices_npy/ (float16 halves the disk; ~0.05 mm rounding) (default float32)",
+    )  # fmt: skip
+
+
 def add_tts_options(p: argparse.ArgumentParser, default_engine: str = "espeak") -> None:
     """--engine, --voice, --rate, --pitch."""
     from l2t_gs.speech.segments import ENGINES
@@ -157,8 +165,10 @@ def _register_voices(ds: argparse._SubParsersAction) -> None:
 def _run_synth(args: argparse.Namespace) -> int:
     from l2t_gs.training.data.corpus import CorpusConfig, build_corpus, parse_voices
 
-    cfg = CorpusConfig(minutes=args.minutes, seed=args.seed, workers=args.workers)
-    if args.voices:
+    cfg = CorpusConfig(minutes=args.minutes, seed=args.seed, workers=args.workers, vertex_dtype=args.vertex_dtype)
+    if args.voices == ["all"]:
+        cfg.voices = "all"
+    elif args.voices:
         cfg.voices = parse_voices([v for item in args.voices for v in item.split(",") if v])
     desc = build_corpus(cfg, args.out, progress=not args.quiet)
     print(
@@ -182,12 +192,73 @@ def _register_synth(ds: argparse._SubParsersAction) -> None:
         "--voices",
         nargs="+",
         metavar="ENGINE:VOICE[:SPLIT]",
-        help="voices, e.g. espeak:en-us+f3 flite:slt:test (default: 14 voices over espeak, flite, festival)",
+        help="voices, e.g. espeak:en-us+f3 flite:slt:test, or 'all': every installed English espeak-ng "
+        "voice x variant, flite and festival voice, variants held out for val/test (a seeded subset when "
+        "--minutes is too short for two clips a voice) (default: 16 voices over espeak, flite, festival)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    add_vertex_dtype_option(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run_synth)
+
+
+def _run_human(args: argparse.Namespace) -> int:
+    from l2t_gs.training.data.human import HumanCorpusConfig, build_human_corpus
+
+    cfg = HumanCorpusConfig(
+        seed=args.seed, workers=args.workers, max_prompts=args.max_prompts, vertex_dtype=args.vertex_dtype
+    )
+    if args.languages:
+        cfg.languages = [x for item in args.languages for x in item.split(",") if x]
+    if args.sources:
+        cfg.sources = [x for item in args.sources for x in item.split(",") if x]
+    if args.val_speakers:
+        cfg.val_speakers = [x for item in args.val_speakers for x in item.split(",") if x]
+    desc = build_human_corpus(cfg, args.out, progress=not args.quiet)
+    print(
+        f"wrote {args.out}: {len(desc['clips'])} clips, {desc['seconds'] / 60:.1f} min, "
+        f"{len(desc['subjects'])} speakers, {desc.get('alignment_failures', 0)} prompts dropped",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _register_human(ds: argparse._SubParsersAction) -> None:
+    p = ds.add_parser(
+        "human",
+        help="build the real-speech corpus from human recordings in Debian packages (forced-aligned)",
+        description="Human prompts with transcripts (asterisk-core-sounds-{es,fr,it,ru}-wav, fillets-ng-data-{nl,cs}) "
+        "force-aligned with pocketsphinx (espeak-ng phonemes mapped to ARPAbet for other languages) -> "
+        "articulated motion of the built-in head; speakers held apart for validation. Never reads the "
+        "English Asterisk prompts, alsa-utils or ktuberling (reserved for independent evaluation).",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="new corpus folder")
+    p.add_argument("--sources", nargs="+", metavar="SRC", help="asterisk, fillets (default both)")
+    p.add_argument("--languages", nargs="+", metavar="LANG", help="es fr it ru nl cs (default all six)")
+    p.add_argument("--max-prompts", type=int, help="per source and language: a seeded random subset")
+    p.add_argument("--val-speakers", nargs="+", metavar="PATTERN", help="subjects held out for validation (fnmatch)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    add_vertex_dtype_option(p)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_run_human)
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from l2t_gs.training.data.human import merge_corpora
+
+    desc = merge_corpora(args.corpora, args.out, copy=args.copy)
+    print(f"wrote {args.out}: {len(desc['subjects'])} subjects from {len(args.corpora)} corpora", file=sys.stderr)
+    return 0
+
+
+def _register_merge(ds: argparse._SubParsersAction) -> None:
+    p = ds.add_parser("merge", help="join corpora (synth, human, ...) into one dataset folder")
+    p.add_argument("corpora", nargs="+", metavar="DIR", help="corpus folders in the VOCASET layout")
+    p.add_argument("--out", required=True, metavar="DIR", help="new folder (clips symlinked unless --copy)")
+    p.add_argument("--copy", action="store_true", help="copy clip files instead of symlinking them")
+    p.set_defaults(func=_run_merge)
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -195,6 +266,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _register_tts,
     _register_voices,
     _register_synth,
+    _register_human,
+    _register_merge,
 ]
 
 

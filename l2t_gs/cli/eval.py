@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.metrics.split(",") if n.strip()]
     if args.syncnet and "lse" not in names:
         names.append("lse")
+    if args.per_speaker and "lipsync" not in names:
+        names.append("lipsync")
     dev = str(resolve_device(args.device))
 
     def make(name: str):
@@ -80,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
             from l2t_gs.training.metrics.lse import LSE
 
             return LSE(args.syncnet, device=dev)
+        if name == "lipsync":
+            from l2t_gs.training.metrics.lipsync_eval import LipSync
+
+            return LipSync(baseline=None if args.baseline == "none" else args.baseline)
         return get_metric(name)
 
     metrics = [make(n) for n in names]
@@ -88,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
     model = _load_model(args.model, dev)
     dataset = load_dataset(args.data, kind=args.kind, split=args.split)
+    if args.channel != "clean":
+        from l2t_gs.training.data.channels import ChannelDataset
+
+        dataset = ChannelDataset(dataset, args.channel)
 
     def progress(i: int, total: int | None, name: str) -> None:
         if not args.quiet:
@@ -106,10 +116,18 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
     )
     print(result.table())
+    lipsync_report = None
+    if args.per_speaker:
+        from l2t_gs.training.metrics.lipsync_eval import markdown_report, per_speaker_systems
+
+        lipsync_report = {"per_speaker": per_speaker_systems(result), "markdown": markdown_report(result)}
+        print("\n" + lipsync_report["markdown"])
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json is not None:
-        report = result.to_dict(model=str(args.model), data=str(args.data), split=args.split, style=args.style)
+        extra = {"lipsync": lipsync_report} if lipsync_report is not None else {}
+        extra["channel"] = args.channel
+        report = result.to_dict(model=str(args.model), data=str(args.data), split=args.split, style=args.style, **extra)
         write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
@@ -154,6 +172,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu or cuda[:N]")
     p.add_argument(
         "--syncnet", metavar="RUN", help="a trained SyncNet3D (run dir or checkpoint): adds LSE-D, LSE-C and offset"
+    )
+    p.add_argument(
+        "--baseline",
+        default="energy",
+        choices=["energy", "none"],
+        help="baseline scored beside the model by the lipsync metric (default: energy: audio loudness -> lip gap)",
+    )
+    p.add_argument(
+        "--per-speaker",
+        action="store_true",
+        help="add the lipsync metric and print its per-speaker markdown table (model, ground truth, baseline)",
+    )
+    p.add_argument(
+        "--channel",
+        default="clean",
+        choices=["clean", "8k", "telephone"],
+        help="pass each clip's audio through a channel first: 8k (resampled through 8 kHz), telephone "
+        "(300-3400 Hz band, 8 kHz, G.711 mu-law); the same utterances as clean (default clean)",
     )
     p.add_argument("--limit", type=int, help="evaluate only the first N clips")
     p.add_argument("--quiet", action="store_true", help="no per-clip progress on stderr")

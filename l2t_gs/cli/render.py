@@ -4,15 +4,44 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from l2t_gs.cli.avatar import parse_color
 from l2t_gs.core.device import DEVICE_CHOICES
+from l2t_gs.errors import L2TError
 from l2t_gs.render.backends import backend_choices
 from l2t_gs.render.camera import RENDER_CAMERAS
+
+TEXT_FILE_MAX_BYTES = 1 << 20  # a transcript file larger than 1 MiB is refused
+
+
+def read_text_file(path: str) -> str:
+    """The transcript in ``path`` (UTF-8, at most :data:`TEXT_FILE_MAX_BYTES`); one-line L2TError otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise L2TError(f"--text-file not found: {path}")
+    if not p.is_file():
+        raise L2TError(f"--text-file is not a file: {path}")
+    size = p.stat().st_size
+    if size > TEXT_FILE_MAX_BYTES:
+        raise L2TError(f"--text-file is too large ({size} bytes, at most {TEXT_FILE_MAX_BYTES}): {path}")
+    try:
+        with p.open("rb") as fh:
+            data = fh.read(TEXT_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise L2TError(f"cannot read --text-file {path}: {exc.strerror or exc}") from None
+    if len(data) > TEXT_FILE_MAX_BYTES:
+        raise L2TError(f"--text-file is too large (more than {TEXT_FILE_MAX_BYTES} bytes): {path}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise L2TError(f"--text-file is not UTF-8 text (byte {exc.start}): {path}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     from l2t_gs.pipeline import RenderConfig, render_video
+
+    text = read_text_file(args.text_file) if args.text_file is not None else args.text
 
     cfg = RenderConfig(
         avatar=args.avatar,
@@ -28,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         export_ply=args.export_ply,
         quiet=args.quiet,
         device=args.device,
+        text=text,
     )
     res = render_video(args.audio, args.out, cfg)
     if not args.quiet:
@@ -57,6 +87,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--background", default="white", help="white, black, gray, #rrggbb or r,g,b in 0..1")
     p.add_argument("--backend", default="auto", choices=backend_choices(), help="rasterizer (default: auto)")
     p.add_argument("--style", help="speaking style: a training speaker of the model (default: mean style)")
+    tx = p.add_mutually_exclusive_group()
+    tx.add_argument(
+        "--text", metavar="TRANSCRIPT",
+        help="what is said: force-aligned to the audio, its phone timing closes every p/b/m and shapes the lips",
+    )  # fmt: skip
+    tx.add_argument("--text-file", metavar="FILE", help="--text read from a UTF-8 file")
     p.add_argument("--export-mesh", metavar="OUT.npz", help="also write per-frame vertices and faces")
     p.add_argument("--export-ply", metavar="DIR", help="also write a world-space 3DGS PLY per frame")
     p.add_argument("--seed", type=int, default=0)

@@ -80,6 +80,10 @@ class Audio2MeshConfig:
     or a FLAME ``.pkl``/``.npz``); ``rig_expr``: leading expression components predicted (0: all);
     ``offset_scale``: vertex output unit (raw output x scale = offset; training sets 0.001 for meshes
     in metres so that the network works in millimetres; 0 means 1).
+
+    Contacts: ``contact_head`` (rig output only) adds two per-frame logits (bilabial closure,
+    labiodental contact) read from the decoder's features; inference closes the lips where their
+    probability exceeds 0.5 (:func:`l2t_gs.motion.contacts.apply_contacts`).
     """
 
     fps: float = 30.0
@@ -96,6 +100,7 @@ class Audio2MeshConfig:
     feats_per_frame: int = 1
     dropout: float = 0.1
     offset_scale: float = 0.0
+    contact_head: bool = False
     encoder: str = "builtin"
     encoder_path: str = ""
     encoder_freeze: str = "cnn"
@@ -145,6 +150,8 @@ class Audio2MeshConfig:
             raise bad(f"decoder must be 'nar' or 'ar', got {self.decoder!r}")
         if self.decoder == "ar" and self.output == "rig":
             raise bad("the autoregressive decoder predicts vertices; use decoder = 'nar' with output = 'rig'")
+        if self.contact_head and self.output != "rig":
+            raise bad("contact_head needs output = 'rig' (contacts are applied through the rig)")
         if self.encoder not in ENCODERS:
             raise bad(f"encoder must be one of {', '.join(ENCODERS.choices())}, got {self.encoder!r}")
         if self.encoder_freeze not in ("cnn", "all", "none"):
@@ -293,6 +300,8 @@ class MotionDecoder(nn.Module):
         self.out = nn.Linear(d, out_dim)
         nn.init.zeros_(self.out.weight)  # start at the template (FaceFormer initialises its output map to 0)
         nn.init.zeros_(self.out.bias)
+        # optional contact logits (bilabial, labiodental) from the same features, after the motion output
+        self.contact_out = nn.Linear(d, 2) if cfg.contact_head else None
         self.register_buffer("slopes", alibi_slopes(cfg.n_heads), persistent=False)
         self.out_dim = out_dim
 
@@ -313,7 +322,7 @@ class MotionDecoder(nn.Module):
         """``feats [B, T, k, C]``, ``style [B, d]`` (from :meth:`style_vector`), ``offset``: index of the first
         frame (phase of the periodic encoding); AR: ``prev [B, T, out_dim]`` = motion of the previous
         frame (teacher forcing; zeros before the first). Returns ``[B, T - skip, out_dim]`` (the first
-        ``skip`` frames are context only)."""
+        ``skip`` frames are context only); with a contact head the 2 contact logits follow."""
         mem = self.audio_proj(feats)  # [B, T, k, d]
         if self.ar:
             if prev is None:
@@ -325,7 +334,10 @@ class MotionDecoder(nn.Module):
         bias = biased_causal_bias(self.slopes, x.shape[1], self.period, self.window, MASKED)[None].to(x.dtype)
         for layer in self.layers:
             x = layer(x, mem, bias)
-        return self.out(self.norm(x[:, skip:]))
+        if self.contact_out is None:
+            return self.out(self.norm(x[:, skip:]))
+        h = self.norm(x[:, skip:])
+        return torch.cat([self.out(h), self.contact_out(h)], dim=-1)  # [B, T, out_dim + 2]
 
     def decode_incremental(self, feats: Tensor, style: Tensor, offset: int, state: dict[str, Any]) -> Tensor:
         """Decode the next frames of a stream; ``state`` (start with ``{}``) carries the history.
@@ -527,7 +539,8 @@ class Audio2Mesh(nn.Module):
 
         Args: ``audio [B, n]``, ``n_frames`` (T), ``style [B]`` long (-1: mean style), ``template [B, V, 3]``,
         ``target [B, T, V, 3]`` ground-truth meshes (AR decoder only: teacher forcing).
-        Returns ``{"vertices": [B, T, V, 3], "raw": [B, T, D]}``.
+        Returns ``{"vertices": [B, T, V, 3], "raw": [B, T, D]}`` and, with a contact head,
+        ``"contact_logits": [B, T, 2]`` (bilabial, labiodental).
         """
         self._check_template(template, batched=True)
         feats = self.encode(audio, n_frames)
@@ -538,7 +551,10 @@ class Audio2Mesh(nn.Module):
             offs = (target - template[:, None]).flatten(2) / (self.config.offset_scale or 1.0)  # [B, T, V*3]
             prev = F.pad(offs[:, :-1], (0, 0, 1, 0))
         raw = self.decoder(feats, self.decoder.style_vector(style), 0, prev)
-        return {"vertices": template[:, None] + self.raw_to_offsets(raw), "raw": raw}
+        if self.decoder.contact_out is None:
+            return {"vertices": template[:, None] + self.raw_to_offsets(raw), "raw": raw}
+        raw, logits = raw[..., : self.decoder.out_dim], raw[..., self.decoder.out_dim :]
+        return {"vertices": template[:, None] + self.raw_to_offsets(raw), "raw": raw, "contact_logits": logits}
 
     def _check_template(self, template: Tensor, batched: bool = False) -> None:
         shape = tuple(template.shape[1:] if batched else template.shape)
@@ -638,6 +654,8 @@ class Audio2Mesh(nn.Module):
         chunk_seconds: float = 10.0,
         context_seconds: float | None = None,
         crossfade_seconds: float = 0.2,
+        contacts: bool = True,
+        transcript: Any = None,
     ) -> Iterator[Tensor]:
         """Yield vertex frames ``[t, V, 3]`` chunk by chunk (on the model's device, float32).
 
@@ -646,8 +664,30 @@ class Audio2Mesh(nn.Module):
         other rates are resampled linearly in time). Working memory is bounded by ``chunk_seconds``
         plus ``context_seconds`` (default: the encoder's receptive field) each side; overlapping
         encoder features are cross-faded over ``crossfade_seconds``. The frames concatenated equal
-        :meth:`predict`'s output.
+        :meth:`predict`'s output. With a contact head the lips close where the predicted contact
+        probability exceeds 0.5 (``contacts=False``: raw decoder motion). ``transcript``: a
+        :class:`~l2t_gs.motion.transcript.TranscriptTracks` at ``fps`` (rig output only): its visemes
+        and contacts are applied with :func:`~l2t_gs.motion.transcript.apply_transcript` (the model's
+        own contact probabilities join in unless ``contacts=False``).
         """
+        for verts, _ in self._predict_stream(
+            audio, template, style, fps, chunk_seconds, context_seconds, crossfade_seconds, contacts, transcript
+        ):
+            yield verts
+
+    def _predict_stream(
+        self,
+        audio: Any,
+        template: Any,
+        style: int | str | None,
+        fps: float | None,
+        chunk_seconds: float,
+        context_seconds: float | None,
+        crossfade_seconds: float,
+        contacts: bool,
+        transcript: Any = None,
+    ) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """(vertices ``[t, V, 3]``, contact probabilities ``[t, 2]`` or ``None``) chunk by chunk."""
         fps = self._check_fps(fps)
         if chunk_seconds <= 0:
             raise L2TError(f"chunk_seconds must be > 0, got {chunk_seconds}")
@@ -656,13 +696,19 @@ class Audio2Mesh(nn.Module):
         self._check_template(tmpl)
         tmpl = tmpl.to(device=self.device, dtype=torch.float32)
         a = self._prep_audio(audio)
+        self._check_transcript(transcript, a.shape[0], fps)
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
                 stream = self._raw_stream(a, sidx, chunk_seconds, context_seconds, crossfade_seconds)
-                for raw in self._resampled(stream, a.shape[0], fps):
-                    yield self.vertices_from_raw(raw, tmpl)
+                if self.decoder.contact_out is None and transcript is None:
+                    for raw in self._resampled(stream, a.shape[0], fps):
+                        yield self.vertices_from_raw(raw, tmpl), None
+                else:
+                    resampled = self._resampled(stream, a.shape[0], fps)
+                    for raw, probs in self._contact_stream(resampled, fps, contacts, transcript):
+                        yield self.vertices_from_raw(raw, tmpl), probs
         finally:
             self.train(was_training)
 
@@ -675,16 +721,26 @@ class Audio2Mesh(nn.Module):
         chunk_seconds: float = 10.0,
         context_seconds: float | None = None,
         crossfade_seconds: float = 0.2,
-    ) -> Tensor:
+        contacts: bool = True,
+        return_contacts: bool = False,
+        transcript: Any = None,
+    ) -> Tensor | tuple[Tensor, Tensor | None]:
         """Vertices ``[T, V, 3]`` (CPU float32) for 16 kHz ``audio [n]``; ``T = round(n / 16000 * fps)``.
 
-        Arguments as :meth:`predict_stream`.
+        Arguments as :meth:`predict_stream`; ``return_contacts``: return ``(vertices, probabilities
+        [T, 2] or None)`` (``None`` without a contact head).
         """
-        frames = [
-            f.cpu()
-            for f in self.predict_stream(audio, template, style, fps, chunk_seconds, context_seconds, crossfade_seconds)
-        ]
-        return torch.cat(frames)
+        frames, probs = [], []
+        for f, p in self._predict_stream(
+            audio, template, style, fps, chunk_seconds, context_seconds, crossfade_seconds, contacts, transcript
+        ):
+            frames.append(f.cpu())
+            if p is not None:
+                probs.append(p.cpu())
+        verts = torch.cat(frames)
+        if not return_contacts:
+            return verts
+        return verts, (torch.cat(probs) if probs else None)
 
     def predict_params(
         self,
@@ -694,21 +750,110 @@ class Audio2Mesh(nn.Module):
         chunk_seconds: float = 10.0,
         context_seconds: float | None = None,
         crossfade_seconds: float = 0.2,
+        contacts: bool = True,
+        transcript: Any = None,
     ) -> dict[str, Tensor]:
         """Rig output only: FLAME parameters ``{"expr": [T, E_head], "jaw_pose": [T, 3]}`` (CPU float32;
-        expression components the model does not predict are zero)."""
+        expression components the model does not predict are zero). With a contact head also
+        ``"contacts": [T, 2]`` probabilities (bilabial, labiodental), applied to the parameters unless
+        ``contacts=False``. ``transcript``: as :meth:`predict_stream` (then ``"contacts"`` holds the
+        combined probabilities)."""
         if self.rig is None:
             raise L2TError("predict_params needs a model trained with output = 'rig'")
         fps = self._check_fps(fps)
         sidx = self.style_index(style)
         a = self._prep_audio(audio)
+        self._check_transcript(transcript, a.shape[0], fps)
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
                 stream = self._raw_stream(a, sidx, chunk_seconds, context_seconds, crossfade_seconds)
-                raw = torch.cat([r.cpu() for r in self._resampled(stream, a.shape[0], fps)])
+                if self.decoder.contact_out is None and transcript is None:
+                    raw = torch.cat([r.cpu() for r in self._resampled(stream, a.shape[0], fps)])
+                    probs = None
+                else:
+                    resampled = self._resampled(stream, a.shape[0], fps)
+                    parts = list(self._contact_stream(resampled, fps, contacts, transcript))
+                    raw = torch.cat([r.cpu() for r, _ in parts])
+                    probs = torch.cat([p.cpu() for _, p in parts])
         finally:
             self.train(was_training)
         expr = F.pad(raw[:, : self.n_expr], (0, self.rig.n_expr - self.n_expr))
-        return {"expr": expr, "jaw_pose": raw[:, self.n_expr : self.n_expr + 3].contiguous()}
+        out = {"expr": expr, "jaw_pose": raw[:, self.n_expr : self.n_expr + 3].contiguous()}
+        if probs is not None:
+            out["contacts"] = probs
+        return out
+
+    def _check_transcript(self, transcript: Any, n_samples: int, fps: float) -> None:
+        if transcript is None:
+            return
+        if self.rig is None:
+            raise L2TError("a transcript needs a rig-output model (output = 'rig'); this model predicts vertices")
+        n = self.n_frames(n_samples, fps)
+        if abs(transcript.fps - fps) > 1e-9 or transcript.n_frames != n:
+            raise L2TError(
+                f"the transcript's tracks have {transcript.n_frames} frames at {transcript.fps} fps; "
+                f"the audio needs {n} at {fps}"
+            )
+
+    def _contact_stream(
+        self, chunks: Iterator[Tensor], fps: float, apply: bool, transcript: Any = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Decoder output chunks ``[t, D (+ 2)]`` at ``fps`` -> (motion ``[t, D]``, contact probabilities
+        ``[t, 2]``), with :func:`~l2t_gs.motion.contacts.apply_contacts` applied when ``apply``, or
+        with a ``transcript`` :func:`~l2t_gs.motion.transcript.apply_transcript` (its contacts combined
+        with the model's when the model has a contact head and ``apply``).
+
+        The contact ramps reach ``EDGE_S`` seconds, so frames are held back until that much of the
+        following motion is known: the result equals applying the contacts to the whole clip.
+        """
+        from l2t_gs.motion.articulation import EDGE_S
+
+        d = self.decoder.out_dim
+        head = self.decoder.contact_out is not None
+        k = math.ceil(EDGE_S * fps) + 1
+        buf: Tensor | None = None
+        start = 0  # first frame of buf not yet emitted (earlier ones are context)
+        base = 0  # clip frame index of buf[0]
+
+        def done(x: Tensor, a: int, b: int) -> tuple[Tensor, Tensor]:
+            raw = x[:, :d]
+            probs = torch.sigmoid(x[:, d:]) if head else None
+            if transcript is not None:
+                raw, probs = self._apply_transcript_raw(raw, probs if apply else None, transcript, base)
+            elif apply:
+                raw = self._apply_contacts_raw(raw, probs, fps)
+            return raw[a:b], probs[a:b]
+
+        for chunk in chunks:
+            buf = chunk if buf is None else torch.cat([buf, chunk])
+            end = buf.shape[0] - k
+            if end > start:
+                yield done(buf, start, end)
+                cut = max(0, end - k)
+                buf, start, base = buf[cut:], end - cut, base + cut
+        if buf is not None and start < buf.shape[0]:
+            yield done(buf, start, buf.shape[0])
+
+    def _apply_transcript_raw(
+        self, raw: Tensor, probs: Tensor | None, transcript: Any, start: int
+    ) -> tuple[Tensor, Tensor]:
+        """A transcript's visemes and contacts applied to rig decoder output ``raw [t, n_expr + 3]``
+        of clip frames ``start .. start + t``; returns (motion, combined contact probabilities)."""
+        from l2t_gs.motion.transcript import apply_transcript
+
+        e = self.n_expr
+        out = apply_transcript(
+            {"expr": raw[:, :e], "jaw_pose": raw[:, e : e + 3]}, transcript, probs, self.head, start=start
+        )
+        probs_out = torch.as_tensor(out["contacts"], dtype=raw.dtype, device=raw.device)
+        return torch.cat([out["expr"], out["jaw_pose"]], dim=1), probs_out
+
+    def _apply_contacts_raw(self, raw: Tensor, probs: Tensor, fps: float) -> Tensor:
+        """Contacts applied to rig decoder output ``raw [t, n_expr + 3]``."""
+        from l2t_gs.motion.contacts import apply_contacts
+
+        e = self.n_expr
+        out = apply_contacts({"expr": raw[:, :e], "jaw_pose": raw[:, e : e + 3]}, probs, self.head, fps=fps)
+        return torch.cat([out["expr"], out["jaw_pose"]], dim=1)

@@ -3,7 +3,8 @@
 A checkpoint is a ``torch.save`` dict read back with ``weights_only=True`` (no arbitrary pickles):
 
 - ``format`` (``"l2t-gs/audio2mesh"``), ``format_version``, ``l2t_gs_version``;
-- ``config``: the :class:`~l2t_gs.models.audio2mesh.Audio2MeshConfig` as a dict;
+- ``config``: the :class:`~l2t_gs.models.audio2mesh.Audio2MeshConfig` as a dict (keys added later,
+  e.g. ``contact_head``, may be absent: they take their defaults);
 - ``subjects`` (speaker styles in one-hot order), ``fps``, ``n_verts``;
 - ``head``: rig output only: ``{"spec": str, "npz": bytes}``, the head model itself (compressed .npz);
 - ``hf_config``: the transformers config of a wav2vec2/HuBERT encoder (``None`` for the built-in one);
@@ -68,7 +69,7 @@ def model_payload(model: Audio2Mesh) -> dict[str, Any]:
 
     enc = model.encoder
     return CHECKPOINT.header() | {
-        "config": model.config.to_dict(),
+        "config": _config_dict(model.config),
         "subjects": list(model.subjects),
         "fps": model.fps,
         "n_verts": model.n_verts,
@@ -76,6 +77,15 @@ def model_payload(model: Audio2Mesh) -> dict[str, Any]:
         "hf_config": enc.config_dict() if isinstance(enc, HFEncoder) else None,
         "model": cpu_state_dict(model),
     }
+
+
+def _config_dict(config: Audio2MeshConfig) -> dict[str, Any]:
+    """The config as stored: ``contact_head`` only when on, so that models without a contact head stay
+    readable by l2t-gs versions that predate it (a missing key loads as ``False``)."""
+    out = config.to_dict()
+    if not out.get("contact_head"):
+        out.pop("contact_head", None)
+    return out
 
 
 def save_checkpoint(path: str | os.PathLike, model: Audio2Mesh, train: dict[str, Any] | None = None) -> Path:

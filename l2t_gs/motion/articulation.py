@@ -4,7 +4,8 @@ Three stages, all vectorized over frames and segments (frames are processed in c
 segments near them, so memory stays bounded for long clips):
 
 1. **Segments**: phones are lower-cased, stress digits stripped (``aa1``: the digit is kept as a
-   stress mark for :mod:`l2t_gs.motion.extras`), gaps and the time before the first phone become
+   stress mark for :mod:`l2t_gs.motion.extras`, which adds blinks, brows and head motion on top:
+   ``add_extras(articulate(...))``), gaps and the time before the first phone become
    ``sil``, a ``sil`` is appended after the last one, and diphthongs are split into two targets.
 2. **Coarticulation** (Cohen and Massaro 1993): each parameter is the dominance-weighted mean of all
    segments' targets, with the targets and dominance functions of :mod:`l2t_gs.motion.visemes`.
@@ -40,6 +41,9 @@ __all__ = [
     "articulation_curves",
     "prepare_segments",
     "lip_gap_coefficients",
+    "contact_windows",
+    "window_values",
+    "enforce_contacts",
     "MIN_CLOSURE_S",
     "MIN_LABIODENTAL_S",
     "EDGE_S",
@@ -278,7 +282,7 @@ def lip_gap_coefficients(model=None) -> np.ndarray:
 # coarticulation and contacts
 
 
-def _contact_windows(seg: Segments, members: frozenset[str], min_len: float) -> np.ndarray:
+def contact_windows(seg: Segments, members: frozenset[str], min_len: float) -> np.ndarray:
     """Contact windows of the segments whose phone is in ``members``: [K, 4] times (z0, p0, p1, z1).
 
     The window is 0 before z0, rises (raised cosine) to 1 at p0, stays 1 to p1 and falls to 0 at z1.
@@ -327,7 +331,7 @@ def _contact_windows(seg: Segments, members: frozenset[str], min_len: float) -> 
     return out
 
 
-def _window_values(t: np.ndarray, win: np.ndarray) -> np.ndarray:
+def window_values(t: np.ndarray, win: np.ndarray) -> np.ndarray:
     """Max over windows [K, 4] of the window functions at times t [n] -> [n]."""
     if win.shape[0] == 0:
         return np.zeros_like(t)
@@ -351,8 +355,14 @@ def _blend(t: np.ndarray, seg: Segments, idx: np.ndarray) -> np.ndarray:
     return (dom * va.target[k][None]).sum(axis=1) / wsum
 
 
-def _apply_contacts(vals: np.ndarray, cb: np.ndarray, cf: np.ndarray, gap_coef: np.ndarray) -> np.ndarray:
-    """Enforce labiodental contact (weight cf [n]) then bilabial closure (cb [n]) on vals [n, P]."""
+def enforce_contacts(
+    vals: np.ndarray, cb: np.ndarray, cf: np.ndarray, gap_coef: np.ndarray, gap_offset: np.ndarray | None = None
+) -> np.ndarray:
+    """Enforce labiodental contact (weight cf [n]) then bilabial closure (cb [n]) on vals [n, P].
+
+    ``gap_offset`` [n] (metres, optional): lip gap not explained by ``gap_coef`` (other rig parameters,
+    non-linearity); the closure closes ``gap_coef[0] + vals @ gap_coef[1:] + gap_offset``.
+    """
     v = vals.copy()
     j, lc, lab, pk = P_INDEX["jaw"], P_INDEX["lip_close"], P_INDEX["labiodental"], P_INDEX["pucker"]
     # labiodental: lower lip onto the upper incisors; jaw nearly closed, little protrusion, nothing
@@ -368,6 +378,8 @@ def _apply_contacts(vals: np.ndarray, cb: np.ndarray, cf: np.ndarray, gap_coef: 
     v[:, j] -= cb * np.maximum(v[:, j] - CLOSURE_JAW, 0.0)
     g0, coef = gap_coef[0], gap_coef[1:]
     gap = g0 + v @ coef  # [n] metres
+    if gap_offset is not None:
+        gap = gap + gap_offset
     need = cb * np.maximum(gap, 0.0)
     lips = np.minimum(need, g0 * np.maximum(MAX_LIP_CLOSE - v[:, lc], 0.0))
     v[:, lc] += lips / g0
@@ -376,6 +388,10 @@ def _apply_contacts(vals: np.ndarray, cb: np.ndarray, cf: np.ndarray, gap_coef: 
     v[:, j] -= dj
     v[:, lc] += (rest - dj * coef[j]) / g0
     return v
+
+
+# private names kept for existing callers
+_contact_windows, _window_values, _apply_contacts = contact_windows, window_values, enforce_contacts
 
 
 def articulation_curves(
@@ -394,8 +410,8 @@ def articulation_curves(
         n_frames = int(round(seg.start[-1] * fps))
     n = int(n_frames)
     gap_coef = lip_gap_coefficients(model)
-    win_b = _contact_windows(seg, BILABIAL, MIN_CLOSURE_S)
-    win_f = _contact_windows(seg, LABIODENTAL, MIN_LABIODENTAL_S)
+    win_b = contact_windows(seg, BILABIAL, MIN_CLOSURE_S)
+    win_f = contact_windows(seg, LABIODENTAL, MIN_LABIODENTAL_S)
     out = np.zeros((n, len(PARAMS)))
     times = np.arange(n) / fps
     for c0 in range(0, n, max(1, int(chunk_frames))):
@@ -406,9 +422,9 @@ def articulation_curves(
         vals = _blend(t, seg, idx)
         wb = win_b[(win_b[:, 3] >= t[0]) & (win_b[:, 0] <= t[-1])]
         wf = win_f[(win_f[:, 3] >= t[0]) & (win_f[:, 0] <= t[-1])]
-        cb = _window_values(t, wb)
-        cf = _window_values(t, wf) * (1.0 - cb)
-        out[c0 : c0 + t.size] = _apply_contacts(vals, cb, cf, gap_coef)
+        cb = window_values(t, wb)
+        cf = window_values(t, wf) * (1.0 - cb)
+        out[c0 : c0 + t.size] = enforce_contacts(vals, cb, cf, gap_coef)
     return out
 
 
@@ -417,8 +433,6 @@ def articulate(
     fps: float = 30.0,
     n_frames: int | None = None,
     *,
-    extras: bool = False,
-    seed: int = 0,
     model=None,
     chunk_frames: int = 512,
 ) -> RigTrack:
@@ -429,8 +443,6 @@ def articulate(
             ``(phone, start, end)`` tuples; canonical phones, stress digits allowed.
         fps: frame rate; frame i is time ``i / fps``.
         n_frames: number of frames (default: ``round(last end * fps)``).
-        extras: add blinks, brow raises and head motion (:func:`l2t_gs.motion.extras.extras_track`,
-            seeded by ``seed``); the result equals ``articulate(...) + extras_track(...)``.
         model: the head model (default: the built-in head); it must have the built-in expressions.
     Returns:
         RigTrack with expr [T, E], jaw_pose [T, 3], zero neck_pose [T, 3] and eyes_pose [T, 6].
@@ -446,8 +458,4 @@ def articulate(
     for p in PARAMS[1:]:
         track.expr[:, names.index(p)] = curves[:, P_INDEX[p]]
     track.jaw_pose[:, 0] = curves[:, P_INDEX["jaw"]]
-    if extras:
-        from l2t_gs.motion.extras import extras_track
-
-        track = track + extras_track(track.n_frames, fps, seed, names, segments=seg)
     return track

@@ -161,12 +161,14 @@ class _Espeak:
             ident = arr[i].contents.identifier
             if ident:
                 variants.append(ident.decode("utf-8", "replace").rsplit("/", 1)[-1])
+        self.all_languages = sorted(languages)  # every installed language (non-English: any_language=True)
         english = sorted(lang for lang in languages if lang == "en" or lang.startswith("en-"))
         return english, sorted(set(variants), key=str.lower)
 
-    def set_voice(self, voice: str) -> None:
+    def set_voice(self, voice: str, any_language: bool = False) -> None:
         language, _, variant = voice.partition("+")
-        if language.lower() not in self.languages and language.lower() != "en":
+        known = self.all_languages if any_language else self.languages
+        if language.lower() not in known and language.lower() != "en":
             raise L2TError(
                 f"unknown or non-English espeak-ng voice {language!r}; English voices: {', '.join(self.languages)}"
             )
@@ -230,9 +232,10 @@ def _check_text(text: str) -> str:
 
 
 def synthesize_raw(
-    text: str, voice: str = DEFAULT_VOICE, *, rate: float = 1.0, pitch: int | None = None
+    text: str, voice: str = DEFAULT_VOICE, *, rate: float = 1.0, pitch: int | None = None, any_language: bool = False
 ) -> EngineOutput:
     """Speak ``text``: 22050 Hz float32 audio and espeak-ng phonemes with (start, end) in seconds.
+    ``any_language``: allow non-English voices (their phonemes are not in ``phones.ESPEAK_TO_CANON``).
 
     ``rate`` scales the normal speed (175 words/min; 80-450 allowed), ``pitch`` is espeak's 0-100 scale
     (None: 50, the voice's own pitch).
@@ -247,7 +250,7 @@ def synthesize_raw(
     eng = _engine()
     data = text.encode("utf-8") + b"\0"
     with _LOCK:
-        eng.set_voice(voice)
+        eng.set_voice(voice, any_language)
         eng.lib.espeak_SetParameter(_PARAM_RATE, wpm, 0)
         eng.lib.espeak_SetParameter(_PARAM_PITCH, 50 if pitch is None else int(pitch), 0)
         eng.chunks, eng.events = [], []
@@ -278,15 +281,15 @@ def synthesize(
     return audio, canonicalize(raw.phones, map_espeak, audio.shape[0] / sr)
 
 
-def text_to_phonemes(text: str, voice: str = DEFAULT_VOICE) -> list[list[str]]:
+def text_to_phonemes(text: str, voice: str = DEFAULT_VOICE, *, any_language: bool = False) -> list[list[str]]:
     """espeak-ng's pronunciation of ``text`` (letter-to-sound, numbers expanded): phoneme mnemonics per word,
-    stress marks removed."""
+    stress marks removed. ``any_language``: allow non-English voices."""
     text = _check_text(text)
     eng = _engine()
     data = text.encode("utf-8") + b"\0"
     words: list[list[str]] = []
     with _LOCK:
-        eng.set_voice(voice)
+        eng.set_voice(voice, any_language)
         buf = ctypes.create_string_buffer(data, len(data))
         ptr = ctypes.c_void_p(ctypes.addressof(buf))
         mode = ord("|") << 8  # bits 8-23: separator between phoneme names

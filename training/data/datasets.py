@@ -63,10 +63,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from l2t_gs.audio.io import load_audio
-from l2t_gs.training.data.splits import DatasetSpec, SplitRule, builtin_spec, clip_sentence, clip_subject
 from l2t_gs.errors import L2TError
 from l2t_gs.rig.loader import pickled_array, unpickle_restricted
 from l2t_gs.speech.segments import PhoneSegment
+from l2t_gs.training.data.splits import DatasetSpec, SplitRule, builtin_spec, clip_sentence, clip_subject
 
 __all__ = [
     "Clip",
@@ -110,6 +110,15 @@ class Clip:
     @property
     def num_frames(self) -> int:
         return int(self.vertices.shape[0])
+
+    def contact_targets(self) -> torch.Tensor | None:
+        """Per-frame lip-contact targets [T, 2] (bilabial, labiodental) from the phones (``None`` without);
+        see :func:`l2t_gs.motion.contacts.contact_targets`."""
+        if not self.phones:
+            return None
+        from l2t_gs.motion.contacts import contact_targets
+
+        return torch.from_numpy(contact_targets(self.phones, self.fps, self.num_frames))
 
 
 @dataclass
@@ -224,7 +233,7 @@ def _read_phones(path: Path) -> list[PhoneSegment]:
     return out
 
 
-def _load_templates(path: Path) -> dict[str, np.ndarray]:
+def load_templates(path: Path) -> dict[str, np.ndarray]:
     """``templates.pkl`` -> subject -> float32 (V, 3). Uses the project's restricted (numpy-only) unpickler."""
     if not path.is_file():
         raise L2TError(f"missing templates file {path}")
@@ -529,7 +538,7 @@ def load_dataset(
         if not (root / sub).is_dir():
             raise L2TError(f"dataset {root} has no {sub}/ folder (expected {root / sub})")
 
-    templates = _load_templates(root / TEMPLATES_FILE)
+    templates = load_templates(root / TEMPLATES_FILE)
     wav_names = _list_names(root / WAV_DIR, ".wav")
     npy_names = _list_names(root / VERTICES_DIR, ".npy")
 

@@ -41,7 +41,8 @@ __all__ = [
 @dataclass
 class Batch:
     """A training batch: ``audio [B, n]``, ``vertices [B, T, V, 3]``, ``mask [B, T]`` (valid frames),
-    ``templates [B, V, 3]``, ``style [B]`` (-1: unseen speaker), clip names/subjects, crop starts (frames)."""
+    ``templates [B, V, 3]``, ``style [B]`` (-1: unseen speaker), clip names/subjects, crop starts (frames);
+    with contact targets: ``contacts [B, T, 2]`` and ``contact_valid [B]`` (the clip has phones)."""
 
     audio: Tensor
     vertices: Tensor
@@ -52,16 +53,20 @@ class Batch:
     subjects: list[str]
     starts: list[int]
     fps: float
+    contacts: Tensor | None = None
+    contact_valid: Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
-        move = {k: getattr(self, k).to(device) for k in ("audio", "vertices", "mask", "templates", "style")}
+        keys = ("audio", "vertices", "mask", "templates", "style", "contacts", "contact_valid")
+        move = {k: getattr(self, k).to(device) for k in keys if getattr(self, k) is not None}
         return dataclasses.replace(self, **move)
 
 
 @dataclass
 class LossContext:
     """What a loss sees: predictions and targets ``[B, T, V, 3]`` (positions multiplied by ``scale``), the
-    decoder output ``raw [B, T, D]``, the batch, the model (unwrapped) and the step (-1: validation)."""
+    decoder output ``raw [B, T, D]``, the batch, the model (unwrapped), the step (-1: validation) and the
+    contact head's ``contact_logits [B, T, 2]`` (``None`` without one)."""
 
     pred: Tensor
     target: Tensor
@@ -70,6 +75,7 @@ class LossContext:
     model: Audio2Mesh
     scale: float
     step: int
+    contact_logits: Tensor | None = None
 
     @property
     def mask(self) -> Tensor:
@@ -87,6 +93,7 @@ LOSSES: Registry[LossFactory] = Registry(
         "l2t_gs.training.losses.motion",
         "l2t_gs.training.losses.sync",
         "l2t_gs.training.losses.lipread",
+        "l2t_gs.training.losses.contact",
     ),
 )
 

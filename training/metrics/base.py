@@ -138,7 +138,11 @@ class Metric:
 
 #: Metric name -> factory (a class or a zero-argument callable returning a :class:`Metric`).
 METRICS: Registry[Callable[[], Metric]] = Registry(
-    "metric", modules=("l2t_gs.training.metrics.standard", "l2t_gs.training.metrics.lse")
+    "metric", modules=(
+        "l2t_gs.training.metrics.standard",
+        "l2t_gs.training.metrics.lse",
+        "l2t_gs.training.metrics.lipsync_eval",
+    ),
 )
 
 

@@ -34,10 +34,13 @@ __all__ = [
     "as_array",
     "bilabial_segments",
     "closure_flags",
+    "false_closures",
     "fdd",
     "lip_gap",
     "lip_max_sq_error",
     "lve",
+    "OPEN_VOWELS",
+    "open_vowel_segments",
     "pearson",
     "segment_frames",
     "upper_face_dynamics",
@@ -45,6 +48,11 @@ __all__ = [
 
 #: Phones whose articulation closes the lips (p, b, m), lower-case without stress marks.
 BILABIALS = frozenset({"p", "b", "m"})
+#: Vowels during which the lips are open (low, mid and diphthong-onset vowels; not the high/rounded
+#: iy, uw, whose aperture may be small): a lip closure there is a false closure.
+#: Vowels whose lips must be visibly open (the false-closure test); iy, ih, uw, uh may legitimately be
+#: nearly closed.
+OPEN_VOWELS = frozenset({"aa", "ae", "ah", "ao", "aw", "ay", "eh", "ey", "ow", "oy", "er"})
 
 
 def as_array(x: Any, dtype: Any = None) -> np.ndarray:
@@ -150,6 +158,38 @@ def closure_flags(gap: np.ndarray, segments: Sequence[tuple[float, float]], fps:
         if frames.size:
             flags.append(bool(gap[frames].min() < threshold))
     return np.asarray(flags, dtype=bool)
+
+
+def open_vowel_segments(phones: Iterable[Any], min_s: float = 0.08) -> list[tuple[float, float]]:
+    """(start, end) seconds of the :data:`OPEN_VOWELS` among ``phones`` lasting at least ``min_s``
+    (phones as in :func:`bilabial_segments`)."""
+    out = []
+    for seg in phones:
+        if _phone_label(seg) in OPEN_VOWELS:
+            start, end = _seg_times(seg)
+            if end - start >= min_s - 1e-9:
+                out.append((start, end))
+    return out
+
+
+def false_closures(
+    gap_mm: np.ndarray,
+    phones: Iterable[Any],
+    fps: float,
+    threshold_mm: float = 1.0,
+    min_s: float = 0.08,
+    core: float = 0.5,
+) -> int:
+    """Number of open vowels (:data:`OPEN_VOWELS` lasting >= ``min_s``, 80 ms) during which the lip gap
+    ``gap_mm`` [T] (millimetres) falls below ``threshold_mm``: lips closed where they must be open.
+
+    Only the central ``core`` fraction of each vowel is examined (at least its middle frame; frames as
+    in :func:`segment_frames`): its first and last frames are coarticulated with the neighbours, and
+    a bilabial closure legitimately reaches into them (its release). ``core=1``: the whole vowel.
+    """
+    trim = 0.5 * (1.0 - min(max(core, 0.0), 1.0))
+    segs = [(a + trim * (b - a), b - trim * (b - a)) for a, b in open_vowel_segments(phones, min_s)]
+    return int(closure_flags(gap_mm, segs, fps, threshold_mm).sum())
 
 
 def pearson(a: Any, b: Any, rtol: float = 1e-9) -> float:

@@ -1,0 +1,197 @@
+"""Lip contacts as per-frame signals: targets from phones, and exact closure of predicted rig motion.
+
+Two contact kinds, in this column order everywhere: ``0`` bilabial closure (p, b, m), ``1``
+labiodental contact (f, v).
+
+* :func:`contact_targets`: per-frame targets [T, 2] in [0, 1] from phone segments, exactly the
+  contact windows of :mod:`l2t_gs.motion.articulation` (1 over the segment, widened to the minimum
+  contact length, raised-cosine edges of up to ``EDGE_S``; bilabial wins over a labiodental
+  neighbour, so the labiodental column is multiplied by ``1 - bilabial``).
+* :func:`apply_contacts`: given contact probabilities [T, 2] (e.g. an Audio2Mesh contact head), the
+  frames with ``p > threshold`` become contact frames; around them a raised-cosine weight falls from
+  1 to 0 over ``edge_s`` seconds (smooth approach and release). The articulation module's closure
+  math (:func:`~l2t_gs.motion.articulation.enforce_contacts`) then closes the lips (bilabial weight)
+  and puts the lower lip on the upper teeth (labiodental weight). The closure uses the lip gap's
+  linear model (:func:`~l2t_gs.motion.articulation.lip_gap_coefficients`) plus a per-frame offset
+  measured on the skinned head, iterated until the midline lip gap of every contact frame is below
+  ``tol_mm`` (the parameters the linear model does not cover, e.g. ``mouth_corners_down``, and its
+  non-linearity are accounted for), so closures are exact on the mesh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from l2t_gs.motion import articulation as art
+from l2t_gs.motion.visemes import BILABIAL, LABIODENTAL, P_INDEX, PARAMS
+
+__all__ = [
+    "CONTACT_KINDS",
+    "apply_contacts",
+    "contact_targets",
+    "contact_weights",
+]
+
+#: Column names of contact targets / probabilities / logits.
+CONTACT_KINDS: tuple[str, str] = ("bilabial", "labiodental")
+
+_RIGS: dict[tuple, tuple[Any, tuple[int, int]]] = {}
+
+
+def contact_targets(segments: Sequence | art.Segments, fps: float, n_frames: int) -> np.ndarray:
+    """Per-frame contact targets [T, 2] float32 (bilabial closure, labiodental contact) of phone segments.
+
+    ``segments``: as :func:`~l2t_gs.motion.articulation.articulate` takes them (objects with
+    ``.phone``/``.start``/``.end`` or ``(phone, start, end)`` tuples, ARPAbet with stress digits
+    allowed) or prepared :class:`~l2t_gs.motion.articulation.Segments`; frame i is time ``i / fps``.
+    The values are the articulation module's contact windows: 1 inside a p/b/m (f/v) window, 0 away
+    from contacts, raised-cosine in between.
+    """
+    n = int(n_frames)
+    if n <= 0:
+        return np.zeros((0, 2), np.float32)
+    seg = segments if isinstance(segments, art.Segments) else art.prepare_segments(segments, n / fps)
+    t = np.arange(n) / float(fps)
+    cb = art.window_values(t, art.contact_windows(seg, BILABIAL, art.MIN_CLOSURE_S))
+    cf = art.window_values(t, art.contact_windows(seg, LABIODENTAL, art.MIN_LABIODENTAL_S)) * (1.0 - cb)
+    return np.stack([cb, cf], axis=1).astype(np.float32)
+
+
+def contact_weights(on: np.ndarray, fps: float, edge_s: float = art.EDGE_S) -> np.ndarray:
+    """Contact weights [T] from contact frames ``on`` [T] bool: 1 on them, a raised cosine of the
+    distance to the nearest one that reaches 0 at ``edge_s`` seconds (vectorised)."""
+    on = np.asarray(on, dtype=bool)
+    n = on.shape[0]
+    if n == 0 or not on.any():
+        return np.zeros(n)
+    i = np.arange(n)
+    last = np.maximum.accumulate(np.where(on, i, -(10**9)))  # nearest contact frame at or before i
+    nxt = np.minimum.accumulate(np.where(on, i, 10**9)[::-1])[::-1]  # at or after i
+    dist = np.minimum(i - last, nxt - i) / float(fps)
+    x = np.clip(dist / max(edge_s, 1e-9), 0.0, 1.0)
+    return 0.5 + 0.5 * np.cos(np.pi * x)
+
+
+def _rig_and_pair(model: Any) -> tuple[Any, tuple[int, int]]:
+    from l2t_gs.assets import asset_path
+    from l2t_gs.rig import FlameRig
+
+    key = (model.name, model.source, model.n_verts, model.n_expr)
+    if key not in _RIGS:
+        with np.load(asset_path("head", "l2t_head.npz")) as z:
+            pair = (int(z["landmark_upper_lip_mid"][0]), int(z["landmark_lower_lip_mid"][0]))
+        _RIGS[key] = (FlameRig(model.to(dtype=torch.float32)), pair)
+    return _RIGS[key]
+
+
+def _lip_vectors(rig: Any, pair: tuple[int, int], expr: np.ndarray, jaw: np.ndarray) -> np.ndarray:
+    """Upper minus lower lip-midline vertex [n, 3] (metres) of the skinned head."""
+    with torch.no_grad():
+        v = rig(
+            expr=torch.as_tensor(expr, dtype=torch.float32),
+            jaw_pose=torch.as_tensor(jaw, dtype=torch.float32),
+        )
+    return (v[:, pair[0]] - v[:, pair[1]]).double().numpy()
+
+
+def apply_contacts(
+    rig_params: dict[str, Any],
+    probs: Any,
+    model: Any = None,
+    threshold: float = 0.5,
+    *,
+    fps: float = 30.0,
+    edge_s: float = art.EDGE_S,
+    tol_mm: float = 0.5,
+    max_iter: int = 4,
+) -> dict[str, Any]:
+    """Close the lips (and place f/v contacts) where contact probabilities exceed ``threshold``.
+
+    Args:
+        rig_params: ``{"expr": [T, E], "jaw_pose": [T, 3]}`` (numpy or torch; ``E`` leading expression
+            components of ``model``, e.g. :meth:`Audio2Mesh.predict_params`' output); other keys pass
+            through unchanged.
+        probs: [T, 2] probabilities of (bilabial closure, labiodental contact).
+        model: the head model (default: the built-in head); it must have the built-in expressions.
+        threshold: frames with ``p > threshold`` are contact frames.
+        fps: frame rate of the parameters (sets the ramp length in frames).
+        edge_s: length of the raised-cosine approach/release around contact frames.
+        tol_mm: the closure iterates until the skinned midline lip gap of every full-weight bilabial
+            frame is below this (at most ``max_iter`` passes).
+    Returns:
+        A new dict of the same kind (tensors stay tensors, on their device and dtype) with
+        ``expr`` and ``jaw_pose`` changed only near contact frames.
+    """
+    model = model if model is not None else art._default_model()
+    names = list(model.expr_names)
+    missing = [p for p in PARAMS[1:] if p not in names]
+    if missing:
+        raise ValueError(f"apply_contacts needs the built-in head's expressions; {model.name!r} lacks {missing}")
+    expr_in, jaw_in = rig_params["expr"], rig_params["jaw_pose"]
+    is_torch = isinstance(expr_in, torch.Tensor)
+    expr = (expr_in.detach().cpu().numpy() if is_torch else np.asarray(expr_in)).astype(np.float64)
+    jaw = (jaw_in.detach().cpu().numpy() if isinstance(jaw_in, torch.Tensor) else np.asarray(jaw_in)).astype(np.float64)
+    p = probs.detach().cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
+    n, e = expr.shape
+    if p.shape != (n, 2) or jaw.shape != (n, 3):
+        raise ValueError(
+            f"apply_contacts: expr [T, E], jaw_pose [T, 3] and probs [T, 2] expected, got "
+            f"{list(expr.shape)}, {list(jaw.shape)}, {list(p.shape)}"
+        )
+    cols = [names.index(q) for q in PARAMS[1:]]
+    if max(cols) >= e:
+        raise ValueError(f"apply_contacts needs the first {max(cols) + 1} expression components, got {e}")
+    on_b, on_f = p[:, 0] > threshold, p[:, 1] > threshold
+    cb = contact_weights(on_b, fps, edge_s)
+    cf = contact_weights(on_f, fps, edge_s) * (1.0 - cb)
+    act = np.nonzero((cb > 0) | (cf > 0))[0]
+    if act.size == 0:
+        return dict(rig_params)
+
+    coef = art.lip_gap_coefficients(model)
+    vals = np.zeros((act.size, len(PARAMS)))
+    vals[:, P_INDEX["jaw"]] = jaw[act, 0]
+    vals[:, 1:] = expr[act][:, cols]
+    wb, wf = cb[act], cf[act]
+    rig, pair = _rig_and_pair(model)
+    full = np.zeros((act.size, model.n_expr))
+
+    def rig_inputs(v: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ex = full[rows].copy()
+        ex[:, :e] = expr[act[rows]]
+        ex[:, cols] = v[rows, 1:]
+        jw = jaw[act[rows]].copy()
+        jw[:, 0] = v[rows, P_INDEX["jaw"]]
+        return ex, jw
+
+    closing = np.nonzero(wb > 0)[0]
+    offset = np.zeros(act.size)
+    new = art.enforce_contacts(vals, wb, wf, coef, offset)
+    if closing.size:
+        # the linear gap model ignores other parameters and curvature: measure the offset on the mesh
+        for _ in range(max(1, int(max_iter))):
+            d = _lip_vectors(rig, pair, *rig_inputs(new, closing))
+            offset[closing] = d[:, 1] - (coef[0] + new[closing] @ coef[1:])
+            new = art.enforce_contacts(vals, wb, wf, coef, offset)
+            d = _lip_vectors(rig, pair, *rig_inputs(new, closing))
+            exact = wb[closing] >= 1.0 - 1e-12
+            if not exact.any() or np.linalg.norm(d[exact], axis=1).max() * 1000 < tol_mm:
+                break
+
+    expr_out, jaw_out = expr.copy(), jaw.copy()
+    expr_out[np.ix_(act, cols)] = new[:, 1:]
+    jaw_out[act, 0] = new[:, P_INDEX["jaw"]]
+    out = dict(rig_params)
+    if is_torch:
+        out["expr"] = torch.as_tensor(expr_out, dtype=expr_in.dtype, device=expr_in.device)
+    else:
+        out["expr"] = expr_out.astype(np.asarray(expr_in).dtype, copy=False)
+    if isinstance(jaw_in, torch.Tensor):
+        out["jaw_pose"] = torch.as_tensor(jaw_out, dtype=jaw_in.dtype, device=jaw_in.device)
+    else:
+        out["jaw_pose"] = jaw_out.astype(np.asarray(jaw_in).dtype, copy=False)
+    return out

@@ -1,0 +1,345 @@
+"""Lip contacts: targets from phones, exact closure from contact probabilities, the Audio2Mesh contact
+head (training, streaming, checkpoints) and the false-closure count."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from l2t_gs.errors import L2TError
+from l2t_gs.motion import articulation as art
+from l2t_gs.motion.contacts import apply_contacts, contact_targets, contact_weights
+from l2t_gs.rig import FlameRig, load_head_model
+from l2t_gs.training.metrics.motion import OPEN_VOWELS, false_closures, lip_gap
+from l2t_gs.training.metrics.regions import builtin_regions
+
+FPS = 30.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def head():
+    hm = load_head_model("builtin")
+    return hm, FlameRig(hm), builtin_regions().lip_pair
+
+
+def segs(spec: str, start: float = 0.0) -> list[tuple[str, float, float]]:
+    """'sil:200 ah:150 b:80 ...' (durations in ms) -> [(phone, start, end)]."""
+    out, t = [], start
+    for item in spec.split():
+        ph, ms = item.split(":")
+        out.append((ph, t, t + int(ms) / 1000))
+        t += int(ms) / 1000
+    return out
+
+
+SEQ = "sil:200 ah:160 b:80 aa:180 m:90 aa:200 f:90 ay:220 p:70 ae:180 v:80 ah:160 m:100 sil:300"
+# the same utterance with every contact replaced by an open vowel: motion that never closes
+OPEN = "sil:200 ah:160 ah:80 aa:180 aa:90 aa:200 ah:90 ay:220 ah:70 ae:180 ah:80 ah:160 aa:100 sil:300"
+
+
+def _mid(seg: tuple[str, float, float]) -> int:
+    return int(round((seg[1] + seg[2]) / 2 * FPS))
+
+
+def _n(s) -> int:
+    return int(round(s[-1][2] * FPS))
+
+
+def _gap_mm(head, params) -> np.ndarray:
+    hm, rig, pair = head
+    with torch.no_grad():
+        v = rig(expr=torch.as_tensor(params["expr"]), jaw_pose=torch.as_tensor(params["jaw_pose"]))
+    return lip_gap(v, pair) * 1000
+
+
+# --------------------------------------------------------------------------- targets
+def test_contact_targets_follow_the_phones():
+    s = segs(SEQ)
+    tg = contact_targets(s, FPS, _n(s))
+    assert tg.shape == (_n(s), 2) and tg.dtype == np.float32
+    assert tg.min() >= 0 and tg.max() <= 1
+    for seg in s:
+        i = _mid(seg)
+        if seg[0] in ("p", "b", "m"):
+            assert tg[i, 0] == 1.0 and tg[i, 1] == 0.0, seg
+        elif seg[0] in ("f", "v"):
+            assert tg[i, 1] == 1.0 and tg[i, 0] == 0.0, seg
+        elif seg[0] in OPEN_VOWELS:
+            assert tg[i, 0] == 0.0 and tg[i, 1] == 0.0, seg
+    # the same windows as the articulation module's, ARPAbet with stress accepted
+    upper = [(p.upper() + ("1" if p in OPEN_VOWELS else ""), a, b) for p, a, b in s]
+    np.testing.assert_array_equal(contact_targets(upper, FPS, _n(s)), tg)
+    seg = art.prepare_segments(s, _n(s) / FPS)
+    t = np.arange(_n(s)) / FPS
+    np.testing.assert_allclose(tg[:, 0], art.window_values(t, art.contact_windows(seg, {"p", "b", "m"}, 0.05)))
+    assert contact_targets(s, FPS, 0).shape == (0, 2)
+
+
+def test_contact_weights_ramp_smoothly():
+    on = np.zeros(200, bool)
+    on[80:90] = True
+    for fps in (30.0, 100.0):
+        w = contact_weights(on, fps)
+        assert np.all(w[on] == 1.0)
+        k = int(np.ceil(art.EDGE_S * fps))
+        assert np.all(w[: 80 - k] == 0) and np.all(w[90 + k :] == 0)
+        assert np.all(np.diff(w[:81]) >= 0) and np.all(np.diff(w[89:]) <= 0)
+        # raised cosine: the per-frame change is at most its largest slope
+        assert np.abs(np.diff(w)).max() <= np.pi / (2 * art.EDGE_S * fps) + 1e-9
+
+
+# --------------------------------------------------------------------------- closing
+@pytest.fixture(scope="module")
+def closed(head):
+    hm = head[0]
+    s, o = segs(SEQ), segs(OPEN)
+    n = _n(s)
+    track = art.articulate(o, fps=FPS, n_frames=n, model=hm)
+    params = {"expr": track.expr, "jaw_pose": track.jaw_pose}
+    probs = contact_targets(s, FPS, n)
+    out = apply_contacts(params, probs, hm, fps=FPS)
+    return s, params, probs, out, _gap_mm(head, params), _gap_mm(head, out)
+
+
+def test_apply_contacts_closes_the_lips_exactly(closed):
+    s, params, probs, out, before, after = closed
+    on = probs[:, 0] > 0.5
+    assert on.sum() >= 12
+    assert before[on].max() > 5.0  # the motion itself never closes
+    assert after[on].max() < 1.0, after[on].round(2)
+    assert out["expr"].dtype == params["expr"].dtype and out["expr"].shape == params["expr"].shape
+    # labiodental frames: the lower lip goes onto the teeth
+    lab = art.P_INDEX["labiodental"] - 1
+    f_on = probs[:, 1] > 0.5
+    assert f_on.sum() >= 4
+    assert np.all(out["expr"][f_on, lab] == pytest.approx(1.0))
+
+
+def test_apply_contacts_leaves_open_vowels_open(closed, head):
+    s, params, probs, out, before, after = closed
+    for seg in s:
+        if seg[0] in OPEN_VOWELS and seg[2] - seg[1] >= 0.08:
+            i = _mid(seg)
+            assert before[i] >= 5.0 and after[i] >= 5.0, (seg, before[i], after[i])
+    # frames farther than EDGE_S from every contact frame are untouched, bit for bit
+    far = contact_weights((probs > 0.5).any(1), FPS) == 0
+    np.testing.assert_array_equal(out["expr"][far], params["expr"][far])
+    np.testing.assert_array_equal(out["jaw_pose"][far], params["jaw_pose"][far])
+    assert false_closures(after, s, FPS) == 0
+
+
+def test_apply_contacts_ramps_are_smooth(head):
+    """At 60 fps the approach and release spread over several frames: the per-frame change of the lip
+    gap stays within the raised cosine's slope times the opening it closes."""
+    hm = head[0]
+    fps = 60.0
+    s, o = segs(SEQ), segs(OPEN)
+    n = int(round(s[-1][2] * fps))
+    track = art.articulate(o, fps=fps, n_frames=n, model=hm)
+    params = {"expr": track.expr, "jaw_pose": track.jaw_pose}
+    before = _gap_mm(head, params)
+    after = _gap_mm(head, apply_contacts(params, contact_targets(s, fps, n), hm, fps=fps))
+    slope = np.pi / (2 * art.EDGE_S * fps)
+    bound = np.abs(np.diff(before)).max() + slope * before.max()
+    assert np.abs(np.diff(after)).max() <= bound
+    assert np.abs(np.diff(after)).max() < 0.6 * before.max()
+
+
+def test_apply_contacts_on_tensors_and_without_contacts(head):
+    hm = head[0]
+    expr = torch.zeros(10, hm.n_expr)
+    expr[:, hm.expr_names.index("lip_close")] = -1.0  # open lips
+    params = {"expr": expr, "jaw_pose": torch.zeros(10, 3), "other": 1}
+    none = apply_contacts(params, np.zeros((10, 2)), hm)
+    assert none["expr"] is expr
+    probs = torch.zeros(10, 2)
+    probs[4:6, 0] = 0.9
+    out = apply_contacts(params, probs, hm)
+    assert isinstance(out["expr"], torch.Tensor) and out["expr"].dtype == torch.float32 and out["other"] == 1
+    gap = _gap_mm(head, out)
+    assert gap[4:6].max() < 1.0 and _gap_mm(head, params)[4] > 1.0
+    with pytest.raises(ValueError, match="probs"):
+        apply_contacts(params, np.zeros((9, 2)), hm)
+
+
+# --------------------------------------------------------------------------- false closures
+def test_false_closures_count_closed_open_vowels():
+    s = segs("sil:200 ah:150 b:80 aa:60 m:80 iy:150 eh:100 sil:200")
+    n = _n(s)
+    gap = np.full(n, 8.0)
+    assert false_closures(gap, s, FPS) == 0
+    gap[_mid(s[1])] = 0.5  # ah (150 ms) closes
+    gap[_mid(s[3])] = 0.5  # aa is too short to count
+    gap[_mid(s[5])] = 0.5  # iy is not an open vowel
+    assert false_closures(gap, s, FPS) == 1
+    gap[_mid(s[6])] = 0.9  # eh: below 1 mm
+    assert false_closures(gap, [(p.upper(), a, b) for p, a, b in s], FPS) == 2
+
+
+# --------------------------------------------------------------------------- the model
+def _tiny_config(**kw):
+    from l2t_gs.models.audio2mesh import Audio2MeshConfig
+
+    base = dict(output="rig", d_model=16, n_layers=1, enc_dim=16, enc_layers=1, n_mels=40, dropout=0.0)
+    return Audio2MeshConfig(**(base | kw))
+
+
+def test_contact_head_config_and_streaming(head, tmp_path):
+    from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
+    from l2t_gs.models.checkpoint import load_model, model_payload, save_checkpoint
+
+    with pytest.raises(L2TError, match="contact_head"):
+        Audio2MeshConfig(output="vertices", contact_head=True).validate()
+    hm, rig, pair = head
+    torch.manual_seed(0)
+    model = Audio2Mesh(_tiny_config(contact_head=True), ["a"], hm.n_verts, head=hm).eval()
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.normal(size=int(2.5 * 16000))).astype(np.float32)
+    audio *= np.sin(np.linspace(0, 30, audio.size)) > 0
+    # a contact head that switches on and off: logits along the main direction of the decoder features
+    feats = []
+    hook = model.decoder.norm.register_forward_hook(lambda m, i, o: feats.append(o[0]))
+    model.predict_params(audio)
+    hook.remove()
+    h = torch.cat(feats)
+    u = torch.linalg.svd(h - h.mean(0), full_matrices=False).Vh[0]
+    proj = (h - h.mean(0)) @ u
+    with torch.no_grad():
+        model.decoder.contact_out.weight.copy_(torch.stack([u, -u]) * 8.0 / proj.std())
+        model.decoder.contact_out.bias.copy_(-8.0 * (h.mean(0) @ u) / proj.std() * torch.tensor([1.0, -1.0]))
+    params = model.predict_params(audio)
+    assert set(params) == {"expr", "jaw_pose", "contacts"} and params["contacts"].shape == (75, 2)
+    on = params["contacts"][:, 0] > 0.5
+    assert 0 < int(on.sum()) < 75
+    assert _gap_mm(head, params)[on.numpy()].max() < 1.0
+    raw = model.predict_params(audio, contacts=False)
+    torch.testing.assert_close(raw["contacts"], params["contacts"])
+    assert not torch.equal(raw["expr"], params["expr"])
+    # vertices: chunked streaming equals the whole clip; contacts applied as in predict_params
+    neutral = rig(expr=torch.zeros(1, hm.n_expr))[0]
+    whole, probs = model.predict(audio, neutral, chunk_seconds=30.0, return_contacts=True)
+    chunked = model.predict(audio, neutral, chunk_seconds=0.3)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+    torch.testing.assert_close(probs, params["contacts"], atol=1e-6, rtol=0)
+    assert lip_gap(whole, pair)[on.numpy()].max() * 1000 < 1.0
+    # checkpoints carry the flag; models without a contact head store no new key
+    save_checkpoint(tmp_path / "c.pt", model)
+    back = load_model(tmp_path / "c.pt")
+    assert back.config.contact_head and back.decoder.contact_out is not None
+    torch.testing.assert_close(back.predict_params(audio)["expr"], params["expr"])
+    plain = Audio2Mesh(_tiny_config(), ["a"], hm.n_verts, head=hm)
+    assert "contact_head" not in model_payload(plain)["config"]
+    assert model_payload(model)["config"]["contact_head"] is True
+    assert plain.decoder.contact_out is None and "contact_logits" not in plain(
+        torch.zeros(1, 8000), 15, torch.tensor([0]), neutral[None]
+    )
+
+
+def test_default_checkpoint_is_unchanged():
+    """The shipped model loads without a contact head and predicts what it did before contacts existed
+    (fingerprint of its rig output on the sample clip, taken before the change)."""
+    from l2t_gs.assets import asset_path
+    from l2t_gs.audio.io import load_audio
+    from l2t_gs.models.checkpoint import load_model, read_checkpoint
+    from l2t_gs.pipeline import default_model_path
+
+    assert "contact_head" not in read_checkpoint(default_model_path())["config"]
+    model = load_model(default_model_path())
+    assert model.config.contact_head is False and model.decoder.contact_out is None
+    audio = load_audio(asset_path("samples", "hello.wav"), sr=16000)
+    p = model.predict_params(torch.as_tensor(audio), fps=FPS)
+    assert set(p) == {"expr", "jaw_pose"}
+    out = torch.cat([p["expr"], p["jaw_pose"]], 1).double().numpy()
+    assert out.shape == (307, 15)
+    sums = [168.7642584, 42.70007283, 80.98282531, 42.2218623, -4.41260761, -46.2175832, -25.57675518,
+            -3.501819956e-04, -3.511346658e-04, 1.505019954e-04, -2.602507029e-04, -2.502725739,
+            20.10613108, 0.3544918522, 0.45719942]  # fmt: skip
+    f100 = [0.4980855286, 0.1036549062, 0.04012761265, 0.4102616012, -0.003614875488, -0.1826143116,
+            -0.0287402682, 5.41251211e-07, 5.395777407e-07, 3.729110176e-07, -1.173957571e-07,
+            -0.08768470585, 0.0653719753, 0.001073997584, 0.002240539994]  # fmt: skip
+    np.testing.assert_allclose(out.sum(0), sums, rtol=1e-6, atol=2e-5)
+    np.testing.assert_allclose(out[100], f100, rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- training
+def test_contact_head_trains_and_the_loss_decreases(tmp_path):
+    from flame_factory import make_head_model
+    from test_train_audio2mesh import make_dataset
+
+    from l2t_gs.models.checkpoint import load_model
+    from l2t_gs.rig import save_head_model
+    from l2t_gs.training.audio2mesh import train
+
+    head = make_head_model(n_verts=40, n_expr=5, seed=1, dtype=torch.float32)
+    head_path = save_head_model(head, tmp_path / "head.npz")
+    rig = FlameRig(head)
+    with torch.no_grad():
+        jaw_dir = (rig(jaw_pose=torch.tensor([[0.2, 0.0, 0.0]])) - rig())[0].numpy() * 0.5
+    tmpl = {"spkA": head.v_template.numpy(), "spkB": head.v_template.numpy() * 1.01}
+    data = make_dataset(tmp_path / "data", n_verts=40, templates=tmpl, basis=jaw_dir, seconds=1.0)
+    (data / "phones").mkdir()
+    for wav in sorted((data / "wav").glob("*.wav")):
+        ph = segs("sil:100 ah:150 m:100 aa:150 b:80 ah:120 f:90 ay:150 p:80 aa:200")
+        (data / "phones" / f"{wav.stem}.json").write_text(
+            json.dumps([{"phone": p.upper(), "start": a, "end": b} for p, a, b in ph])
+        )
+    recipe = {
+        "model": {
+            "output": "rig",
+            "head": str(head_path),
+            "contact_head": True,
+            "d_model": 16,
+            "n_layers": 1,
+            "enc_dim": 16,
+            "enc_layers": 1,
+            "n_mels": 40,
+            "dropout": 0.0,
+        },  # fmt: skip
+        "train": {"epochs": 8, "batch_size": 2, "lr": 3e-3, "crop_s": 0.0, "checkpoint_every": 0, "log_every": 1},
+        "data": {},
+        "loss": {"vertex": 1.0, "contact": {"weight": 1.0, "pos_weight": 3.0}},
+    }
+    seen: list[float] = []
+    summary = train(data, tmp_path / "run", recipe, callbacks=[lambda info: seen.append(info["contact"])],
+                    progress=False)  # fmt: skip
+    assert summary["steps"] == 24 and len(seen) == 24
+    assert np.isfinite(summary["val_contact"])
+    assert np.mean(seen[-4:]) < 0.95 * np.mean(seen[:4]), seen
+    import csv
+
+    with open(tmp_path / "run" / "val_log.csv") as fh:
+        val = [float(r["val_contact"]) for r in csv.DictReader(fh)]
+    assert len(val) == 8 and val[-1] < val[0] and val[-1] == min(val), val
+    model = load_model(tmp_path / "run")
+    assert model.config.contact_head
+    audio = np.zeros(16000, np.float32)
+    assert model.predict_params(audio, contacts=False)["contacts"].shape == (30, 2)
+    # the loss needs the head, and checks its options
+    bad = dict(recipe, model=dict(recipe["model"], contact_head=False))
+    with pytest.raises(L2TError, match="contact_head"):
+        train(data, tmp_path / "run2", bad, progress=False)
+    bad = dict(recipe, loss={"vertex": 1.0, "contact": {"pos_weight": -1}})
+    with pytest.raises(L2TError, match="pos_weight"):
+        train(data, tmp_path / "run3", bad, progress=False)
+
+
+def test_clip_contact_targets(tmp_path):
+    from l2t_gs.training.data.datasets import Clip
+
+    s = segs(SEQ)
+    n = _n(s)
+    clip = Clip("c", "s", torch.zeros(n * 16000 // 30), torch.zeros(n, 3, 3), torch.zeros(3, 3), FPS, 16000)
+    assert clip.contact_targets() is None
+    clip.phones = s
+    np.testing.assert_array_equal(clip.contact_targets().numpy(), contact_targets(s, FPS, n))

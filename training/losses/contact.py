@@ -1,0 +1,61 @@
+"""Contact loss of Audio2Mesh training: binary cross-entropy of the contact head's logits.
+
+Turned on by the recipe table (the model needs ``contact_head = true`` in ``[model]``)::
+
+    [loss.contact]
+    weight = 0.1
+    pos_weight = 5.0     # weight of contact frames (the rare class); a number or [bilabial, labiodental]
+
+Targets are the per-frame contact windows of the clip's phones (``phones/<name>.json``;
+:func:`l2t_gs.motion.contacts.contact_targets`: 1 inside p/b/m resp. f/v windows, raised-cosine edges,
+0 elsewhere), cropped with the clip. Clips without phones and padded frames do not count. The value is
+the mean over valid frames and both contact kinds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from l2t_gs.errors import L2TError
+from l2t_gs.training.losses.registry import LOSSES
+
+__all__ = ["contact_bce", "contact_loss_factory"]
+
+
+def contact_bce(logits: Tensor, targets: Tensor, valid: Tensor, pos_weight: Tensor) -> Tensor:
+    """Mean BCE of ``logits [B, T, 2]`` against soft ``targets [B, T, 2]`` over ``valid [B, T]`` frames,
+    contact frames weighted by ``pos_weight [2]``."""
+    bce = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=pos_weight, reduction="none")
+    m = valid.to(bce.dtype)[..., None]
+    return (bce * m).sum() / (m.sum() * bce.shape[-1]).clamp_min(1.0)
+
+
+def _pos_weight(value: Any) -> list[float]:
+    vals = value if isinstance(value, list | tuple) else [value, value]
+    ok = len(vals) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in vals)
+    if not ok:
+        raise L2TError(f"[loss.contact]: pos_weight must be a number > 0 or two of them, got {value!r}")
+    return [float(v) for v in vals]
+
+
+@LOSSES.register("contact")
+def contact_loss_factory(options: dict[str, Any], model: Any, device: torch.device) -> Any:
+    """``[loss.contact]``: options ``pos_weight`` (5.0)."""
+    opts = dict(options)
+    pw = torch.tensor(_pos_weight(opts.pop("pos_weight", 5.0)), device=device)
+    if opts:
+        raise L2TError(f"[loss.contact]: unknown option(s) {', '.join(sorted(opts))}")
+    if getattr(getattr(model, "decoder", None), "contact_out", None) is None:
+        raise L2TError("[loss] contact needs a model with a contact head: set contact_head = true in [model]")
+
+    def fn(c: Any) -> Tensor:
+        if c.contact_logits is None or c.batch.contacts is None:
+            raise L2TError("[loss] contact: the batch has no contact logits or targets")
+        valid = c.mask & c.batch.contact_valid[:, None]
+        return contact_bce(c.contact_logits, c.batch.contacts, valid, pw.to(c.contact_logits.dtype))
+
+    return fn
