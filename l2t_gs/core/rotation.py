@@ -134,25 +134,24 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
     )
 
 
-def quat_to_matrix(quat: Tensor, eps: float = 1e-24) -> Tensor:
+def quat_to_matrix(quat: Tensor, eps: float = 1e-12) -> Tensor:
     """Quaternion (w, x, y, z) [..., 4] -> rotation matrix [..., 3, 3]; the input need not be unit.
 
-    The one quaternion-to-matrix conversion of the project (binding, rasterizers, viewer). A zero
-    quaternion (|q|^2 below ``eps``) gives the identity instead of NaN.
+    The one quaternion-to-matrix conversion of the project (binding, rasterizers, viewer): ``quat`` is
+    normalised first (norm clamped below by ``eps``, so a zero quaternion gives the identity, not NaN).
     """
-    w, x, y, z = quat.unbind(-1)
-    s = 2.0 / (quat * quat).sum(-1).clamp_min(eps)
+    w, x, y, z = (quat / quat.norm(dim=-1, keepdim=True).clamp_min(eps)).unbind(-1)
     return torch.stack(
         [
-            1 - s * (y * y + z * z),
-            s * (x * y - w * z),
-            s * (x * z + w * y),
-            s * (x * y + w * z),
-            1 - s * (x * x + z * z),
-            s * (y * z - w * x),
-            s * (x * z - w * y),
-            s * (y * z + w * x),
-            1 - s * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
     ).reshape(*quat.shape[:-1], 3, 3)
