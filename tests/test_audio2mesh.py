@@ -19,14 +19,7 @@ from l2t_gs.models.audio2mesh import (
 from l2t_gs.models.checkpoint import load_model, save_checkpoint
 from l2t_gs.models.encoders import SAMPLE_RATE, alibi_slopes, align_features
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest (and steadiest on a shared CPU) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = {"d_model": 32, "n_layers": 2, "enc_dim": 32, "enc_layers": 2, "dropout": 0.0}

@@ -107,15 +107,6 @@ def test_zero_parameters_give_template_exactly() -> None:
     torch.testing.assert_close(FlameRig(model)()[0], model.v_template, rtol=0, atol=1e-15)
 
 
-@pytest.fixture
-def one_thread():
-    """Gradcheck runs hundreds of tiny ops; intra-op threads only add contention there."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_gradcheck_all_inputs_float64(one_thread: None) -> None:
     model = make_head_model(dtype=F64, n_verts=8, n_shape=2, n_expr=2, n_faces=4, seed=5)
     rig = FlameRig(model)

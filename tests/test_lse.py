@@ -14,13 +14,7 @@ from l2t_gs.training.data.datasets import load_dataset
 from l2t_gs.training.metrics.evaluate import evaluate, get_metric
 from l2t_gs.training.metrics.lse import LSE, sync_scores
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,7 @@ from l2t_gs.gaussians import load_avatar
 from l2t_gs.render import rasterize
 from l2t_gs.training.data.mouth import LUMA, MouthCropSpec, MouthRenderer, mouth_camera
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,8 @@ from l2t_gs.training.syncnet3d import (
     train,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 16000
 TINY_MODEL = {"embed_dim": 32, "audio_channels": 32, "motion_hidden": 32}
 TINY_RECIPE = {
@@ -147,15 +149,6 @@ def shifted(v: np.ndarray, k: int) -> np.ndarray:
     if k < 0:
         return np.concatenate([v[-k:], np.repeat(v[-1:], -k, 0)])
     return v
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (and many times faster than on two on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,7 @@ from l2t_gs.models.checkpoint import load_model, read_checkpoint
 from l2t_gs.training.audio2mesh import dump_toml, load_recipe, train
 from l2t_gs.training.losses.registry import LOSSES, build_losses
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest (and steadiest on a shared CPU) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY_RECIPE = {
