@@ -158,3 +158,23 @@ def test_the_checker_sees_a_cycle_and_an_upward_import(monkeypatch: pytest.Monke
     monkeypatch.setattr(__import__(__name__), "GRAPH", fake)
     assert _cycles() == [["l2t_gs.render.b", "l2t_gs.rig.a"]]
     assert layer_of("l2t_gs.render.b") > layer_of("l2t_gs.rig.a")
+
+
+def test_registry_lists_lazy_modules_and_restores_overrides() -> None:
+    from l2t_gs.core.registry import Registry
+    from l2t_gs.errors import L2TError
+    from l2t_gs.render.backends import BACKENDS, backend_choices
+
+    assert {"gsplat", "cpu-fast", "torch-pure"} <= set(BACKENDS.choices())
+    assert backend_choices()[:2] == ("auto", "torch")
+    reg: Registry[int] = Registry("thing")
+    reg.add("a", 1, "first")
+    with pytest.raises(L2TError, match="registered twice"):
+        reg.add("a", 2)
+    with reg.overridden("a", 5):
+        assert reg.get("a") == 5
+    with reg.overridden("b", 7):
+        assert reg.choices() == ("a", "b")
+    assert reg.get("a") == 1 and reg.choices() == ("a",) and reg.help("a") == "first"
+    with pytest.raises(L2TError, match="unknown thing 'c'; choose from a"):
+        reg.get("c")

@@ -217,11 +217,12 @@ def dump_toml_path(r: dict, name: str) -> Path:
 
 
 @pytest.fixture
-def scratch_losses(monkeypatch):
-    """Losses a test registers are gone after it (the registry's tables are restored)."""
-    LOSSES.choices()  # the built-in losses first
-    monkeypatch.setattr(LOSSES, "_entries", dict(LOSSES._entries))
-    monkeypatch.setattr(LOSSES, "_help", dict(LOSSES._help))
+def scratch_losses():
+    """Losses a test registers are gone after it."""
+    before = set(LOSSES.choices())  # the built-in losses first
+    yield
+    for name in set(LOSSES.choices()) - before:
+        LOSSES.remove(name)
 
 
 def test_custom_loss_plugs_in_through_the_registry(dataset, tmp_path, scratch_losses):

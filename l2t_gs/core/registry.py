@@ -8,6 +8,7 @@ new entry is one new module plus its name in that tuple.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -48,6 +49,29 @@ class Registry(Generic[T]):
             raise L2TError(f"{self.what} {name!r} is registered twice")
         self._entries[name] = obj
         self._help[name] = help or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
+
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (e.g. an entry a test registered)."""
+        self._entries.pop(name, None)
+        self._help.pop(name, None)
+
+    @contextlib.contextmanager
+    def overridden(self, name: str, obj: T, help: str = "") -> Iterator[None]:  # noqa: A002
+        """Within the ``with`` block, ``name`` is ``obj`` (replacing or adding it); restored afterwards.
+
+        For tests and experiments that swap an entry (e.g. a stand-in for an expensive loss)."""
+        self._load()
+        had = name in self._entries
+        old, old_help = self._entries.get(name), self._help.get(name, "")
+        self._entries[name], self._help[name] = obj, help or old_help
+        try:
+            yield
+        finally:
+            if had:
+                self._entries[name], self._help[name] = old, old_help  # type: ignore[assignment]
+            else:
+                self._entries.pop(name, None)
+                self._help.pop(name, None)
 
     def get(self, name: str) -> T:
         """The entry called ``name``; an unknown name is a one-line error listing the choices."""
