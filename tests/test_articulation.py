@@ -23,6 +23,7 @@ def head():
         lm = {k[9:]: z[k] for k in z.files if k.startswith("landmark_")}
     return model, FlameRig(model), lm
 
+
 # hand-made utterances: a-ba, ma, up, mom, f/v, rounded contexts, short vowels between bilabials
 def segs(spec: str, start: float = 0.0):
     """'sil:200 ah:150 b:80 ...' (durations in ms) -> [(phone, start, end)]."""

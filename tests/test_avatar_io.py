@@ -92,9 +92,7 @@ def make_avatar(flame_path: Path, n: int = 50, seed: int = 0) -> GaussianAvatar:
     rng = np.random.default_rng(seed + 1)
     params["shape"] = torch.from_numpy(rng.normal(size=S).astype(np.float32))
     params["jaw_pose"] = torch.tensor([0.2, 0.0, 0.0])
-    params["static_offset"] = torch.from_numpy(
-        rng.normal(scale=1e-3, size=(model.n_verts, 3)).astype(np.float32)
-    )
+    params["static_offset"] = torch.from_numpy(rng.normal(scale=1e-3, size=(model.n_verts, 3)).astype(np.float32))
     return avatar_io.avatar_from_ply(ply, model, params, name="tiny")
 
 
@@ -137,9 +135,7 @@ def test_vertices_from_batched_params(flame_path: Path) -> None:
     rig = FlameRig(avatar.head_model)
     p = avatar.neutral_params
     for i in range(2):
-        ref = rig(
-            **{**{k: v[None] for k, v in p.items()}, "jaw_pose": jaw[i : i + 1], "expr": torch.ones(1, E)}
-        )
+        ref = rig(**{**{k: v[None] for k, v in p.items()}, "jaw_pose": jaw[i : i + 1], "expr": torch.ones(1, E)})
         torch.testing.assert_close(verts[i], ref[0])
 
 
@@ -272,9 +268,7 @@ def test_world_export_equals_deform(flame_path: Path, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- GaussianAvatars import
 
 
-def write_ga_export(
-    folder: Path, flame_path: Path, *, teeth: bool = False, n: int = 40, t: int = 3
-) -> GaussianPly:
+def write_ga_export(folder: Path, flame_path: Path, *, teeth: bool = False, n: int = 40, t: int = 3) -> GaussianPly:
     """A GaussianAvatars-style export: local PLY with binding, flame_param.npz with T frames."""
     model = load_head_model(flame_path)
     v, f = model.n_verts, model.n_faces
@@ -310,9 +304,7 @@ def test_import_gaussian_avatars(flame_path: Path, tmp_path: Path) -> None:
     assert torch.equal(back.binding, torch.from_numpy(ply.binding))
     with np.load(export / "flame_param.npz") as fp:
         torch.testing.assert_close(back.neutral_params["jaw_pose"], torch.from_numpy(fp["jaw_pose"][1]))
-        torch.testing.assert_close(
-            back.neutral_params["static_offset"], torch.from_numpy(fp["static_offset"][0])
-        )
+        torch.testing.assert_close(back.neutral_params["static_offset"], torch.from_numpy(fp["static_offset"][0]))
         torch.testing.assert_close(back.neutral_params["shape"], torch.from_numpy(fp["shape"]))
     assert (tmp_path / "imported" / "head_model.npz").is_file()
     assert Path(avatar.head_model_spec).parent == (tmp_path / "imported").resolve()
@@ -356,19 +348,14 @@ def test_cli_import_and_export(flame_path: Path, tmp_path: Path, capsys: pytest.
     write_ga_export(tmp_path / "ga", flame_path, t=4)
     out = tmp_path / "av"
     assert (
-        run_cli(
-            ["avatar", "import-ga", str(tmp_path / "ga"), "--flame-model", str(flame_path), "--out", str(out)]
-        )
-        == 0
+        run_cli(["avatar", "import-ga", str(tmp_path / "ga"), "--flame-model", str(flame_path), "--out", str(out)]) == 0
     )
     assert "wrote" in capsys.readouterr().out
     ply_path = tmp_path / "frame.ply"
     assert run_cli(["avatar", "export-ply", "--avatar", str(out), "--out", str(ply_path)]) == 0
     avatar = load_avatar(out)
     world = read_gaussian_ply(ply_path)
-    np.testing.assert_allclose(
-        world.means, avatar.deform(avatar.neutral_vertices()).means[0].numpy(), atol=1e-6
-    )
+    np.testing.assert_allclose(world.means, avatar.deform(avatar.neutral_vertices()).means[0].numpy(), atol=1e-6)
     # a frame of a motion file: dynamic parameters from the file, identity from the avatar
     params = tmp_path / "ga" / "flame_param.npz"
     argv = [
@@ -398,6 +385,7 @@ def test_head_model_reference(flame_path: Path, tmp_path: Path, monkeypatch: pyt
     """The built-in head is referenced by name; an in-memory head model is written into the folder."""
     import dataclasses
 
+    import l2t_gs.gaussians.avatar as avatar_mod
     import l2t_gs.rig as rig
     import l2t_gs.rig.loader as loader
 
@@ -408,6 +396,7 @@ def test_head_model_reference(flame_path: Path, tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(loader, "resolve_head_spec", fake)
     monkeypatch.setattr(rig, "resolve_head_spec", fake)
+    monkeypatch.setattr(avatar_mod, "resolve_head_spec", fake)
     avatar = make_avatar(flame_path)
     assert avatar.head_model_spec == "builtin"
     out = save_avatar(avatar, tmp_path / "b")

@@ -38,9 +38,7 @@ def ref_frame(v0: np.ndarray, v1: np.ndarray, v2: np.ndarray) -> tuple[np.ndarra
     return rot, k, (v0 + v1 + v2) / 3.0
 
 
-def random_mesh(
-    rng: np.random.Generator, batch: int, nv: int = 12, nf: int = 16
-) -> tuple[np.ndarray, np.ndarray]:
+def random_mesh(rng: np.random.Generator, batch: int, nv: int = 12, nf: int = 16) -> tuple[np.ndarray, np.ndarray]:
     verts = rng.normal(size=(batch, nv, 3))
     faces = np.stack([rng.choice(nv, size=3, replace=False) for _ in range(nf)])
     return verts, faces
@@ -110,12 +108,8 @@ def test_rigid_similarity_moves_splats_rigidly() -> None:
     both = torch.from_numpy(np.concatenate([verts, moved]))
     n = 25
     binding = torch.from_numpy(rng.integers(0, len(faces), size=n))
-    mu, s, q = (
-        torch.from_numpy(a) for a in (rng.normal(size=(n, 3)), rng.normal(size=(n, 3)), random_quats(rng, n))
-    )
-    means, quats, log_scales = local_to_world(
-        triangle_frames(both, torch.from_numpy(faces)), binding, mu, s, q
-    )
+    mu, s, q = (torch.from_numpy(a) for a in (rng.normal(size=(n, 3)), rng.normal(size=(n, 3)), random_quats(rng, n)))
+    means, quats, log_scales = local_to_world(triangle_frames(both, torch.from_numpy(faces)), binding, mu, s, q)
     np.testing.assert_allclose(means[1].numpy(), sigma * means[0].numpy() @ rot.T + t, atol=1e-10)
     np.testing.assert_allclose(log_scales[1].numpy(), log_scales[0].numpy() + math.log(sigma), atol=1e-10)
     m0 = quat_to_matrix(quats[0]).numpy()
@@ -134,9 +128,7 @@ def test_translated_triangle_keeps_local_offsets() -> None:
     assert fr.scales[0, 0].item() == pytest.approx(1.5)
     torch.testing.assert_close(fr.centroids[0, 0], torch.tensor([2 / 3, 1 / 3, 0.0], dtype=torch.float64))
     mu = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
-    means, _, _ = local_to_world(
-        fr, torch.tensor([0, 0]), mu, torch.zeros(2, 3), torch.tensor([[1.0, 0, 0, 0]] * 2)
-    )
+    means, _, _ = local_to_world(fr, torch.tensor([0, 0]), mu, torch.zeros(2, 3), torch.tensor([[1.0, 0, 0, 0]] * 2))
     c = fr.centroids[0, 0]
     torch.testing.assert_close(means[0, 0], c + torch.tensor([1.5, 0.0, 0.0], dtype=torch.float64))
     torch.testing.assert_close(means[0, 1], c + torch.tensor([0.0, 0.0, 1.5], dtype=torch.float64))

@@ -195,6 +195,4 @@ def test_shipped_file_matches_the_generator(model):
     np.testing.assert_allclose(arrays["v_template"], model.v_template.numpy(), atol=1e-6)
     np.testing.assert_array_equal(arrays["f"], model.faces.numpy())
     np.testing.assert_allclose(arrays["weights"], model.lbs_weights.numpy(), atol=1e-6)
-    np.testing.assert_allclose(
-        arrays["shapedirs"][..., : model.n_shape], model.shapedirs.numpy(), atol=1e-6
-    )
+    np.testing.assert_allclose(arrays["shapedirs"][..., : model.n_shape], model.shapedirs.numpy(), atol=1e-6)

@@ -164,9 +164,7 @@ def test_batch_inference_padding_and_sharing() -> None:
     assert a.shape == (5, model.n_verts, 3)
     torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
     # Unbatched pose vectors broadcast; batch comes from the offsets here.
-    c = rig(
-        jaw_pose=torch.tensor([0.1, 0.0, 0.0], dtype=F64), dynamic_offset=torch.zeros(2, model.n_verts, 3)
-    )
+    c = rig(jaw_pose=torch.tensor([0.1, 0.0, 0.0], dtype=F64), dynamic_offset=torch.zeros(2, model.n_verts, 3))
     assert c.shape == (2, model.n_verts, 3)
     torch.testing.assert_close(c[0], c[1])
     # Translation is added exactly after skinning.

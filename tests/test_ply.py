@@ -43,9 +43,7 @@ def plain_read(path: Path) -> tuple[list[str], np.ndarray]:
     return names, data
 
 
-def plain_write(
-    path: Path, names: list[str], types: list[str], columns: list[np.ndarray], order: str = "<"
-) -> None:
+def plain_write(path: Path, names: list[str], types: list[str], columns: list[np.ndarray], order: str = "<") -> None:
     """A minimal independent writer with arbitrary property order and types."""
     dtype = np.dtype([(n, order + {"float": "f4", "double": "f8", "int": "i4", "uchar": "u1"}[t])
                       for n, t in zip(names, types, strict=True)])  # fmt: skip

@@ -39,7 +39,12 @@ from typing import Any
 
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import write_text_atomic
+from l2t_gs.models.checkpoint import load_model
+from l2t_gs.training.audio2mesh import load_recipe, train
 from l2t_gs.training.common import read_recipe, recipe_file, typed_table
+from l2t_gs.training.data.datasets import load_dataset
+from l2t_gs.training.metrics.evaluate import DEFAULT_METRICS, evaluate, get_metric
+from l2t_gs.training.metrics.lse import LSE
 from l2t_gs.training.trainers import TRAINERS, Trainer
 
 __all__ = ["VARIANTS", "AblationConfig", "add_arguments", "load_ablation", "run", "run_ablation"]
@@ -141,7 +146,6 @@ def _say(msg: str) -> None:
 
 
 def _train(data: Path, out: Path, recipe: dict[str, dict[str, Any]], steps: int, progress: bool | None) -> float:
-    from l2t_gs.training.audio2mesh import train
 
     t0 = time.time()
     train(data, out, recipe, max_steps=steps, progress=progress)
@@ -150,11 +154,6 @@ def _train(data: Path, out: Path, recipe: dict[str, dict[str, Any]], steps: int,
 
 def _evaluate(run: Path, data: Path, split: str, syncnet: str) -> dict[str, Any]:
     import torch
-
-    from l2t_gs.models.checkpoint import load_model
-    from l2t_gs.training.data.datasets import load_dataset
-    from l2t_gs.training.metrics.evaluate import DEFAULT_METRICS, evaluate, get_metric
-    from l2t_gs.training.metrics.lse import LSE
 
     torch.manual_seed(0)
     model = load_model(run / "last.pt")
@@ -291,7 +290,6 @@ def run_ablation(
     command: str = "",
 ) -> dict[str, Any]:
     """Train and evaluate the ablation (see the module docstring); returns ``results.json``'s content."""
-    from l2t_gs.training.audio2mesh import load_recipe
 
     cfg, overrides, added, ecfg = load_ablation(config)
     data, out = Path(data), Path(out)

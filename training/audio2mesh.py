@@ -46,6 +46,7 @@ from l2t_gs.io.atomic import write_text_atomic
 from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 from l2t_gs.models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from l2t_gs.training.common import BaseTrainConfig, CsvLog, lr_at, read_recipe, recipe_file, resolve_recipe, typed_table
+from l2t_gs.training.data.datasets import LengthBucketSampler, load_dataset
 from l2t_gs.training.losses.registry import Batch, LossContext, build_losses
 from l2t_gs.training.trainers import TRAINERS, Trainer, common_options
 
@@ -213,7 +214,6 @@ def _epoch_batches(
 ) -> list[list[int]]:
     """This rank's batches for ``epoch``: global batches of ``batch_size * world`` clips of similar length
     (seeded shuffle), split evenly across ranks (short batches wrap around to keep ranks in step)."""
-    from l2t_gs.training.data.datasets import LengthBucketSampler
 
     sampler = LengthBucketSampler(lengths, batch_size * world, shuffle=True, seed=seed)
     sampler.set_epoch(epoch)
@@ -354,7 +354,6 @@ class _Trainer:
 
     # ------------------------------------------------------------------ setup
     def _load_data(self) -> None:
-        from l2t_gs.training.data.datasets import load_dataset
 
         kw: dict[str, Any] = {"kind": self.dcfg.kind}
         if self.dcfg.n_verts:

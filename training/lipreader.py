@@ -43,9 +43,11 @@ from torch import Tensor
 
 from l2t_gs.core.device import resolve_device
 from l2t_gs.errors import L2TError
+from l2t_gs.gaussians import load_avatar
 from l2t_gs.io.atomic import atomic_path, write_text_atomic
 from l2t_gs.training.audio2mesh import dump_toml, recipe_path
 from l2t_gs.training.common import BaseTrainConfig, CsvLog, lr_at, read_recipe, resolve_recipe, typed_table
+from l2t_gs.training.data.datasets import load_dataset
 from l2t_gs.training.data.mouth import MouthCropSpec, MouthRenderer
 from l2t_gs.training.models.lipreader import (
     LipReaderConfig,
@@ -344,8 +346,6 @@ class _Run:
 
     # ------------------------------------------------------------------ data
     def _load(self, model_cfg: LipReaderConfig) -> None:
-        from l2t_gs.gaussians import load_avatar
-        from l2t_gs.training.data.datasets import load_dataset
 
         d = self.dcfg
         train_ds = load_dataset(self.data, kind=d.kind, split=d.train_split)  # type: ignore[arg-type]

@@ -37,8 +37,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from l2t_gs.core.device import resolve_device
 from l2t_gs.errors import L2TError
+from l2t_gs.io.atomic import write_text_atomic
 from l2t_gs.training.common import BaseTrainConfig, CsvLog, lr_at, read_recipe, recipe_file, resolve_recipe, typed_table
+from l2t_gs.training.data.datasets import load_dataset
+from l2t_gs.training.metrics.lse import sync_scores
+from l2t_gs.training.metrics.regions import resolve_regions
+from l2t_gs.training.models.sync_mel import mel_start
+from l2t_gs.training.models.syncnet3d import (
+    SyncNet3D,
+    SyncNet3DConfig,
+    load_syncnet3d,
+    model_from_payload,
+    read_syncnet3d_checkpoint,
+    save_syncnet3d,
+)
 from l2t_gs.training.trainers import TRAINERS, Trainer, common_options
 
 if TYPE_CHECKING:
@@ -232,8 +246,6 @@ class WindowBank:
         of clips ``clip`` (all ``[B]``)."""
         import torch
 
-        from l2t_gs.training.models.sync_mel import mel_start
-
         mi = (self.mel_off[clip] + mel_start(audio_at, model.fps))[:, None] + torch.arange(model.mel_frames)
         di = (self.disp_off[clip] + motion_at)[:, None] + torch.arange(model.window_frames)
         return self.mel[:, mi].permute(1, 0, 2), self.disp[di]
@@ -295,8 +307,6 @@ def evaluate_expert(
     import torch
     import torch.nn.functional as F
 
-    from l2t_gs.training.metrics.lse import sync_scores
-
     model.eval()
     dev = model.lip_indices.device
     clip, a_at, m_at, label = _val_pairs(bank, e.stride, s)
@@ -357,7 +367,6 @@ def evaluate_expert(
 # --------------------------------------------------------------------------- logs
 # --------------------------------------------------------------------------- training
 def _load_split(data: Path, dcfg: DataConfig, split: str) -> Any:
-    from l2t_gs.training.data.datasets import load_dataset
 
     kw: dict[str, Any] = {"kind": dcfg.kind, "split": split}
     if dcfg.n_verts:
@@ -368,7 +377,6 @@ def _load_split(data: Path, dcfg: DataConfig, split: str) -> Any:
 
 
 def _lip_indices(data: Path, dcfg: DataConfig, n_verts: int) -> list[int]:
-    from l2t_gs.training.metrics.regions import resolve_regions
 
     regions = resolve_regions(dcfg.regions or None, n_verts, data_root=data)
     return [int(i) for i in regions.lips]
@@ -389,8 +397,6 @@ def train(
     """Train (or resume) a SyncNet3D run in ``out`` on the dataset at ``data``; returns a summary with the held-out
     metrics of ``best.pt`` (also written to ``out/metrics.json``). ``callbacks`` get each step's log row."""
     import torch
-
-    from l2t_gs.core.device import resolve_device
 
     recipe = config if isinstance(config, dict) else load_recipe(config)
     recipe = resolve_recipe(recipe, SECTIONS, epochs=epochs, max_steps=max_steps, device=device, seed=seed)
@@ -424,16 +430,6 @@ def _train(
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
-
-    from l2t_gs.io.atomic import write_text_atomic
-    from l2t_gs.training.models.syncnet3d import (
-        SyncNet3D,
-        SyncNet3DConfig,
-        load_syncnet3d,
-        model_from_payload,
-        read_syncnet3d_checkpoint,
-        save_syncnet3d,
-    )
 
     if out.exists() and not out.is_dir():
         raise L2TError(f"--out {out} exists and is not a directory")

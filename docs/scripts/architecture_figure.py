@@ -1,6 +1,6 @@
 """Draw docs/architecture.png: the data flow from audio to MP4 and from corpus to checkpoint.
 
-    python docs/scripts/architecture_figure.py
+python docs/scripts/architecture_figure.py
 """
 
 from __future__ import annotations

@@ -119,4 +119,3 @@ class LogMel(nn.Module):
         mel = torch.matmul(self.fb, mag)  # [B, n_mels, N]
         out = torch.log(mel + self.eps) if self.log else mel
         return out[0] if squeeze else out
-

@@ -44,7 +44,9 @@ import torch
 from l2t_gs.errors import L2TError
 from l2t_gs.gaussians.avatar import GaussianAvatar, default_neutral_params
 from l2t_gs.gaussians.binding import triangle_frames
+from l2t_gs.render import head_camera, rasterize, to_uint8
 from l2t_gs.render.sh import SH_C1, rgb_to_sh
+from l2t_gs.rig import FlameRig, load_head_model
 
 if TYPE_CHECKING:
     from l2t_gs.rig import HeadModel
@@ -553,7 +555,6 @@ def build_default_avatar(
         sh_degree: 0..3; bands >= 1 hold a faint facing-ratio shading term.
         name: the avatar's name.
     """
-    from l2t_gs.rig import FlameRig, load_head_model
 
     if num_splats is not None and splats_per_area is not None:
         raise L2TError("give either num_splats or splats_per_area, not both")
@@ -656,7 +657,6 @@ def render_preview(
         (RGB uint8 image ``[size, size * 2 * len(views), 3]``: neutral views then open-mouth views,
         seconds per rendered frame).
     """
-    from l2t_gs.render import head_camera, rasterize, to_uint8
 
     neutral = avatar.neutral_vertices()
     opened = avatar.vertices_from_params({"jaw_pose": torch.tensor([jaw_open, 0.0, 0.0])})[0]

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from l2t_gs.io.atomic import atomic_path
+
 SHAPE_NAMES: tuple[str, ...] = (
     "head_width",
     "face_length",
@@ -175,9 +177,7 @@ def head_field(p: np.ndarray, d: HeadDesign) -> np.ndarray:
     f = _smin(f, _ellipsoid(p, (0, 0.045, 0.020), (0.066 * w, 0.060, 0.072)), 0.01)
     f = _smin(f, _ellipsoid(pt, (0, fy(-0.035), 0.020), (0.062 * w, 0.075 * d.face_length, 0.066)), 0.012)
     for s in (1, -1):
-        f = _smin(
-            f, _ellipsoid(p, (s * 0.046 * w * d.jaw_width, fy(-0.058), -0.008), (0.017, 0.030, 0.030)), 0.012
-        )
+        f = _smin(f, _ellipsoid(p, (s * 0.046 * w * d.jaw_width, fy(-0.058), -0.008), (0.017, 0.030, 0.030)), 0.012)
         f = _smin(f, _ellipsoid(p, (s * 0.045 * w, 0.002, 0.042), (0.024, 0.019, 0.030)), 0.012)
         f = _smin(f, _ellipsoid(p, (s * 0.034 * w, fy(-0.030), 0.052), (0.027, 0.030, 0.030)), 0.012)
     f = _smin(f, _ellipsoid(p, (0, d.eye_y + 0.016, 0.062), (0.058 * w, 0.014, 0.024)), 0.012)
@@ -185,25 +185,17 @@ def head_field(p: np.ndarray, d: HeadDesign) -> np.ndarray:
     ns = d.nose_size
     bridge_c = (0, fy(0.002), 0.083)
     f = _smin(f, _ellipsoid(_rot_x(p, bridge_c, 0.38), bridge_c, (0.010 * ns, 0.034 * ns, 0.016 * ns)), 0.010)
-    f = _smin(
-        f, _ellipsoid(p, (0, fy(-0.019), 0.082 + 0.022 * ns), (0.0115 * ns, 0.0105 * ns, 0.012 * ns)), 0.008
-    )
+    f = _smin(f, _ellipsoid(p, (0, fy(-0.019), 0.082 + 0.022 * ns), (0.0115 * ns, 0.0105 * ns, 0.012 * ns)), 0.008)
     for s in (1, -1):
-        f = _smin(
-            f, _ellipsoid(p, (s * 0.0125 * ns, fy(-0.024), 0.091), (0.0085 * ns, 0.0068, 0.0095)), 0.004
-        )
+        f = _smin(f, _ellipsoid(p, (s * 0.0125 * ns, fy(-0.024), 0.091), (0.0085 * ns, 0.0068, 0.0095)), 0.004)
     # mouth: muzzle, lips, chin
     lf = d.lip_fullness
     f = _smin(f, _ellipsoid(p, (0, fy(-0.050), 0.063), (0.034, 0.030 * d.face_length, 0.030)), 0.010)
     f = _smin(f, _ellipsoid(p, (0, fy(-0.0485), 0.0875), (0.025, 0.0078 * lf, 0.0105 * lf)), 0.005)
     f = _smin(f, _ellipsoid(p, (0, fy(-0.0615), 0.0855), (0.022, 0.0080 * lf, 0.0110 * lf)), 0.005)
-    f = _smin(
-        f, _ellipsoid(p, (0, fy(-0.090), 0.068 + d.chin_forward), (0.021 * d.jaw_width, 0.016, 0.018)), 0.008
-    )
+    f = _smin(f, _ellipsoid(p, (0, fy(-0.090), 0.068 + d.chin_forward), (0.021 * d.jaw_width, 0.016, 0.018)), 0.008)
     # neck: elliptic cylinder below the skull, rounded top
-    neck = _ellipsoid(
-        np.stack([x, np.zeros_like(y), p[..., 2]], axis=-1), (0, 0, -0.018), (0.052 * w, 1.0, 0.058)
-    )
+    neck = _ellipsoid(np.stack([x, np.zeros_like(y), p[..., 2]], axis=-1), (0, 0, -0.018), (0.052 * w, 1.0, 0.058))
     neck = np.maximum(neck, y - 0.0)
     f = _smin(f, neck, 0.025)
     # eye sockets carved, eyeballs (slightly enlarged so the lids sit just outside them) blended in
@@ -219,9 +211,7 @@ def _ray_dirs(theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
     return np.stack([st * np.sin(phi), np.cos(theta), st * np.cos(phi)], axis=-1)
 
 
-def _cast(
-    d: HeadDesign, dirs: np.ndarray, t_max: float = 0.4, samples: int = 160, iters: int = 32
-) -> np.ndarray:
+def _cast(d: HeadDesign, dirs: np.ndarray, t_max: float = 0.4, samples: int = 160, iters: int = 32) -> np.ndarray:
     """Distance along each ray from the origin to the head's outermost surface crossing. dirs [...,3].
 
     The ray is sampled densely; the last inside sample brackets the outer crossing, refined by
@@ -378,9 +368,7 @@ def _build_geometry(d: HeadDesign, topo: _Topology) -> _Geometry:
     theta = np.where(
         t <= ke,
         t / ke * th_e,
-        np.where(
-            t <= km, th_e + (t - ke) / (km - ke) * (th_m - th_e), th_m + (t - km) / (1 - km) * (th_c - th_m)
-        ),
+        np.where(t <= km, th_e + (t - ke) / (km - ke) * (th_m - th_e), th_m + (t - km) / (1 - km) * (th_c - th_m)),
     )  # [R,C]
     phi = np.broadcast_to(cols, (R, C)).copy()
 
@@ -722,9 +710,7 @@ class _Rig:
         g = self.geo
         out = disp.copy()
         hang = g.edge_src >= 0
-        factor = np.where(
-            g.part == PART_MOUTH, np.array([1.0, 1.0, 0.8, 0.5, 0.25, 0.1, 0.0, 0.0])[g.ring], 1.0
-        )
+        factor = np.where(g.part == PART_MOUTH, np.array([1.0, 1.0, 0.8, 0.5, 0.25, 0.1, 0.0, 0.0])[g.ring], 1.0)
         out[hang] = disp[g.edge_src[hang]] * factor[hang, None]
         return out
 
@@ -891,13 +877,7 @@ class _Rig:
         skin = g.part == PART_SKIN
         ye, ym = d.eye_y, self.y_m
         zc = P[self.vid[self.topo.row_mouth, (self.topo.mouth_cols[0] + self.topo.mouth_cols[1]) // 2], 2]
-        lips = (
-            skin
-            & (np.abs(x) <= self.mouth_hw + 0.002)
-            & (y > ym - 0.0135)
-            & (y < ym + 0.0105)
-            & (z > zc - 0.012)
-        )
+        lips = skin & (np.abs(x) <= self.mouth_hw + 0.002) & (y > ym - 0.0135) & (y < ym + 0.0105) & (z > zc - 0.012)
         lips |= (g.part == PART_MOUTH) & (g.ring == 1)
         lip_upper = lips & (np.where(g.part == PART_SKIN, g.side, g.side) > 0)
         lip_lower = lips & (g.side < 0)
@@ -940,9 +920,7 @@ class _Rig:
         out = {
             "upper_lip_mid": np.array([self.vid[r, mid]]),
             "lower_lip_mid": np.array([self.below[r, mid]]),
-            "mouth_corners": np.array(
-                [self.vid[r, self.topo.mouth_cols[0]], self.vid[r, self.topo.mouth_cols[1]]]
-            ),
+            "mouth_corners": np.array([self.vid[r, self.topo.mouth_cols[0]], self.vid[r, self.topo.mouth_cols[1]]]),
         }
         teeth = np.nonzero(self.geo.part == PART_TEETH_UP)[0]
         # front-bottom edge of the upper teeth at the midline: corner 0 of the middle arc samples
@@ -993,7 +971,6 @@ def build_builtin_head(design: HeadDesign | None = None) -> dict[str, np.ndarray
 
 def save_builtin_head(path, arrays: dict[str, np.ndarray] | None = None) -> None:
     """Write the built-in head as a compressed .npz (float32 geometry), atomically."""
-    from l2t_gs.io.atomic import atomic_path
 
     arrays = arrays if arrays is not None else build_builtin_head()
     packed = {k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in arrays.items()}

@@ -177,9 +177,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write one frame as a plain world-space 3DGS PLY (for generic splat viewers)",
         description="Write one frame of an avatar as a world-space INRIA 3DGS PLY without binding.",
     )
-    e.add_argument(
-        "--avatar", required=True, metavar="NAME_OR_DIR", help="shipped avatar name or avatar folder"
-    )
+    e.add_argument("--avatar", required=True, metavar="NAME_OR_DIR", help="shipped avatar name or avatar folder")
     e.add_argument("--out", required=True, metavar="FILE.ply", help="output PLY file")
     e.add_argument(
         "--frame-params",
@@ -198,9 +196,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("export_dir", metavar="EXPORT_DIR", help="folder with point_cloud.ply and flame_param.npz")
     i.add_argument("--flame-model", required=True, metavar="PATH", help="FLAME model file the export used")
     i.add_argument("--out", required=True, metavar="DIR", help="avatar folder to write")
-    i.add_argument(
-        "--frame", type=int, default=0, metavar="N", help="tracked frame used as neutral (default 0)"
-    )
+    i.add_argument("--frame", type=int, default=0, metavar="N", help="tracked frame used as neutral (default 0)")
     i.add_argument(
         "--drop-teeth",
         action="store_true",

@@ -100,9 +100,7 @@ def quat_to_axis_angle(quat: Tensor) -> Tensor:
     small = n2 < _SMALL_SQ * (w * w)
     w_safe = torch.where(small, w, torch.ones_like(w))
     u = torch.where(small, n2 / (w_safe * w_safe), torch.zeros_like(n2))
-    ratio_series = (
-        2.0 / w_safe * _poly(u, (1.0, -1 / 3, 1 / 5, -1 / 7, 1 / 9, -1 / 11, 1 / 13, -1 / 15, 1 / 17))
-    )
+    ratio_series = 2.0 / w_safe * _poly(u, (1.0, -1 / 3, 1 / 5, -1 / 7, 1 / 9, -1 / 11, 1 / 13, -1 / 15, 1 / 17))
     n = torch.sqrt(torch.where(small, torch.ones_like(n2), n2))
     ratio_closed = 2.0 * torch.atan2(n, w) / n
     ratio = torch.where(small, ratio_series, ratio_closed)
@@ -168,9 +166,7 @@ def matrix_to_quat(matrix: Tensor) -> Tensor:
     m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
     m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
     # 4 * q_i^2 for i = w, x, y, z.
-    pivots = torch.stack(
-        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], dim=-1
-    )
+    pivots = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], dim=-1)
     # Row i holds 4 * q_i * (w, x, y, z); the diagonal entry is the pivot itself.
     rows = torch.stack(
         [

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from l2t_gs.errors import L2TError
 from l2t_gs.gaussians.binding import local_to_world, triangle_frames
+from l2t_gs.rig import FlameRig, resolve_head_spec
 
 if TYPE_CHECKING:  # the rig package is imported lazily at run time
     from l2t_gs.rig import HeadModel
@@ -73,8 +74,6 @@ def head_model_spec_of(head_model: HeadModel) -> str:
     if not path.is_file():
         return ""
     try:
-        from l2t_gs.rig import resolve_head_spec
-
         if path.resolve() == resolve_head_spec("builtin").resolve():
             return "builtin"
     except L2TError:  # no built-in head installed
@@ -238,8 +237,7 @@ class GaussianAvatar:
             value = params[key]
             if tuple(value.shape) != shape:
                 raise L2TError(
-                    f"{who}: neutral parameter {key} has shape {list(value.shape)}, "
-                    f"the head model needs {list(shape)}"
+                    f"{who}: neutral parameter {key} has shape {list(value.shape)}, the head model needs {list(shape)}"
                 )
             if not bool(torch.isfinite(value).all()):
                 raise L2TError(f"{who}: neutral parameter {key} has non-finite values")
@@ -248,8 +246,7 @@ class GaussianAvatar:
         """Raise L2TError unless a mesh with ``n_verts`` (and ``faces`` [F,3]) matches the avatar."""
         if n_verts != self.n_verts:
             raise L2TError(
-                f"topology mismatch: the mesh has {n_verts} vertices, avatar '{self.name}' "
-                f"expects {self.n_verts}"
+                f"topology mismatch: the mesh has {n_verts} vertices, avatar '{self.name}' expects {self.n_verts}"
             )
         if faces is not None:
             if tuple(faces.shape) != (self.num_faces, 3):
@@ -297,8 +294,6 @@ class GaussianAvatar:
     def rig(self) -> Any:
         """The (cached) ``l2t_gs.rig.FlameRig`` of the head model."""
         if self._rig is None:
-            from l2t_gs.rig import FlameRig
-
             self._rig = FlameRig(self.head_model)
         return self._rig
 
@@ -354,9 +349,7 @@ class GaussianAvatar:
             index = 0
         return frame.frame(index)
 
-    def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> GaussianAvatar:
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> GaussianAvatar:
         """A copy with the splat tensors and neutral parameters moved/cast (the head model is shared)."""
 
         def move(t: Tensor) -> Tensor:

@@ -50,6 +50,7 @@ from l2t_gs.gaussians.avatar import (
     head_model_spec_of,
 )
 from l2t_gs.gaussians.ply import GaussianPly, read_gaussian_ply, write_gaussian_ply
+from l2t_gs.rig import load_head_model, save_head_model
 
 if TYPE_CHECKING:
     from l2t_gs.rig import HeadModel
@@ -95,9 +96,7 @@ def _fit_vertex_rows(value: np.ndarray, n_verts: int, key: str, where: str) -> n
     if rows == n_verts + GA_TEETH_VERTICES:
         return value[..., :n_verts, :]
     if rows != n_verts:
-        raise L2TError(
-            f"{where}: {key} has {rows} vertices, the head model has {n_verts} (topology mismatch)"
-        )
+        raise L2TError(f"{where}: {key} has {rows} vertices, the head model has {n_verts} (topology mismatch)")
     return value
 
 
@@ -219,9 +218,7 @@ def _read_avatar_json(folder: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise L2TError(f"{meta_path}: not an l2t-gs avatar description (format must be '{FORMAT_NAME}')")
     if int(meta.get("version", 0)) > FORMAT_VERSION:
-        raise L2TError(
-            f"{meta_path}: avatar format version {meta['version']} is newer than this l2t-gs reads"
-        )
+        raise L2TError(f"{meta_path}: avatar format version {meta['version']} is newer than this l2t-gs reads")
     return meta
 
 
@@ -231,8 +228,7 @@ def _head_model_path(folder: Path, spec: Any) -> str:
         return "builtin"
     if not isinstance(spec, str) or not spec or Path(spec).is_absolute() or ".." in Path(spec).parts:
         raise L2TError(
-            f"{folder / AVATAR_JSON}: head_model must be 'builtin' or a file name inside the folder, "
-            f"got {spec!r}"
+            f"{folder / AVATAR_JSON}: head_model must be 'builtin' or a file name inside the folder, got {spec!r}"
         )
     path = folder / spec
     if not path.is_file():
@@ -241,7 +237,6 @@ def _head_model_path(folder: Path, spec: Any) -> str:
 
 
 def _load_head_model(spec: str, n_shape: int | None, n_expr: int | None) -> HeadModel:
-    from l2t_gs.rig import load_head_model
 
     return load_head_model(spec, n_shape=n_shape, n_expr=n_expr)
 
@@ -293,23 +288,18 @@ def load_avatar(
         model = head_model
         spec = head_model_spec_of(model)
         json_spec = meta.get("head_model")
-        if not spec and (
-            json_spec == "builtin" or (isinstance(json_spec, str) and (folder / json_spec).is_file())
-        ):
+        if not spec and (json_spec == "builtin" or (isinstance(json_spec, str) and (folder / json_spec).is_file())):
             spec = _head_model_path(folder, json_spec)
     v, f, _, _ = head_model_sizes(model)
     for key, have in (("num_vertices", v), ("num_faces", f)):
         want = meta.get(key)
         if want is not None and int(want) != have:
             raise L2TError(
-                f"{where}: topology mismatch: the avatar was built for {want} {key[4:]}, "
-                f"the head model has {have}"
+                f"{where}: topology mismatch: the avatar was built for {want} {key[4:]}, the head model has {have}"
             )
     ply = read_gaussian_ply(folder / POINT_CLOUD, require_binding=True)
     if "sh_degree" in meta and int(meta["sh_degree"]) != ply.sh_degree:
-        raise L2TError(
-            f"{where}: {AVATAR_JSON} says sh_degree {meta['sh_degree']}, the PLY has {ply.sh_degree}"
-        )
+        raise L2TError(f"{where}: {AVATAR_JSON} says sh_degree {meta['sh_degree']}, the PLY has {ply.sh_degree}")
     neutral = select_frame(raw, 0, v, where=str(folder / FLAME_PARAM))
     neutral.setdefault("static_offset", torch.zeros(v, 3))
     return avatar_from_ply(
@@ -341,17 +331,13 @@ def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
         raise L2TError(f"refusing to replace {out}: it is not empty and not an avatar folder")
     spec = avatar.head_model_spec or ""
     if spec not in ("", "builtin") and not Path(spec).is_file():
-        raise L2TError(
-            f"avatar '{avatar.name}': head model file {spec} not found (needed to save the avatar)"
-        )
+        raise L2TError(f"avatar '{avatar.name}': head model file {spec} not found (needed to save the avatar)")
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
     backup: Path | None = None
     try:
         head_entry = "builtin"
         if spec == "":  # an in-memory head model: write it out
-            from l2t_gs.rig import save_head_model
-
             head_entry = "head_model.npz"
             save_head_model(avatar.head_model, tmp / head_entry)
         elif spec != "builtin":

@@ -140,7 +140,5 @@ def world_to_local(
     rot = frames.rotations[0, b]  # [N, 3, 3]
     k = frames.scales[0, b, None]  # [N, 1]
     local_means = torch.einsum("nji,nj->ni", rot, means - frames.centroids[0, b]) / k
-    local_quats = quat_multiply(
-        quat_conjugate(safe_normalize(frames.quats[0, b])), safe_normalize(quats)
-    )
+    local_quats = quat_multiply(quat_conjugate(safe_normalize(frames.quats[0, b])), safe_normalize(quats))
     return local_means, local_quats, log_scales - torch.log(k)

@@ -57,9 +57,7 @@ def world_space_ply(avatar: GaussianAvatar, vertices: Tensor | None = None) -> G
     )
 
 
-def export_world_ply(
-    avatar: GaussianAvatar, path: str | os.PathLike, vertices: Tensor | None = None
-) -> GaussianPly:
+def export_world_ply(avatar: GaussianAvatar, path: str | os.PathLike, vertices: Tensor | None = None) -> GaussianPly:
     """Write one frame (default: neutral) as a plain world-space 3DGS PLY, atomically."""
     ply = world_space_ply(avatar, vertices)
     write_gaussian_ply(path, ply)

@@ -215,9 +215,7 @@ def read_gaussian_ply(path: str | os.PathLike, *, require_binding: bool = False)
         raise L2TError(f"{path}: PLY lacks required 3DGS attribute(s): {', '.join(missing)}")
     n_rest = sum(1 for n in names if n.startswith("f_rest_"))
     if n_rest % 3 or (n_rest // 3 + 1) not in (1, 4, 9, 16):
-        raise L2TError(
-            f"{path}: {n_rest} f_rest_* attributes do not match an SH degree 0..3 (0, 9, 24 or 45)"
-        )
+        raise L2TError(f"{path}: {n_rest} f_rest_* attributes do not match an SH degree 0..3 (0, 9, 24 or 45)")
     expected_rest = [f"f_rest_{i}" for i in range(n_rest)]
     missing_rest = [n for n in expected_rest if n not in present]
     if missing_rest:

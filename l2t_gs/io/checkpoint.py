@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from l2t_gs import __version__
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import atomic_path
 
@@ -62,7 +63,6 @@ class CheckpointFormat:
 
     def header(self) -> dict[str, Any]:
         """The first keys of a payload: ``format``, ``format_version``, ``l2t_gs_version``."""
-        from l2t_gs import __version__
 
         return {"format": self.format, "format_version": self.version, "l2t_gs_version": __version__}
 

@@ -48,6 +48,10 @@ from l2t_gs.models.encoders import (
     align_features,
     build_encoder,
 )
+from l2t_gs.motion.articulation import EDGE_S
+from l2t_gs.motion.contacts import apply_contacts
+from l2t_gs.motion.transcript import apply_transcript
+from l2t_gs.rig import FLAME_JOINTS, FlameRig, axis_angle_to_matrix, load_head_model
 
 __all__ = [
     "Audio2Mesh",
@@ -395,7 +399,6 @@ class ExprJawRig(nn.Module):
 
     def __init__(self, rig: Any, n_expr: int) -> None:
         super().__init__()
-        from l2t_gs.rig import FLAME_JOINTS
 
         jaw = FLAME_JOINTS.index("jaw")
         v = rig.n_verts
@@ -414,7 +417,6 @@ class ExprJawRig(nn.Module):
         self.register_buffer("w_jaw", rig.lbs_weights[:, sorted(subtree)].sum(1), persistent=False)
 
     def forward(self, coeffs: Tensor) -> Tensor:
-        from l2t_gs.rig import axis_angle_to_matrix
 
         n, e = coeffs.shape[0], self.n_expr
         expr, jaw = coeffs[:, :e], coeffs[:, e : e + 3]
@@ -457,8 +459,6 @@ class Audio2Mesh(nn.Module):
         self.encoder = encoder if encoder is not None else build_encoder(config, hf_config)
         self.rig = None
         if config.output == "rig":
-            from l2t_gs.rig import FlameRig, load_head_model
-
             head = head if head is not None else load_head_model(config.head)
             if head.n_verts != self.n_verts:
                 raise L2TError(
@@ -808,7 +808,6 @@ class Audio2Mesh(nn.Module):
         The contact ramps reach ``EDGE_S`` seconds, so frames are held back until that much of the
         following motion is known: the result equals applying the contacts to the whole clip.
         """
-        from l2t_gs.motion.articulation import EDGE_S
 
         d = self.decoder.out_dim
         head = self.decoder.contact_out is not None
@@ -841,7 +840,6 @@ class Audio2Mesh(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """A transcript's visemes and contacts applied to rig decoder output ``raw [t, n_expr + 3]``
         of clip frames ``start .. start + t``; returns (motion, combined contact probabilities)."""
-        from l2t_gs.motion.transcript import apply_transcript
 
         e = self.n_expr
         out = apply_transcript(
@@ -852,7 +850,6 @@ class Audio2Mesh(nn.Module):
 
     def _apply_contacts_raw(self, raw: Tensor, probs: Tensor, fps: float) -> Tensor:
         """Contacts applied to rig decoder output ``raw [t, n_expr + 3]``."""
-        from l2t_gs.motion.contacts import apply_contacts
 
         e = self.n_expr
         out = apply_contacts({"expr": raw[:, :e], "jaw_pose": raw[:, e : e + 3]}, probs, self.head, fps=fps)

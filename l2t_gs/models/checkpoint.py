@@ -26,6 +26,8 @@ import torch
 from l2t_gs.errors import L2TError
 from l2t_gs.io.checkpoint import CheckpointFormat, cpu_state_dict, save_payload
 from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
+from l2t_gs.models.encoders import HFEncoder
+from l2t_gs.rig import load_head_model, save_head_model
 
 __all__ = [
     "CHECKPOINT",
@@ -55,7 +57,6 @@ CHECKPOINT = CheckpointFormat(
 
 
 def _head_npz_bytes(model: Audio2Mesh) -> bytes:
-    from l2t_gs.rig import save_head_model
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "head.npz"
@@ -65,7 +66,6 @@ def _head_npz_bytes(model: Audio2Mesh) -> bytes:
 
 def model_payload(model: Audio2Mesh) -> dict[str, Any]:
     """Everything needed to rebuild ``model`` (unwrap DDP first), as a ``weights_only``-safe dict."""
-    from l2t_gs.models.encoders import HFEncoder
 
     enc = model.encoder
     return CHECKPOINT.header() | {
@@ -127,7 +127,6 @@ def model_from_checkpoint(data: dict[str, Any], where: str = "checkpoint") -> Au
 
 
 def _head_from_checkpoint(head: Any, where: str) -> Any:
-    from l2t_gs.rig import load_head_model
 
     if not isinstance(head, dict) or not isinstance(head.get("npz"), bytes | bytearray):
         raise L2TError(f"{where}: rig-output checkpoint lacks its head model")

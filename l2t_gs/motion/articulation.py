@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from l2t_gs.assets import asset_path
 from l2t_gs.errors import L2TError
 from l2t_gs.motion.visemes import BILABIAL, DIPHTHONGS, LABIODENTAL, P_INDEX, PARAMS, viseme_arrays
+from l2t_gs.rig import FlameRig, load_head_model
 
 __all__ = [
     "RigTrack",
@@ -241,8 +243,6 @@ _DEFAULT_MODEL = None
 def _default_model():
     global _DEFAULT_MODEL
     if _DEFAULT_MODEL is None:
-        from l2t_gs.rig import load_head_model
-
         _DEFAULT_MODEL = load_head_model("builtin")
     return _DEFAULT_MODEL
 
@@ -253,8 +253,6 @@ def lip_gap_coefficients(model=None) -> np.ndarray:
     Measured on the rig (finite differences; jaw per radian); the lip_close entry is about minus the
     rest gap. Cached per model.
     """
-    from l2t_gs.assets import asset_path
-    from l2t_gs.rig import FlameRig
 
     model = model if model is not None else _default_model()
     key = (model.name, model.source, model.n_verts, model.n_expr)

@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from l2t_gs.assets import asset_path
 from l2t_gs.motion import articulation as art
 from l2t_gs.motion.visemes import BILABIAL, LABIODENTAL, P_INDEX, PARAMS
+from l2t_gs.rig import FlameRig
 
 __all__ = [
     "CONTACT_KINDS",
@@ -77,8 +79,6 @@ def contact_weights(on: np.ndarray, fps: float, edge_s: float = art.EDGE_S) -> n
 
 
 def _rig_and_pair(model: Any) -> tuple[Any, tuple[int, int]]:
-    from l2t_gs.assets import asset_path
-    from l2t_gs.rig import FlameRig
 
     key = (model.name, model.source, model.n_verts, model.n_expr)
     if key not in _RIGS:

@@ -44,6 +44,7 @@ from l2t_gs.errors import L2TError
 from l2t_gs.motion import articulation as art
 from l2t_gs.motion.contacts import apply_contacts, contact_targets
 from l2t_gs.motion.visemes import P_INDEX
+from l2t_gs.speech.align import align
 
 __all__ = [
     "MIN_COVERAGE",
@@ -114,7 +115,6 @@ def align_transcript(audio: np.ndarray, text: str, sr: int = 16000, *, min_cover
     Raises L2TError (one line) when the transcript has no words, cannot be aligned, or its phones
     cover less than ``min_coverage`` of the speech (a transcript of another or a shorter utterance).
     """
-    from l2t_gs.speech.align import align
 
     if not isinstance(text, str) or not text.strip():
         raise L2TError("the transcript is empty")

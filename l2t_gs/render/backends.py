@@ -96,9 +96,7 @@ def backend_choices() -> tuple[str, ...]:
 def select_backend(name: str, device: torch.device, dtype: torch.dtype, needs_grad: bool) -> Backend:
     """Resolve a backend name or policy for one call; a backend that cannot take it is a one-line error."""
     if name in POLICIES:
-        candidates = sorted(
-            (BACKENDS.get(n) for n in BACKENDS.choices()), key=lambda b: b.priority
-        )
+        candidates = sorted((BACKENDS.get(n) for n in BACKENDS.choices()), key=lambda b: b.priority)
         for b in candidates:
             if (name == "auto" or b.own) and b.unusable(device, dtype, needs_grad) is None:
                 return b

@@ -216,7 +216,4 @@ class FlameRig(nn.Module):
         return vertices2joints(self.J_regressor, v_shaped).expand(b, -1, -1)
 
     def extra_repr(self) -> str:
-        return (
-            f"name={self.head.name!r}, V={self.n_verts}, J={self.n_joints}, "
-            f"shape={self.n_shape}, expr={self.n_expr}"
-        )
+        return f"name={self.head.name!r}, V={self.n_verts}, J={self.n_joints}, shape={self.n_shape}, expr={self.n_expr}"

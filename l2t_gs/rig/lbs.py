@@ -53,9 +53,7 @@ def _as_int_list(parents: Tensor | Sequence[int]) -> list[int]:
     return [int(p) for p in (parents.tolist() if isinstance(parents, Tensor) else parents)]
 
 
-def batch_rigid_transform(
-    rot_mats: Tensor, joints: Tensor, parents: Tensor | Sequence[int]
-) -> tuple[Tensor, Tensor]:
+def batch_rigid_transform(rot_mats: Tensor, joints: Tensor, parents: Tensor | Sequence[int]) -> tuple[Tensor, Tensor]:
     """Pose the kinematic tree.
 
     Args:

@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from l2t_gs.assets import asset_path
 from l2t_gs.errors import L2TError
+from l2t_gs.io.atomic import atomic_path
 from l2t_gs.rig.model import HeadModel
 
 __all__ = [
@@ -130,9 +132,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _stub_class(_ChumpyStub, module, name)
         elif module == "scipy.sparse" or module.startswith("scipy.sparse."):
             return _stub_class(_SparseStub, module, name)
-        elif (module == "numpy" or module.startswith("numpy.")) and (
-            name in _NUMPY_NAMES or module == "numpy.dtypes"
-        ):
+        elif (module == "numpy" or module.startswith("numpy.")) and (name in _NUMPY_NAMES or module == "numpy.dtypes"):
             return getattr(_import_numpy_module(module), name)
         raise _UnsupportedClass(f"{module}.{name}")
 
@@ -345,8 +345,7 @@ def head_model_from_arrays(
         ident_total = k_all
         if file_n_shape is not None and file_n_shape != k_all:
             raise L2TError(
-                f"{who}: n_shape = {file_n_shape} but shapedirs has {k_all} components and exprdirs "
-                "is separate"
+                f"{who}: n_shape = {file_n_shape} but shapedirs has {k_all} components and exprdirs is separate"
             )
     else:
         if file_n_shape is not None:
@@ -398,9 +397,7 @@ def head_model_from_arrays(
 
     posedirs = get("posedirs")
     if posedirs.dtype.kind not in "fiu" or posedirs.ndim not in (2, 3):
-        raise L2TError(
-            f"{who}: posedirs must be [V, 3, P] or [P, V*3], got {posedirs.dtype} {list(posedirs.shape)}"
-        )
+        raise L2TError(f"{who}: posedirs must be [V, 3, P] or [P, V*3], got {posedirs.dtype} {list(posedirs.shape)}")
     posedirs = posedirs.astype(np.float64, copy=False)
     n_pose = 9 * (n_joints - 1)
     if posedirs.ndim == 3:
@@ -411,9 +408,7 @@ def head_model_from_arrays(
         posedirs = posedirs.T
 
     faces = get("f")
-    if faces.dtype.kind not in "iu" and not (
-        faces.dtype.kind == "f" and np.array_equal(faces, np.round(faces))
-    ):
+    if faces.dtype.kind not in "iu" and not (faces.dtype.kind == "f" and np.array_equal(faces, np.round(faces))):
         raise L2TError(f"{who}: f (faces) must hold integer vertex indices, got {faces.dtype}")
 
     masks = {
@@ -450,8 +445,6 @@ def head_model_from_arrays(
 def resolve_head_spec(spec: str | os.PathLike[str]) -> Path:
     """Path of a head model spec: ``"builtin"`` or a ``.pkl``/``.npz`` path (must exist)."""
     if isinstance(spec, str) and spec == "builtin":
-        from l2t_gs.assets import asset_path
-
         path = asset_path("head", BUILTIN_HEAD)
         if not path.is_file():
             raise L2TError(f"the built-in head model is missing ({path}); create it with `l2t-gs head build`")
@@ -521,9 +514,7 @@ def load_head_model(
         known |= {"n_shape", "exprdirs", "shape_names", "expr_names"}
         arrays = {k: v for k, v in keys.items() if k in known or k.startswith("mask_")}
         name = str(keys["name"]) if isinstance(keys.get("name"), str) else path.stem
-    model = head_model_from_arrays(
-        arrays, name=name, source=str(path), n_shape=n_shape, n_expr=n_expr, dtype=dtype
-    )
+    model = head_model_from_arrays(arrays, name=name, source=str(path), n_shape=n_shape, n_expr=n_expr, dtype=dtype)
     if masks is not None:
         extra = load_flame_masks(masks)
         for region, idx in extra.items():
@@ -546,9 +537,7 @@ def load_flame_masks(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise L2TError(f"FLAME masks file not found: {p}")
     raw = unpickle_restricted(p, "FLAME masks file")
     if not isinstance(raw, dict):
-        raise L2TError(
-            f"FLAME masks file {p} does not hold a dictionary of regions (found {type(raw).__name__})"
-        )
+        raise L2TError(f"FLAME masks file {p} does not hold a dictionary of regions (found {type(raw).__name__})")
     out: dict[str, np.ndarray] = {}
     for k, v in raw.items():
         arr = pickled_array(v, str(k), f"FLAME masks file {p}")
@@ -565,7 +554,6 @@ def save_head_model(model: HeadModel, path: str | os.PathLike[str], *, compress:
     Layout: FLAME names, ``shapedirs`` = identity then expression components with ``n_shape``,
     ``posedirs`` in FLAME's [V, 3, P] layout, ``kintree_table`` [2, J], float64 arrays.
     """
-    from l2t_gs.io.atomic import atomic_path
 
     m = model.to(device="cpu", dtype=torch.float64)
     v = m.n_verts

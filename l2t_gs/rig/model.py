@@ -121,9 +121,7 @@ class HeadModel:
         if par[0] != -1 or any(not 0 <= p < k for k, p in enumerate(par) if k > 0):
             raise bad(f"kinematic tree must have parents[0] = -1 and parents[j] < j, got {par}")
         if tuple(self.J_regressor.shape) != (j, v):
-            raise bad(
-                f"J_regressor must be [{j}, {v}] (joints, vertices), got {list(self.J_regressor.shape)}"
-            )
+            raise bad(f"J_regressor must be [{j}, {v}] (joints, vertices), got {list(self.J_regressor.shape)}")
         if tuple(self.lbs_weights.shape) != (v, j):
             raise bad(f"weights must be [{v}, {j}] (vertices, joints), got {list(self.lbs_weights.shape)}")
         if tuple(self.posedirs.shape) != (9 * (j - 1), 3 * v):

@@ -23,6 +23,7 @@ import numpy as np
 
 from l2t_gs.audio.io import load_audio, resample, to_mono
 from l2t_gs.errors import L2TError
+from l2t_gs.speech import espeak
 from l2t_gs.speech.phones import SIL, map_cmu
 from l2t_gs.speech.segments import PhoneSegment, canonicalize
 
@@ -80,7 +81,6 @@ def _decoder(config: Mapping):
 
 @functools.lru_cache(maxsize=4096)
 def _lts(word: str) -> tuple[str, ...]:
-    from l2t_gs.speech import espeak
 
     return tuple(espeak.word_to_cmu(word))
 

@@ -64,6 +64,7 @@ from torch.utils.data import Dataset, Sampler
 
 from l2t_gs.audio.io import load_audio
 from l2t_gs.errors import L2TError
+from l2t_gs.motion.contacts import contact_targets
 from l2t_gs.rig.loader import pickled_array, unpickle_restricted
 from l2t_gs.speech.segments import PhoneSegment
 from l2t_gs.training.data.splits import DatasetSpec, SplitRule, builtin_spec, clip_sentence, clip_subject
@@ -116,7 +117,6 @@ class Clip:
         see :func:`l2t_gs.motion.contacts.contact_targets`."""
         if not self.phones:
             return None
-        from l2t_gs.motion.contacts import contact_targets
 
         return torch.from_numpy(contact_targets(self.phones, self.fps, self.num_frames))
 

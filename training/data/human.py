@@ -46,8 +46,15 @@ from pathlib import Path
 
 import numpy as np
 
+from l2t_gs.audio.io import load_audio, resample
 from l2t_gs.errors import L2TError
+from l2t_gs.motion.articulation import articulate
+from l2t_gs.rig import FlameRig, load_head_model
+from l2t_gs.speech import espeak
+from l2t_gs.speech.align import force_align, normalize_transcript
+from l2t_gs.speech.segments import boundary_errors, canonicalize, write_segments
 from l2t_gs.training.data.corpus import subject_name, write_motion
+from l2t_gs.training.data.datasets import load_templates
 
 __all__ = [
     "ASTERISK_LANGUAGES",
@@ -152,7 +159,6 @@ def map_foreign(name: str, lang: str) -> tuple[str, ...]:
 
 def word_pronunciation(word: str, lang: str) -> tuple[str, ...]:
     """ARPAbet phones (uppercase) of one transcript word from espeak-ng's ``lang`` voice (may be empty)."""
-    from l2t_gs.speech import espeak
 
     groups = espeak.text_to_phonemes(word, ESPEAK_VOICE.get(lang, lang), any_language=True)
     phones = [p for names in groups for n in names for p in map_foreign(n, lang) if p != "sil"]
@@ -165,7 +171,6 @@ def _pronunciations(words: list[str], lang: str) -> dict[str, tuple[str, ...]]:
 
 def _align(audio: np.ndarray, text: str, lang: str, sr: int, prons: dict | None = None):
     """Phone segments of ``audio`` aligned to ``text`` (L2TError when it cannot be aligned)."""
-    from l2t_gs.speech.align import force_align, normalize_transcript
 
     if lang == "en":
         return force_align(audio, text, sr=sr, lts=True).phones
@@ -183,9 +188,6 @@ def crosslingual_alignment_error(lang: str, sentences: list[str], *, rate: float
     """Align espeak-ng speech of ``sentences`` in ``lang`` with the cross-lingual pipeline and compare the
     phone boundaries with espeak's own phone times: median / 90th percentile boundary error (ms), the
     number of boundaries compared and of sentences that failed to align."""
-    from l2t_gs.audio.io import resample
-    from l2t_gs.speech import espeak
-    from l2t_gs.speech.segments import boundary_errors, canonicalize
 
     errs: list[np.ndarray] = []
     failed = 0
@@ -377,10 +379,6 @@ def _make_clip(job: _Job, cfg: HumanCorpusConfig, tmp: str) -> tuple[dict, np.nd
     (failure record, None, None)."""
     import soundfile as sf
 
-    from l2t_gs.audio.io import load_audio
-    from l2t_gs.motion.articulation import articulate
-    from l2t_gs.speech.segments import write_segments
-
     p = job.prompt
     base = {"name": job.name, "source": p.source, "speaker": p.speaker, "key": p.key, "text": p.text}
     try:
@@ -434,9 +432,6 @@ def build_human_corpus(cfg: HumanCorpusConfig, out_dir: str | os.PathLike, progr
     config resumes from the clips already there. Deterministic for a seed whatever the number of workers.
     """
     import torch
-
-    from l2t_gs.rig import FlameRig, load_head_model
-    from l2t_gs.speech.align import normalize_transcript
 
     out = Path(out_dir)
     if out.exists():
@@ -547,9 +542,6 @@ def _run_jobs(jobs: list[_Job], cfg: HumanCorpusConfig, tmp: Path, shapes: dict,
     ``tmp`` (a resumed build) are not made again."""
     from tqdm import tqdm
 
-    from l2t_gs.motion.articulation import articulate
-    from l2t_gs.rig import FlameRig, load_head_model
-
     results: list[dict] = []
     todo = []
     for job in jobs:
@@ -587,7 +579,6 @@ def merge_corpora(dirs: list[str | os.PathLike], out: str | os.PathLike, *, copy
     takes a single root). Clip files are symlinked (``copy=True``: copied); templates, subjects and splits
     are united (subject names must not clash); all corpora must share fps and vertex count. The merged
     ``dataset.json`` lists each source corpus in its description."""
-    from l2t_gs.training.data.datasets import load_templates
 
     out = Path(out)
     if out.exists():

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import atomic_path
+from l2t_gs.training.data.mouth import MouthRenderer
 
 if TYPE_CHECKING:
     from l2t_gs.gaussians import GaussianAvatar
@@ -375,7 +376,6 @@ def render_teacher_crops(
 
     ``renderer``: a :class:`~l2t_gs.training.data.mouth.MouthRenderer`, or an avatar (default crop geometry).
     """
-    from l2t_gs.training.data.mouth import MouthRenderer
 
     if not isinstance(renderer, MouthRenderer):
         renderer = MouthRenderer(renderer)

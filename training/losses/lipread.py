@@ -40,7 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from l2t_gs.errors import L2TError
+from l2t_gs.gaussians import load_avatar
 from l2t_gs.training.data.mouth import MouthRenderer
+from l2t_gs.training.data.teacher_video import load_teacher_crops
 from l2t_gs.training.losses.registry import LOSSES
 from l2t_gs.training.models.lipreader import crop_spec_of, load_lipreader
 
@@ -207,7 +209,6 @@ class _TeacherFolder:
     def crops(self, names: list[str], starts: list[int], frames: int, fps: float) -> tuple[Tensor, Tensor]:
         """Crops ``[B, frames, 1, H, W]`` of the batch's clip windows (zero past a clip's teacher video) and
         ``[B]`` the number of frames each one has."""
-        from l2t_gs.training.data.teacher_video import load_teacher_crops
 
         parts = []
         for name, start in zip(names, starts, strict=True):
@@ -244,7 +245,6 @@ def lipread_loss_factory(options: dict[str, Any], model: Any, device: torch.devi
     start_step = opts.get("start_step", 0)
     if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
         raise L2TError(f"[loss.lipread]: start_step must be an integer >= 0, got {start_step!r}")
-    from l2t_gs.gaussians import load_avatar
 
     avatar = load_avatar(str(opts.get("avatar", "default")))
     n_verts = getattr(model, "n_verts", None)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from l2t_gs.assets import asset_path
 from l2t_gs.errors import L2TError
 from l2t_gs.models.audio2mesh import Audio2Mesh
 from l2t_gs.training.losses.registry import LOSSES, LossContext, LossFn, masked_mean, no_options
@@ -58,7 +59,6 @@ def rig_l2_loss(options: dict[str, Any], model: Audio2Mesh, device: torch.device
 
 def _builtin_lip_pair(n_verts: int) -> list[int]:
     """The built-in head's lip-midline landmarks ``[upper, lower]``, for meshes of its topology."""
-    from l2t_gs.assets import asset_path
 
     with np.load(asset_path("head", "l2t_head.npz")) as z:
         head_verts = int(z["v_template"].shape[0])

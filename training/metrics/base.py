@@ -138,7 +138,8 @@ class Metric:
 
 #: Metric name -> factory (a class or a zero-argument callable returning a :class:`Metric`).
 METRICS: Registry[Callable[[], Metric]] = Registry(
-    "metric", modules=(
+    "metric",
+    modules=(
         "l2t_gs.training.metrics.standard",
         "l2t_gs.training.metrics.lse",
         "l2t_gs.training.metrics.lipsync_eval",

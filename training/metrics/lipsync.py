@@ -46,6 +46,9 @@ from typing import Any
 
 import numpy as np
 
+from l2t_gs.motion.articulation import lip_gap_coefficients
+from l2t_gs.motion.visemes import BILABIAL, DIPHTHONGS, viseme_table
+from l2t_gs.speech.phones import PHONES
 from l2t_gs.training.metrics.motion import BILABIALS, OPEN_VOWELS, open_vowel_segments, pearson, segment_frames
 from l2t_gs.training.metrics.motion import false_closures as motion_false_closures
 
@@ -385,9 +388,6 @@ def markdown_table(
 
 def openness_from_rig(model: Any = None) -> dict[str, float]:
     """Recompute :data:`OPENNESS_MM` from the viseme targets and the rig (loads the built-in head; needs torch)."""
-    from l2t_gs.motion.articulation import lip_gap_coefficients
-    from l2t_gs.motion.visemes import BILABIAL, DIPHTHONGS, viseme_table
-    from l2t_gs.speech.phones import PHONES
 
     coef = lip_gap_coefficients(model)
     tab = viseme_table()

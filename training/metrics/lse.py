@@ -40,8 +40,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from l2t_gs.audio.io import resample
 from l2t_gs.errors import L2TError
 from l2t_gs.training.metrics.base import METRICS, ClipContext, ClipResult, Column, Metric
+from l2t_gs.training.models.syncnet3d import SyncNet3D, load_syncnet3d
 
 __all__ = ["LSE", "PADS", "SyncScores", "sync_scores"]
 
@@ -142,7 +144,6 @@ class LSE(Metric):
         device: str | torch.device = "cpu",
         with_gt: bool = True,
     ) -> None:
-        from l2t_gs.training.models.syncnet3d import SyncNet3D, load_syncnet3d
 
         if pad not in PADS:
             raise L2TError(f"LSE padding must be one of {', '.join(PADS)}, got {pad!r}")
@@ -175,7 +176,6 @@ class LSE(Metric):
 
     def scores(self, audio: Any, audio_sr: int, vertices: Sequence[Any], template: Any) -> list[SyncScores]:
         """Sync scores of one or more motions ``[T, V, 3]`` (same template) against one clip's audio."""
-        from l2t_gs.audio.io import resample
 
         a = audio.detach().cpu().numpy() if isinstance(audio, Tensor) else np.asarray(audio, dtype=np.float32)
         a = resample(a.reshape(-1), int(audio_sr), 16000)

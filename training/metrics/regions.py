@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from l2t_gs.errors import L2TError
+from l2t_gs.rig.loader import load_flame_masks, resolve_head_spec
 
 __all__ = ["Regions", "builtin_regions", "load_regions", "resolve_regions"]
 
@@ -204,8 +205,6 @@ def load_regions(path: str | os.PathLike[str]) -> Regions:
             raise L2TError(f"regions file {p} is not a readable .npz ({type(exc).__name__}: {exc})") from None
         return regions_from_mapping(arrays, str(p))
     if suffix == ".pkl":
-        from l2t_gs.rig.loader import load_flame_masks
-
         return regions_from_mapping(load_flame_masks(p), str(p))
     if suffix == ".json":
         try:
@@ -223,14 +222,12 @@ def load_regions(path: str | os.PathLike[str]) -> Regions:
 
 def builtin_regions() -> Regions:
     """The built-in head's lips, upper face and lip midline pair (from its shipped ``.npz``)."""
-    from l2t_gs.rig.loader import resolve_head_spec
 
     regions = load_regions(resolve_head_spec("builtin"))
     return replace(regions, source="builtin head")
 
 
 def _builtin_n_verts() -> int | None:
-    from l2t_gs.rig.loader import resolve_head_spec
 
     try:
         with np.load(resolve_head_spec("builtin"), allow_pickle=False) as z:
