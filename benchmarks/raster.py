@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from l2t_gs.errors import L2TError
-from l2t_gs.render import gsplat_status, head_camera, rasterize
+from l2t_gs.render import BACKENDS, gsplat_status, head_camera, rasterize
 from l2t_gs.render.backend_cpu import fast_cpu_available
 from l2t_gs.render.synthetic import head_scene
 
@@ -58,13 +58,13 @@ def load_default_avatar() -> tuple[dict[str, Any] | None, str]:
 
 def backends_here(wanted: list[str] | None) -> list[tuple[str, str]]:
     """(backend, device) pairs to run."""
-    rows = [("torch-pure", "cpu")]
-    if fast_cpu_available():
-        rows.append(("cpu-fast", "cpu"))
-    if torch.cuda.is_available():
-        rows.append(("torch-pure", "cuda"))
-        if gsplat_status()[0]:
-            rows.append(("gsplat", "cuda"))
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    rows = [
+        (name, dev.type)
+        for dev in devices
+        for name in BACKENDS.choices()
+        if BACKENDS.get(name).unusable(dev, torch.float32, needs_grad=False) is None
+    ]
     if wanted:
         rows = [r for r in rows if r[0] in wanted]
     return rows
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="50k splats at 512x512 only, 3 repeats")
     p.add_argument("--splats", type=int, nargs="+", default=[20_000, 50_000, 100_000])
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    p.add_argument("--backends", nargs="+", choices=["torch-pure", "cpu-fast", "gsplat"], default=None)
+    p.add_argument("--backends", nargs="+", choices=BACKENDS.choices(), default=None)
     p.add_argument("--sh-degree", type=int, default=3, choices=[0, 1, 2, 3])
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=None, help="torch (and numba) CPU threads")

@@ -75,7 +75,7 @@ def stills_figure() -> None:
     from l2t_gs.gaussians import load_avatar
     from l2t_gs.models.checkpoint import load_model
     from l2t_gs.pipeline import default_model_path
-    from l2t_gs.render import head_camera, rasterize
+    from l2t_gs.render import head_camera, rasterize, to_uint8
     from l2t_gs.speech.segments import read_segments
 
     audio = load_audio(asset_path("samples", "hello.wav"))
@@ -96,7 +96,7 @@ def stills_figure() -> None:
         i = min(int(round(t * fps)), len(verts) - 1)
         rgb, _, _ = rasterize(**avatar.splat_params(verts[i]), viewmats=view, Ks=ks, width=256, height=256,
                               backgrounds=torch.ones(1, 3))  # fmt: skip
-        tile = Image.fromarray((rgb[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+        tile = Image.fromarray(to_uint8(rgb[0]))
         crop = tile.crop((64, 120, 192, 248)).resize((150, 150))
         ImageDraw.Draw(crop).text((4, 4), f"{s.phone} @ {t:.2f}s ({gap[i]:.1f}mm)", fill=(0, 0, 0))
         tiles.append(crop)
