@@ -63,6 +63,7 @@ __all__ = [
     "OPEN_VOWELS",
     "PAUSES",
     "REF_SMOOTH_S",
+    "CARD_KEYS",
     "SUMMARY_KEYS",
     "VOWEL_CORE",
     "aggregate",
@@ -127,6 +128,14 @@ SUMMARY_KEYS: tuple[tuple[str, str, str], ...] = (
     ("open_mm", "open mm", ".1f"),
     ("r", "r(open)", ".3f"),
     ("offset0", "off=0", ".2f"),
+)
+
+#: The compact column set of model cards: closures (< 1 mm, < 2 mm, mid-speech), false closures per open
+#: vowel, opening, correlation, offset.
+CARD_KEYS: tuple[tuple[str, str, str], ...] = tuple(
+    k
+    for k in SUMMARY_KEYS
+    if k[0] in ("recall1", "recall2", "recall1_mid", "false_closure_rate", "open_mm", "r", "offset0")
 )
 
 

@@ -151,3 +151,12 @@ def markdown_report(result: EvalResult, systems: Sequence[str] | None = None) ->
 
 
 METRICS.add("lipsync", LipSync)
+
+
+def card_table(report: dict[str, Any], systems: Sequence[str] = ("model", "energy")) -> str:
+    """The compact per-speaker markdown table (:data:`~.lipsync.CARD_KEYS`) of a saved ``l2t-gs eval
+    --per-speaker --json`` report, the named systems side by side (what model cards quote)."""
+    tabs = report.get("lipsync", {}).get("per_speaker") if isinstance(report, dict) else None
+    if not tabs:
+        raise L2TError("the report has no per-speaker lip-sync table (run l2t-gs eval --per-speaker --json)")
+    return lipsync.markdown_table({n: tabs[n] for n in systems if n in tabs}, keys=lipsync.CARD_KEYS)
