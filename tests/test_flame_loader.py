@@ -403,9 +403,9 @@ def test_bad_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         load_head_model(odd)
 
     # The built-in head, when it has not been built yet.
-    import l2t_gs.assets
+    import l2t_gs.rig.loader
 
-    monkeypatch.setattr(l2t_gs.assets, "asset_path", lambda *parts: tmp_path / "missing" / parts[-1])
+    monkeypatch.setattr(l2t_gs.rig.loader, "asset_path", lambda *parts: tmp_path / "missing" / parts[-1])
     with pytest.raises(L2TError, match="l2t-gs head build"):
         load_head_model("builtin")
 
@@ -427,3 +427,25 @@ def test_head_model_from_arrays_accepts_torch_layout() -> None:
     del arrays["kintree_table"]
     alt = head_model_from_arrays(arrays, dtype=torch.float64)
     assert torch.equal(alt.posedirs, ref.posedirs) and torch.equal(alt.parents, ref.parents)
+
+
+def test_pickle_cannot_reach_numpy_dtypes_module_attributes(tmp_path) -> None:
+    """``numpy.dtypes`` gives only DType classes: ``__builtins__`` (or any ``_`` name) is refused, and
+    nothing in the process changes (a pickle could otherwise rebind ``len``)."""
+    import builtins
+    import pickle
+
+    from l2t_gs.errors import L2TError
+    from l2t_gs.rig.loader import unpickle_restricted
+
+    # GLOBAL numpy.dtypes __builtins__, then SETITEM len -> str: rebinds builtins.len if resolved
+    payload = b"cnumpy.dtypes\n__builtins__\nVlen\ncbuiltins\nstr\ns."
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(payload)
+    before = builtins.len
+    with pytest.raises(L2TError, match="unsupported object of class numpy.dtypes.__builtins__"):
+        unpickle_restricted(path, "FLAME model")
+    assert builtins.len is before
+    ok = tmp_path / "dtype.pkl"
+    ok.write_bytes(pickle.dumps(np.dtype("float32")))
+    assert unpickle_restricted(ok, "FLAME model") == np.dtype("float32")

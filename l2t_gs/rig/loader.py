@@ -132,7 +132,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _stub_class(_ChumpyStub, module, name)
         elif module == "scipy.sparse" or module.startswith("scipy.sparse."):
             return _stub_class(_SparseStub, module, name)
-        elif (module == "numpy" or module.startswith("numpy.")) and (name in _NUMPY_NAMES or module == "numpy.dtypes"):
+        elif module == "numpy.dtypes":  # numpy 2 pickles dtypes as their DType classes: only those
+            obj = None if name.startswith("_") else getattr(_import_numpy_module(module), name, None)
+            if isinstance(obj, type) and issubclass(obj, np.dtype):
+                return obj
+        elif (module == "numpy" or module.startswith("numpy.")) and name in _NUMPY_NAMES:
             return getattr(_import_numpy_module(module), name)
         raise _UnsupportedClass(f"{module}.{name}")
 
