@@ -41,6 +41,7 @@ TRAINERS: Registry[Trainer] = Registry(
         "l2t_gs.training.syncnet3d",
         "l2t_gs.training.lipreader",
         "l2t_gs.training.ablation",
+        "l2t_gs.training.contact_threshold",
     ),
 )
 

@@ -105,6 +105,7 @@ class Audio2MeshConfig:
     dropout: float = 0.1
     offset_scale: float = 0.0
     contact_head: bool = False
+    contact_threshold: float = 0.5  # contact probability above which a frame is a contact (calibrated on val)
     encoder: str = "builtin"
     encoder_path: str = ""
     encoder_freeze: str = "cnn"
@@ -156,6 +157,8 @@ class Audio2MeshConfig:
             raise bad("the autoregressive decoder predicts vertices; use decoder = 'nar' with output = 'rig'")
         if self.contact_head and self.output != "rig":
             raise bad("contact_head needs output = 'rig' (contacts are applied through the rig)")
+        if not 0.0 < self.contact_threshold < 1.0:
+            raise bad(f"contact_threshold must be in (0, 1), got {self.contact_threshold}")
         if self.encoder not in ENCODERS:
             raise bad(f"encoder must be one of {', '.join(ENCODERS.choices())}, got {self.encoder!r}")
         if self.encoder_freeze not in ("cnn", "all", "none"):
@@ -843,7 +846,12 @@ class Audio2Mesh(nn.Module):
 
         e = self.n_expr
         out = apply_transcript(
-            {"expr": raw[:, :e], "jaw_pose": raw[:, e : e + 3]}, transcript, probs, self.head, start=start
+            {"expr": raw[:, :e], "jaw_pose": raw[:, e : e + 3]},
+            transcript,
+            probs,
+            self.head,
+            start=start,
+            threshold=self.config.contact_threshold,
         )
         probs_out = torch.as_tensor(out["contacts"], dtype=raw.dtype, device=raw.device)
         return torch.cat([out["expr"], out["jaw_pose"]], dim=1), probs_out
@@ -852,5 +860,11 @@ class Audio2Mesh(nn.Module):
         """Contacts applied to rig decoder output ``raw [t, n_expr + 3]``."""
 
         e = self.n_expr
-        out = apply_contacts({"expr": raw[:, :e], "jaw_pose": raw[:, e : e + 3]}, probs, self.head, fps=fps)
+        out = apply_contacts(
+            {"expr": raw[:, :e], "jaw_pose": raw[:, e : e + 3]},
+            probs,
+            self.head,
+            self.config.contact_threshold,
+            fps=fps,
+        )
         return torch.cat([out["expr"], out["jaw_pose"]], dim=1)

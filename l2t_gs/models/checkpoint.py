@@ -80,11 +80,13 @@ def model_payload(model: Audio2Mesh) -> dict[str, Any]:
 
 
 def _config_dict(config: Audio2MeshConfig) -> dict[str, Any]:
-    """The config as stored: ``contact_head`` only when on, so that models without a contact head stay
-    readable by l2t-gs versions that predate it (a missing key loads as ``False``)."""
+    """The config as stored: ``contact_head`` (and ``contact_threshold``) only when on, so that models
+    without a contact head stay readable by l2t-gs versions that predate it (missing keys load as the
+    defaults)."""
     out = config.to_dict()
     if not out.get("contact_head"):
         out.pop("contact_head", None)
+        out.pop("contact_threshold", None)
     return out
 
 
