@@ -28,16 +28,14 @@ def test_contact_threshold_is_validated():
 
 def test_calibrating_a_model_without_contact_head_is_one_line(tmp_path, capsys):
     from l2t_gs.cli.main import main
-
-    old = tmp_path / "old.pt"
     from l2t_gs.models.audio2mesh import Audio2Mesh
     from l2t_gs.models.checkpoint import save_checkpoint
 
+    old = tmp_path / "old.pt"
     cfg = Audio2MeshConfig(output="rig", head="builtin", enc_dim=16, enc_layers=1, enc_heads=2, d_model=16, n_heads=2)
     save_checkpoint(old, Audio2Mesh(cfg, subjects=["a"], n_verts=7931))
-    code = main(
-        ["train", "contact-threshold", "--model", str(old), "--data", str(tmp_path), "--out", str(tmp_path / "x.pt")]
-    )
+    out = tmp_path / "x.pt"
+    code = main(["train", "contact-threshold", "--model", str(old), "--data", str(tmp_path), "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "no contact head" in err[0], err
     assert not out.exists()
