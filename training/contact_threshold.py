@@ -15,6 +15,7 @@ a copy of the checkpoint with ``contact_threshold`` set, plus the whole sweep as
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 from pathlib import Path
@@ -68,6 +69,7 @@ def calibrate(
     split: str = "val",
     max_false: float = 0.05,
     limit: int | None = None,
+    subjects: list[str] | None = None,
     thresholds: tuple[float, ...] = GRID,
 ) -> dict[str, Any]:
     """Sweep, choose, write ``out`` (the checkpoint with ``contact_threshold``) and ``out``.json."""
@@ -82,8 +84,10 @@ def calibrate(
     if not model.config.contact_head:
         raise L2TError(f"{model_path}: the model has no contact head (contact_head = true in [model])")
     dataset = load_dataset(data, split=split)
-    clips = [dataset[i] for i in range(len(dataset) if limit is None else min(limit, len(dataset)))]
-    clips = [c for c in clips if c.phones]
+    clips = [dataset[i] for i in range(len(dataset))]
+    if subjects:
+        clips = [c for c in clips if any(fnmatch.fnmatchcase(c.subject, pat) for pat in subjects)]
+    clips = [c for c in clips if c.phones][:limit]
     if not clips:
         raise L2TError(f"{data}: no clip of split {split!r} has phone segments to score contacts against")
     table = sweep(model, clips, tuple(sorted(set(thresholds))), builtin_regions().lip_pair)
@@ -95,6 +99,7 @@ def calibrate(
         "data": str(data),
         "split": split,
         "clips": len(clips),
+        "subjects": sorted({c.subject for c in clips}),
         "max_false": max_false,
         "chosen": best,
         "sweep": table,
@@ -110,10 +115,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="val", help="split to calibrate on (default val)")
     p.add_argument("--max-false", type=float, default=0.05, help="false closures per open vowel allowed (0.05)")
     p.add_argument("--limit", type=int, help="first N clips of the split only")
+    p.add_argument("--subjects", nargs="+", metavar="PATTERN", help="only these subjects (fnmatch patterns)")
 
 
 def run(args: argparse.Namespace) -> int:
-    report = calibrate(args.model, args.data, args.out, split=args.split, max_false=args.max_false, limit=args.limit)
+    report = calibrate(
+        args.model,
+        args.data,
+        args.out,
+        split=args.split,
+        max_false=args.max_false,
+        limit=args.limit,
+        subjects=args.subjects,
+    )
     for row in report["sweep"]:
         print(
             f"threshold {row['threshold']:.2f}: closure<1mm {row['recall1']:.3f}  mid {row['recall1_mid']:.3f}  "
