@@ -23,8 +23,9 @@ from l2t_gs.training.metrics.lipsync_eval import card_table
 from l2t_gs.training.metrics.motion import bilabial_segments, closure_flags, false_closures, lip_gap, pearson
 
 FPS = 30.0
-#: Measured on the shipped model when it was shipped (see the model card); a floor, not the value.
-CONTACT_RECALL_MIN = 0.5
+#: Floors below what the shipped model measured when it shipped: 8 of the sample clip's 12 bilabials
+#: close under 1 mm, 1 of its 20 long open vowels falls under 1 mm in its central half.
+CONTACT_RECALL_MIN = 0.6
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_contact_head_closes_the_sample_clips_bilabials(model, head):
     bil = bilabial_segments(segs)
     closed = closure_flags(gap / 1000, bil, FPS, threshold=1.0 / 1000)
     assert closed.mean() >= CONTACT_RECALL_MIN, (closed, len(bil))
-    assert false_closures(gap, segs, FPS) == 0
+    assert false_closures(gap, segs, FPS) <= 1
 
 
 def test_silence_gives_a_still_closed_mouth(model, head):
