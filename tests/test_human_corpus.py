@@ -8,7 +8,7 @@ import json
 import pytest
 
 from l2t_gs.errors import L2TError
-from training.data import human as H
+from l2t_gs.training.data import human as H
 
 SENTENCES = {
     "es": ["Por favor ingrese su numero de agente.", "Agente desconectado.", "La llamada ha sido transferida."],
