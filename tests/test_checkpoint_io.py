@@ -60,9 +60,10 @@ def test_train_subcommands_come_from_the_trainer_registry():
     from l2t_gs.cli.train import register
     from l2t_gs.training.trainers import TRAINERS, trainer_names
 
-    assert trainer_names() == ("audio2mesh", "syncnet3d", "lipreader", "ablation")
+    assert trainer_names() == ("audio2mesh", "syncnet3d", "lipreader", "ablation", "contact-threshold")
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     for name in trainer_names():
-        args = parser.parse_args(["train", name, "--data", "d", "--out", "o"])
+        extra = ["--model", "m"] if name == "contact-threshold" else []
+        args = parser.parse_args(["train", name, "--data", "d", "--out", "o", *extra])
         assert args.func is TRAINERS.get(name).run and TRAINERS.help(name)
