@@ -426,4 +426,6 @@ def test_the_lip_reader_learns_visemes_and_its_loss_ranks_motions(tmp_path, avat
         float(loss(v, fps=clip.fps, teacher_vertices=gt, templates=clip.template, windows=windows))
         for v in (gt, 0.5 * (gt + still), still)
     ]
-    assert values[0] == 0.0 and values[0] < values[1] < values[2], values
+    # ground truth against itself: zero up to float rounding (the teacher is rendered by the compiled
+    # rasterizer, the student by the differentiable one)
+    assert values[0] < 1e-6 and values[0] < values[1] < values[2], values
