@@ -87,7 +87,8 @@ class Audio2MeshConfig:
 
     Contacts: ``contact_head`` (rig output only) adds two per-frame logits (bilabial closure,
     labiodental contact) read from the decoder's features; inference closes the lips where their
-    probability exceeds 0.5 (:func:`l2t_gs.motion.contacts.apply_contacts`).
+    probability exceeds ``contact_threshold`` (:func:`l2t_gs.motion.contacts.apply_contacts`; calibrated
+    on validation by ``l2t-gs train contact-threshold``).
     """
 
     fps: float = 30.0
@@ -668,8 +669,8 @@ class Audio2Mesh(nn.Module):
         plus ``context_seconds`` (default: the encoder's receptive field) each side; overlapping
         encoder features are cross-faded over ``crossfade_seconds``. The frames concatenated equal
         :meth:`predict`'s output. With a contact head the lips close where the predicted contact
-        probability exceeds 0.5 (``contacts=False``: raw decoder motion). ``transcript``: a
-        :class:`~l2t_gs.motion.transcript.TranscriptTracks` at ``fps`` (rig output only): its visemes
+        probability exceeds ``config.contact_threshold`` (``contacts=False``: raw decoder motion).
+        ``transcript``: a :class:`~l2t_gs.motion.transcript.TranscriptTracks` at ``fps`` (rig output only): its visemes
         and contacts are applied with :func:`~l2t_gs.motion.transcript.apply_transcript` (the model's
         own contact probabilities join in unless ``contacts=False``).
         """
@@ -705,13 +706,8 @@ class Audio2Mesh(nn.Module):
         try:
             with torch.inference_mode():
                 stream = self._raw_stream(a, sidx, chunk_seconds, context_seconds, crossfade_seconds)
-                if self.decoder.contact_out is None and transcript is None:
-                    for raw in self._resampled(stream, a.shape[0], fps):
-                        yield self.vertices_from_raw(raw, tmpl), None
-                else:
-                    resampled = self._resampled(stream, a.shape[0], fps)
-                    for raw, probs in self._contact_stream(resampled, fps, contacts, transcript):
-                        yield self.vertices_from_raw(raw, tmpl), probs
+                for raw, probs in self._motion_stream(stream, a.shape[0], fps, contacts, transcript):
+                    yield self.vertices_from_raw(raw, tmpl), probs
         finally:
             self.train(was_training)
 
@@ -772,14 +768,9 @@ class Audio2Mesh(nn.Module):
         try:
             with torch.inference_mode():
                 stream = self._raw_stream(a, sidx, chunk_seconds, context_seconds, crossfade_seconds)
-                if self.decoder.contact_out is None and transcript is None:
-                    raw = torch.cat([r.cpu() for r in self._resampled(stream, a.shape[0], fps)])
-                    probs = None
-                else:
-                    resampled = self._resampled(stream, a.shape[0], fps)
-                    parts = list(self._contact_stream(resampled, fps, contacts, transcript))
-                    raw = torch.cat([r.cpu() for r, _ in parts])
-                    probs = torch.cat([p.cpu() for _, p in parts])
+                parts = list(self._motion_stream(stream, a.shape[0], fps, contacts, transcript))
+                raw = torch.cat([r.cpu() for r, _ in parts])
+                probs = torch.cat([p.cpu() for _, p in parts]) if parts[0][1] is not None else None
         finally:
             self.train(was_training)
         expr = F.pad(raw[:, : self.n_expr], (0, self.rig.n_expr - self.n_expr))
@@ -799,6 +790,16 @@ class Audio2Mesh(nn.Module):
                 f"the transcript's tracks have {transcript.n_frames} frames at {transcript.fps} fps; "
                 f"the audio needs {n} at {fps}"
             )
+
+    def _motion_stream(
+        self, stream: Iterator[Tensor], n_samples: int, fps: float, contacts: bool, transcript: Any
+    ) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """Decoder output at ``fps`` chunk by chunk: ``(raw [t, D], None)`` for a model without a contact
+        head and no transcript, else ``(motion, probabilities)`` from :meth:`_contact_stream`."""
+        resampled = self._resampled(stream, n_samples, fps)
+        if self.decoder.contact_out is None and transcript is None:
+            return ((raw, None) for raw in resampled)
+        return self._contact_stream(resampled, fps, contacts, transcript)
 
     def _contact_stream(
         self, chunks: Iterator[Tensor], fps: float, apply: bool, transcript: Any = None
