@@ -25,6 +25,7 @@ float32 numpy) for :class:`l2t_gs.rig.FlameRig`; frame i samples time ``i / fps`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ __all__ = [
     "articulate",
     "articulation_curves",
     "prepare_segments",
+    "builtin_lip_pair",
     "lip_gap_coefficients",
     "contact_windows",
     "window_values",
@@ -247,6 +249,13 @@ def _default_model():
     return _DEFAULT_MODEL
 
 
+@functools.cache
+def builtin_lip_pair() -> tuple[int, int]:
+    """The built-in head's lip-midline landmark vertices ``(upper, lower)`` (shipped in its file)."""
+    with np.load(asset_path("head", "l2t_head.npz")) as z:
+        return int(z["landmark_upper_lip_mid"][0]), int(z["landmark_lower_lip_mid"][0])
+
+
 def lip_gap_coefficients(model=None) -> np.ndarray:
     """Vertical lip gap at the midline (metres): [rest gap, change per unit of each of PARAMS] -> [1 + P].
 
@@ -257,8 +266,7 @@ def lip_gap_coefficients(model=None) -> np.ndarray:
     model = model if model is not None else _default_model()
     key = (model.name, model.source, model.n_verts, model.n_expr)
     if key not in _GAP_CACHE:
-        with np.load(asset_path("head", "l2t_head.npz")) as z:
-            up, lo = int(z["landmark_upper_lip_mid"][0]), int(z["landmark_lower_lip_mid"][0])
+        up, lo = builtin_lip_pair()
         m64 = model.to(dtype=torch.float64)
         names = list(m64.expr_names)
         n = len(PARAMS) + 1

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from l2t_gs.assets import asset_path
 from l2t_gs.motion import articulation as art
 from l2t_gs.motion.visemes import BILABIAL, LABIODENTAL, P_INDEX, PARAMS
 from l2t_gs.rig import FlameRig
@@ -82,9 +81,7 @@ def _rig_and_pair(model: Any) -> tuple[Any, tuple[int, int]]:
 
     key = (model.name, model.source, model.n_verts, model.n_expr)
     if key not in _RIGS:
-        with np.load(asset_path("head", "l2t_head.npz")) as z:
-            pair = (int(z["landmark_upper_lip_mid"][0]), int(z["landmark_lower_lip_mid"][0]))
-        _RIGS[key] = (FlameRig(model.to(dtype=torch.float32)), pair)
+        _RIGS[key] = (FlameRig(model.to(dtype=torch.float32)), art.builtin_lip_pair())
     return _RIGS[key]
 
 

@@ -24,6 +24,7 @@ from torch import Tensor
 from l2t_gs.assets import asset_path
 from l2t_gs.errors import L2TError
 from l2t_gs.models.audio2mesh import Audio2Mesh
+from l2t_gs.motion.articulation import builtin_lip_pair
 from l2t_gs.training.losses.registry import LOSSES, LossContext, LossFn, masked_mean, no_options
 
 __all__ = ["lip_gap_loss", "rig_l2_loss", "velocity_loss", "vertex_loss"]
@@ -62,12 +63,12 @@ def _builtin_lip_pair(n_verts: int) -> list[int]:
 
     with np.load(asset_path("head", "l2t_head.npz")) as z:
         head_verts = int(z["v_template"].shape[0])
-        if n_verts != head_verts:
-            raise L2TError(
-                f"[loss.lip_gap] needs pair = [upper, lower] vertex indices for this topology ({n_verts} vertices; "
-                f"the built-in head's landmarks are for {head_verts})"
-            )
-        return [int(z["landmark_upper_lip_mid"][0]), int(z["landmark_lower_lip_mid"][0])]
+    if n_verts != head_verts:
+        raise L2TError(
+            f"[loss.lip_gap] needs pair = [upper, lower] vertex indices for this topology ({n_verts} vertices; "
+            f"the built-in head's landmarks are for {head_verts})"
+        )
+    return list(builtin_lip_pair())
 
 
 @LOSSES.register("lip_gap")
