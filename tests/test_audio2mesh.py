@@ -254,8 +254,7 @@ def test_rig_output_decodes_through_the_flame_rig_and_round_trips(small_head, tm
 
 
 def test_expr_jaw_rig_equals_the_flame_rig_with_gradients(small_head):
-    from l2t_gs.models.audio2mesh import ExprJawRig
-    from l2t_gs.rig import FlameRig, load_head_model
+    from l2t_gs.rig import ExprJawRig, FlameRig, load_head_model
 
     rig = FlameRig(load_head_model(small_head, dtype=torch.float64))
     fast = ExprJawRig(rig, 4)
@@ -271,6 +270,11 @@ def test_expr_jaw_rig_equals_the_flame_rig_with_gradients(small_head):
     (ref * weights).sum().backward()
     assert torch.allclose(out, ref, atol=1e-12)
     assert torch.allclose(grad_fast, coeffs.grad, atol=1e-10)
+    # a vertex subset (what the exact lip closure skins) is the same rows of the full result
+    ids = [31, 2, 17]
+    sub = ExprJawRig(rig, 4, vertex_ids=ids)(coeffs.detach())
+    assert sub.shape == (7, 3, 3) and torch.allclose(sub, ref.detach()[:, ids], atol=1e-12)
+    assert torch.allclose(sub + ExprJawRig(rig, 4, ids).v_template, rig(expr=expr, jaw_pose=jaw)[:, ids], atol=1e-12)
 
 
 def test_rig_output_needs_the_heads_topology(small_head):

@@ -4,7 +4,7 @@ Pipeline: 16 kHz audio -> :mod:`~l2t_gs.models.encoders` features -> linear inte
 motion frame grid (``feats_per_frame`` samples per frame) -> decoder -> either vertex offsets from
 the subject template (``output="vertices"``, ``[T, V*3]``) or rig coefficients (``output="rig"``:
 ``rig_expr`` expression components + a 3-D jaw axis-angle) turned into offsets by FLAME's skinning
-(:class:`ExprJawRig`, exactly the differentiable :class:`~l2t_gs.rig.FlameRig` restricted to those
+(:class:`~l2t_gs.rig.ExprJawRig`, exactly the differentiable :class:`~l2t_gs.rig.FlameRig` restricted to those
 parameters): ``vertices = template + rig(expr, jaw) - rig(0, 0)``.
 
 Decoder (FaceFormer's ingredients): periodic positional encoding (period = fps), causal self-attention
@@ -51,7 +51,7 @@ from l2t_gs.models.encoders import (
 from l2t_gs.motion.articulation import EDGE_S
 from l2t_gs.motion.contacts import apply_contacts
 from l2t_gs.motion.transcript import apply_transcript
-from l2t_gs.rig import FLAME_JOINTS, FlameRig, axis_angle_to_matrix, load_head_model
+from l2t_gs.rig import ExprJawRig, FlameRig, load_head_model
 
 __all__ = [
     "Audio2Mesh",
@@ -379,56 +379,6 @@ class MotionDecoder(nn.Module):
             outs.append(prev)
         state["prev"] = prev
         return torch.cat(outs, dim=1)
-
-
-# --------------------------------------------------------------------------- rig decoding
-class ExprJawRig(nn.Module):
-    """FLAME linear blend skinning restricted to expression + jaw (every other joint at rest), exact.
-
-    ``coeffs [N, E + 3]`` (``E`` leading expression coefficients, jaw axis-angle) -> vertex offsets
-    ``[N, V, 3]`` from the neutral head, equal to ``rig(expr=, jaw_pose=) - rig()`` of the
-    :class:`~l2t_gs.rig.FlameRig` it is built from. With all other joints at rest their skinning
-    transforms are the identity, so LBS reduces to ``v = v_posed + w_jaw (R - I)(v_posed - J_jaw)``
-    (``w_jaw``: summed skinning weights of the jaw and its descendants) and only the jaw's 9
-    pose-corrective rows matter: a few large matrix products instead of per-vertex 4x4 blends
-    (several times faster on CPU, in training and inference). Differentiable.
-    """
-
-    exprdirs: Tensor
-    posedirs: Tensor
-    v_template: Tensor
-    j_jaw0: Tensor
-    j_jaw_expr: Tensor
-    w_jaw: Tensor
-
-    def __init__(self, rig: Any, n_expr: int) -> None:
-        super().__init__()
-
-        jaw = FLAME_JOINTS.index("jaw")
-        v = rig.n_verts
-        dirs = rig.exprdirs[:, :, :n_expr]  # [V, 3, E]
-        parents = [int(p) for p in rig.parents.tolist()]
-        subtree = {jaw}
-        for j in range(len(parents)):
-            if parents[j] in subtree:
-                subtree.add(j)
-        self.n_expr, self.n_verts = n_expr, v
-        self.register_buffer("exprdirs", dirs.reshape(v * 3, n_expr).T.contiguous(), persistent=False)
-        self.register_buffer("posedirs", rig.posedirs[(jaw - 1) * 9 : jaw * 9].contiguous(), persistent=False)
-        self.register_buffer("v_template", rig.v_template.clone(), persistent=False)
-        self.register_buffer("j_jaw0", rig.J_regressor[jaw] @ rig.v_template, persistent=False)
-        self.register_buffer("j_jaw_expr", torch.einsum("v,vce->ec", rig.J_regressor[jaw], dirs), persistent=False)
-        self.register_buffer("w_jaw", rig.lbs_weights[:, sorted(subtree)].sum(1), persistent=False)
-
-    def forward(self, coeffs: Tensor) -> Tensor:
-
-        n, e = coeffs.shape[0], self.n_expr
-        expr, jaw = coeffs[:, :e], coeffs[:, e : e + 3]
-        rot = axis_angle_to_matrix(jaw) - torch.eye(3, dtype=coeffs.dtype, device=coeffs.device)  # R - I
-        delta = (expr @ self.exprdirs + rot.reshape(n, 9) @ self.posedirs).view(n, self.n_verts, 3)
-        joint = self.j_jaw0 + expr @ self.j_jaw_expr  # [N, 3] jaw joint of the expression-shaped head
-        swing = (self.v_template + delta - joint[:, None]) @ rot.transpose(1, 2)  # (R - I)(v_posed - J)
-        return delta + self.w_jaw[:, None] * swing
 
 
 # --------------------------------------------------------------------------- the model

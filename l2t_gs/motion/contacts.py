@@ -28,7 +28,7 @@ import torch
 
 from l2t_gs.motion import articulation as art
 from l2t_gs.motion.visemes import BILABIAL, LABIODENTAL, P_INDEX, PARAMS
-from l2t_gs.rig import FlameRig
+from l2t_gs.rig import ExprJawRig, FlameRig
 
 __all__ = [
     "CONTACT_KINDS",
@@ -40,7 +40,7 @@ __all__ = [
 #: Column names of contact targets / probabilities / logits.
 CONTACT_KINDS: tuple[str, str] = ("bilabial", "labiodental")
 
-_RIGS: dict[tuple, tuple[Any, tuple[int, int]]] = {}
+_RIGS: dict[tuple, ExprJawRig] = {}
 
 
 def contact_targets(segments: Sequence | art.Segments, fps: float, n_frames: int) -> np.ndarray:
@@ -77,22 +77,20 @@ def contact_weights(on: np.ndarray, fps: float, edge_s: float = art.EDGE_S) -> n
     return 0.5 + 0.5 * np.cos(np.pi * x)
 
 
-def _rig_and_pair(model: Any) -> tuple[Any, tuple[int, int]]:
-
+def _lip_rig(model: Any) -> ExprJawRig:
+    """Expression + jaw skinning of the two lip-midline vertices only (cached per head model)."""
     key = (model.name, model.source, model.n_verts, model.n_expr)
     if key not in _RIGS:
-        _RIGS[key] = (FlameRig(model.to(dtype=torch.float32)), art.builtin_lip_pair())
+        rig = FlameRig(model.to(dtype=torch.float64))
+        _RIGS[key] = ExprJawRig(rig, rig.n_expr, vertex_ids=art.builtin_lip_pair())
     return _RIGS[key]
 
 
-def _lip_vectors(rig: Any, pair: tuple[int, int], expr: np.ndarray, jaw: np.ndarray) -> np.ndarray:
+def _lip_vectors(rig: ExprJawRig, expr: np.ndarray, jaw: np.ndarray) -> np.ndarray:
     """Upper minus lower lip-midline vertex [n, 3] (metres) of the skinned head."""
     with torch.no_grad():
-        v = rig(
-            expr=torch.as_tensor(expr, dtype=torch.float32),
-            jaw_pose=torch.as_tensor(jaw, dtype=torch.float32),
-        )
-    return (v[:, pair[0]] - v[:, pair[1]]).double().numpy()
+        v = rig.v_template + rig(torch.as_tensor(np.concatenate([expr, jaw], axis=1), dtype=torch.float64))
+    return (v[:, 0] - v[:, 1]).numpy()
 
 
 def apply_contacts(
@@ -154,7 +152,7 @@ def apply_contacts(
     vals[:, P_INDEX["jaw"]] = jaw[act, 0]
     vals[:, 1:] = expr[act][:, cols]
     wb, wf = cb[act], cf[act]
-    rig, pair = _rig_and_pair(model)
+    rig = _lip_rig(model)
     full = np.zeros((act.size, model.n_expr))
 
     def rig_inputs(v: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,10 +169,10 @@ def apply_contacts(
     if closing.size:
         # the linear gap model ignores other parameters and curvature: measure the offset on the mesh
         for _ in range(max(1, int(max_iter))):
-            d = _lip_vectors(rig, pair, *rig_inputs(new, closing))
+            d = _lip_vectors(rig, *rig_inputs(new, closing))
             offset[closing] = d[:, 1] - (coef[0] + new[closing] @ coef[1:])
             new = art.enforce_contacts(vals, wb, wf, coef, offset)
-            d = _lip_vectors(rig, pair, *rig_inputs(new, closing))
+            d = _lip_vectors(rig, *rig_inputs(new, closing))
             exact = wb[closing] >= 1.0 - 1e-12
             if not exact.any() or np.linalg.norm(d[exact], axis=1).max() * 1000 < tol_mm:
                 break

@@ -13,6 +13,7 @@ from l2t_gs.core.rotation import (
     quat_to_matrix,
     skew,
 )
+from l2t_gs.rig.expr_jaw import ExprJawRig
 from l2t_gs.rig.flame import FLAME_JOINTS, FlameRig
 from l2t_gs.rig.lbs import (
     batch_rigid_transform,
@@ -34,6 +35,7 @@ from l2t_gs.rig.model import HeadModel
 
 __all__ = [
     "BUILTIN_HEAD",
+    "ExprJawRig",
     "FLAME_JOINTS",
     "FlameRig",
     "HeadModel",
