@@ -52,7 +52,10 @@ def run_export_ply(args: argparse.Namespace) -> int:
 
     avatar = load_avatar(args.avatar)
     if args.frame_params is not None:
-        vertices = avatar.vertices_from_params(load_frame_params(args.frame_params, args.frame, avatar))[0]
+        params = load_frame_params(
+            args.frame_params, args.frame, avatar, dynamic_offset=args.dynamic_offset, note=_print_note
+        )
+        vertices = avatar.vertices_from_params(params)[0]
         what = f"frame {args.frame} of {args.frame_params}"
     else:
         vertices = avatar.neutral_vertices()
@@ -60,6 +63,10 @@ def run_export_ply(args: argparse.Namespace) -> int:
     ply = export_world_ply(avatar, args.out, vertices)
     print(f"wrote {args.out}: {ply.num_splats} splats, SH degree {ply.sh_degree}, {what} of '{avatar.name}'")
     return 0
+
+
+def _print_note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
 
 
 def run_import_ga(args: argparse.Namespace) -> int:
@@ -71,7 +78,9 @@ def run_import_ga(args: argparse.Namespace) -> int:
         args.out,
         frame=args.frame,
         drop_teeth=args.drop_teeth,
+        dynamic_offset=args.dynamic_offset,
         name=args.name,
+        note=_print_note,
     )
     print(f"wrote {args.out}: avatar '{avatar.name}' with {avatar.num_splats} splats ({avatar.notes})")
     return 0
@@ -123,6 +132,17 @@ def run_render(args: argparse.Namespace) -> int:
         Image.fromarray(img).save(tmp, format="PNG")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def _add_dynamic_offset_option(parser: argparse.ArgumentParser, auto_help: str) -> None:
+    from l2t_gs.gaussians.avatar_io import DYNAMIC_OFFSET_MODES
+
+    parser.add_argument(
+        "--dynamic-offset",
+        default="auto",
+        choices=DYNAMIC_OFFSET_MODES,
+        help=f"per-frame vertex offsets of the parameter file (default auto). {auto_help}",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -185,6 +205,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="rig parameters (flame_param.npz layout) to pose the avatar with; default: its neutral frame",
     )
     e.add_argument("--frame", type=int, default=0, metavar="N", help="frame of --frame-params (default 0)")
+    _add_dynamic_offset_option(
+        e,
+        "auto: ignored in a GaussianAvatars export (flame_param.npz beside point_cloud.ply), added from "
+        "other motion files (VHAP-style)",
+    )
     e.set_defaults(func=run_export_ply)
 
     i = avatar_sub.add_parser(
@@ -200,7 +225,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument(
         "--drop-teeth",
         action="store_true",
-        help="discard splats bound to GaussianAvatars' teeth triangles (not supported) instead of failing",
+        help="import onto plain FLAME, discarding splats bound to GaussianAvatars' teeth triangles "
+        "(default: rebuild the teeth and keep every splat)",
     )
+    _add_dynamic_offset_option(i, "auto and ignore: left out, as GaussianAvatars' FLAME does; apply: added")
     i.add_argument("--name", help="avatar name (default: the output folder's name)")
     i.set_defaults(func=run_import_ga)

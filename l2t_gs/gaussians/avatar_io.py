@@ -21,9 +21,16 @@ the repository) and load by name.
 A GaussianAvatars export (``point_cloud.ply`` + ``flame_param.npz`` without ``avatar.json``) is
 converted by :func:`import_gaussian_avatars` with a user-supplied FLAME model. GaussianAvatars
 always extends FLAME with teeth (120 vertices and 168 triangles appended after FLAME's own, see
-``flame_model/flame.py::FlameHead.add_teeth``); l2t-gs does not reproduce that extension, so an
-export whose splats use teeth triangles is refused unless ``drop_teeth=True`` discards those splats
-(FLAME's own vertex and face indices are unchanged by the extension, so the rest import exactly).
+``flame_model/flame.py::FlameHead.add_teeth``); the import rebuilds that extension on the user's
+FLAME model (:mod:`l2t_gs.rig.flame_teeth`) and keeps every splat, in GaussianAvatars' triangle
+order. The avatar folder keeps the FLAME file as is and names the extension in ``avatar.json``
+(``head_model_extensions``); ``drop_teeth=True`` imports onto plain FLAME instead, discarding the
+splats on teeth triangles.
+
+``dynamic_offset`` follows the meaning of the file it comes from (``dynamic_offset="auto"``):
+GaussianAvatars' FLAME never adds it, so it is ignored in GaussianAvatars exports (a
+``flame_param.npz`` next to a ``point_cloud.ply``); VHAP, the tracker, adds it to the canonical
+vertices, so it is applied from any other motion file. ``"ignore"`` / ``"apply"`` force either.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +58,15 @@ from l2t_gs.gaussians.avatar import (
     head_model_spec_of,
 )
 from l2t_gs.gaussians.ply import GaussianPly, read_gaussian_ply, write_gaussian_ply
-from l2t_gs.rig import load_head_model, save_head_model
+from l2t_gs.rig import (
+    GA_TEETH,
+    HEAD_EXTENSIONS,
+    add_gaussian_avatars_teeth,
+    apply_head_extensions,
+    load_head_model,
+    save_head_model,
+)
+from l2t_gs.rig.flame_teeth import TEETH_FACES, TEETH_VERTICES
 
 if TYPE_CHECKING:
     from l2t_gs.rig import HeadModel
@@ -61,8 +77,10 @@ AVATAR_JSON = "avatar.json"
 POINT_CLOUD = "point_cloud.ply"
 FLAME_PARAM = "flame_param.npz"
 #: GaussianAvatars' teeth extension: vertices and triangles appended to FLAME's.
-GA_TEETH_VERTICES = 120
-GA_TEETH_FACES = 168
+GA_TEETH_VERTICES = TEETH_VERTICES
+GA_TEETH_FACES = TEETH_FACES
+#: How ``dynamic_offset`` is treated: by the meaning of its source file, never, or always.
+DYNAMIC_OFFSET_MODES: tuple[str, ...] = ("auto", "ignore", "apply")
 
 _REQUIRED_PARAMS = ("shape", "expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation")
 
@@ -89,12 +107,20 @@ def num_frames(params: dict[str, np.ndarray]) -> int:
 
 
 def _fit_vertex_rows(value: np.ndarray, n_verts: int, key: str, where: str) -> np.ndarray:
-    """``[.., V', 3]`` per-vertex array -> ``[.., V, 3]``; drops GaussianAvatars' appended teeth rows."""
+    """``[.., V', 3]`` per-vertex array -> ``[.., V, 3]``.
+
+    Rows of GaussianAvatars' teeth are dropped for a model without them; a FLAME-sized array on a
+    model with the teeth gets zero rows for them (as GaussianAvatars pads a tracker's offsets).
+    """
     rows = value.shape[-2] if value.ndim >= 2 else -1
     if value.ndim < 2 or value.shape[-1] != 3:
         raise L2TError(f"{where}: {key} has shape {list(value.shape)}, expected [..., {n_verts}, 3]")
     if rows == n_verts + GA_TEETH_VERTICES:
         return value[..., :n_verts, :]
+    if rows + GA_TEETH_VERTICES == n_verts:
+        pad = [(0, 0)] * value.ndim
+        pad[-2] = (0, GA_TEETH_VERTICES)
+        return np.pad(value, pad)
     if rows != n_verts:
         raise L2TError(f"{where}: {key} has {rows} vertices, the head model has {n_verts} (topology mismatch)")
     return value
@@ -143,16 +169,60 @@ def select_frame(
     return out
 
 
-def load_frame_params(path: str | os.PathLike, frame: int, avatar: GaussianAvatar) -> dict[str, Tensor]:
+def is_gaussian_avatars_export(path: str | os.PathLike) -> bool:
+    """Whether a parameter file is a GaussianAvatars export: ``flame_param.npz`` beside ``point_cloud.ply``."""
+    p = Path(path)
+    return p.name == FLAME_PARAM and (p.parent / POINT_CLOUD).is_file()
+
+
+def use_dynamic_offset(
+    mode: str,
+    params: dict[str, np.ndarray],
+    path: str | os.PathLike,
+    note: Callable[[str], None] | None = None,
+) -> bool:
+    """Whether ``dynamic_offset`` of the parameter file ``path`` is added to the canonical vertices.
+
+    ``mode`` is one of :data:`DYNAMIC_OFFSET_MODES`: ``"auto"`` ignores it in a GaussianAvatars
+    export (its FLAME never adds it) and applies it otherwise (VHAP-style motion files). An ignored
+    non-zero offset is reported through ``note`` (one line).
+    """
+    if mode not in DYNAMIC_OFFSET_MODES:
+        raise L2TError(f"dynamic_offset mode must be one of {', '.join(DYNAMIC_OFFSET_MODES)}, got {mode!r}")
+    ga = is_gaussian_avatars_export(path)
+    apply = mode == "apply" or (mode == "auto" and not ga)
+    value = params.get("dynamic_offset")
+    if not apply and note is not None and value is not None and value.size and bool(np.any(value != 0)):
+        why = "GaussianAvatars' FLAME ignores it in its exports" if ga else "--dynamic-offset ignore"
+        note(
+            f"{path}: dynamic_offset is non-zero (max |offset| {float(np.abs(value).max()):.3g} m) and is "
+            f"ignored ({why}); --dynamic-offset apply adds it to the canonical vertices"
+        )
+    return apply
+
+
+def load_frame_params(
+    path: str | os.PathLike,
+    frame: int,
+    avatar: GaussianAvatar,
+    *,
+    dynamic_offset: str = "auto",
+    note: Callable[[str], None] | None = None,
+) -> dict[str, Tensor]:
     """The per-frame rig parameters (:data:`DYNAMIC_KEYS`) of frame ``frame`` of a motion file.
 
     Identity parameters (``shape``, ``static_offset``) stay the avatar's, as GaussianAvatars does
-    when it renders a target motion.
+    when it renders a target motion. ``dynamic_offset`` is taken or left out per
+    :func:`use_dynamic_offset` (``dynamic_offset`` mode, ``note`` for an ignored non-zero one).
     """
     params = load_flame_params(path)
     if "expr" not in params:
         raise L2TError(f"{path}: missing rig parameter expr")
-    out = select_frame(params, frame, avatar.n_verts, keys=DYNAMIC_KEYS, where=str(path))
+    keys = DYNAMIC_KEYS
+    if not use_dynamic_offset(dynamic_offset, params, path, note):
+        keys = tuple(k for k in DYNAMIC_KEYS if k != "dynamic_offset")
+    out = select_frame(params, frame, avatar.n_verts, keys=keys, where=str(path))
+    out.setdefault("dynamic_offset", torch.zeros(avatar.n_verts, 3))  # per frame: absent means zero
     expr, n_expr = out["expr"], int(avatar.neutral_params["expr"].shape[0])
     if expr.shape[0] < n_expr:  # fewer expression components: zero-pad, as the rig does
         out["expr"] = torch.nn.functional.pad(expr, (0, n_expr - expr.shape[0]))
@@ -236,6 +306,20 @@ def _head_model_path(folder: Path, spec: Any) -> str:
     return str(path.resolve())
 
 
+def _head_model_extensions(folder: Path, meta: dict[str, Any]) -> tuple[str, ...]:
+    """``head_model_extensions`` of ``avatar.json`` (names of ``HEAD_EXTENSIONS``), checked."""
+    names = meta.get("head_model_extensions") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise L2TError(f"{folder / AVATAR_JSON}: head_model_extensions must be a list of names, got {names!r}")
+    unknown = [n for n in names if n not in HEAD_EXTENSIONS]
+    if unknown:
+        raise L2TError(
+            f"{folder / AVATAR_JSON}: unknown head model extension {unknown[0]!r} "
+            f"(known: {', '.join(HEAD_EXTENSIONS.choices())})"
+        )
+    return tuple(names)
+
+
 def _load_head_model(spec: str, n_shape: int | None, n_expr: int | None) -> HeadModel:
 
     return load_head_model(spec, n_shape=n_shape, n_expr=n_expr)
@@ -281,9 +365,10 @@ def load_avatar(
     if missing:
         raise L2TError(f"{folder / FLAME_PARAM}: missing rig parameter(s) {', '.join(missing)}")
     n_shape, n_expr = int(raw["shape"].shape[-1]), int(raw["expr"].shape[-1])
+    extensions = _head_model_extensions(folder, meta)
     if head_model is None or isinstance(head_model, (str, os.PathLike)):
         spec = _head_model_path(folder, meta.get("head_model")) if head_model is None else str(head_model)
-        model = _load_head_model(spec, n_shape, n_expr)
+        model = apply_head_extensions(_load_head_model(spec, n_shape, n_expr), extensions)
     else:
         model = head_model
         spec = head_model_spec_of(model)
@@ -337,9 +422,11 @@ def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
     backup: Path | None = None
     try:
         head_entry = "builtin"
-        if spec == "":  # an in-memory head model: write it out
+        extensions = list(avatar.head_model.extensions)
+        if spec == "":  # an in-memory head model: write it out (extensions included in its arrays)
             head_entry = "head_model.npz"
             save_head_model(avatar.head_model, tmp / head_entry)
+            extensions = []
         elif spec != "builtin":
             head_entry = "head_model" + "".join(Path(spec).suffixes[-1:])
             shutil.copyfile(spec, tmp / head_entry)
@@ -360,6 +447,7 @@ def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
             "version": FORMAT_VERSION,
             "name": avatar.name,
             "head_model": head_entry,
+            **({"head_model_extensions": extensions} if extensions else {}),
             "sh_degree": avatar.sh_degree,
             "num_splats": avatar.num_splats,
             "num_vertices": avatar.n_verts,
@@ -414,7 +502,9 @@ def import_gaussian_avatars(
     *,
     frame: int = 0,
     drop_teeth: bool = False,
+    dynamic_offset: str = "auto",
     name: str | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> GaussianAvatar:
     """Convert a GaussianAvatars export into an avatar folder at ``out_dir``.
 
@@ -425,8 +515,12 @@ def import_gaussian_avatars(
             copied into the avatar folder as its head model (mind FLAME's license when sharing).
         out_dir: the avatar folder to write.
         frame: which of the ``T`` frames becomes the neutral frame.
-        drop_teeth: discard splats bound to GaussianAvatars' teeth triangles instead of failing.
+        drop_teeth: import onto plain FLAME, discarding splats bound to GaussianAvatars' teeth
+            triangles. By default the teeth extension is rebuilt and every splat kept.
+        dynamic_offset: ``"auto"`` / ``"ignore"`` leave the export's ``dynamic_offset`` out of the
+            neutral frame (GaussianAvatars' FLAME never adds it); ``"apply"`` adds it.
         name: avatar name (default: ``out_dir``'s name).
+        note: receives one-line notes (an ignored non-zero ``dynamic_offset``).
 
     Returns:
         The imported avatar (its head model spec points at the copy inside ``out_dir``).
@@ -440,43 +534,53 @@ def import_gaussian_avatars(
     missing = [k for k in _REQUIRED_PARAMS if k not in raw]
     if missing:
         raise L2TError(f"{folder / FLAME_PARAM}: missing rig parameter(s) {', '.join(missing)}")
+    apply_dynamic = use_dynamic_offset(dynamic_offset, raw, folder / FLAME_PARAM, note)
     model = _load_head_model(str(flame_path), int(raw["shape"].shape[-1]), int(raw["expr"].shape[-1]))
-    v, f, _, _ = head_model_sizes(model)
+    _, f, _, _ = head_model_sizes(model)
 
     assert ply.binding is not None
-    outside = ply.binding >= f
-    n_outside = int(outside.sum())
-    dropped = 0
-    if n_outside:
-        top = int(ply.binding.max())
-        if top >= f + GA_TEETH_FACES:
-            raise L2TError(
-                f"{folder / POINT_CLOUD}: splats bind to triangles up to {top}, but the FLAME model has {f} "
-                f"(+{GA_TEETH_FACES} GaussianAvatars teeth triangles): wrong FLAME model?"
-            )
-        if not drop_teeth:
-            raise L2TError(
-                f"{folder}: {n_outside} of {ply.num_splats} splats are bound to GaussianAvatars' teeth "
-                f"triangles (indices >= {f}); the teeth extension of FLAME is required and not supported "
-                "by l2t-gs: re-run with --drop-teeth to import without them (no teeth in the mouth)"
-            )
-        keep = ~outside
-        ply = GaussianPly(
-            means=ply.means[keep],
-            log_scales=ply.log_scales[keep],
-            quats=ply.quats[keep],
-            opacity_logits=ply.opacity_logits[keep],
-            sh=ply.sh[keep],
-            binding=ply.binding[keep],
+    on_teeth = ply.binding >= f
+    n_teeth = int(on_teeth.sum())
+    if n_teeth and int(ply.binding.max()) >= f + GA_TEETH_FACES:
+        raise L2TError(
+            f"{folder / POINT_CLOUD}: splats bind to triangles up to {int(ply.binding.max())}, but the FLAME model "
+            f"has {f} (+{GA_TEETH_FACES} GaussianAvatars teeth triangles): wrong FLAME model?"
         )
-        dropped = n_outside
+    dropped = 0
+    if drop_teeth:
+        if n_teeth:
+            keep = ~on_teeth
+            ply = GaussianPly(
+                means=ply.means[keep],
+                log_scales=ply.log_scales[keep],
+                quats=ply.quats[keep],
+                opacity_logits=ply.opacity_logits[keep],
+                sh=ply.sh[keep],
+                binding=ply.binding[keep],
+            )
+            dropped = n_teeth
+    else:
+        try:
+            model = add_gaussian_avatars_teeth(model)
+        except L2TError as exc:  # not FLAME's topology: only an export without teeth splats imports
+            if n_teeth:
+                raise L2TError(
+                    f"{folder}: {n_teeth} of {ply.num_splats} splats are bound to GaussianAvatars' teeth triangles "
+                    f"(indices >= {f}), and {exc}; re-run with --drop-teeth to import without them"
+                ) from None
+    v = model.n_verts
     t = num_frames(raw)
-    neutral = select_frame(raw, frame, v, where=str(folder / FLAME_PARAM))
+    keys = (*NEUTRAL_KEYS, "dynamic_offset") if apply_dynamic else NEUTRAL_KEYS
+    neutral = select_frame(raw, frame, v, keys=keys, where=str(folder / FLAME_PARAM))
     neutral.setdefault("static_offset", torch.zeros(v, 3))
     frame_index = frame % t
     notes = f"imported from GaussianAvatars export {folder.resolve()} (neutral = frame {frame_index} of {t})"
+    if GA_TEETH in model.extensions:
+        notes += f"; FLAME with GaussianAvatars' teeth ({n_teeth} splats on them)"
     if dropped:
         notes += f"; dropped {dropped} splats bound to the teeth extension"
+    if apply_dynamic and "dynamic_offset" in neutral:
+        notes += "; dynamic_offset applied"
     avatar = avatar_from_ply(
         ply,
         model,

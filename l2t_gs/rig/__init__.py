@@ -15,6 +15,7 @@ from l2t_gs.core.rotation import (
 )
 from l2t_gs.rig.expr_jaw import ExprJawRig
 from l2t_gs.rig.flame import FLAME_JOINTS, FlameRig
+from l2t_gs.rig.flame_teeth import GA_TEETH, add_gaussian_avatars_teeth, has_gaussian_avatars_teeth
 from l2t_gs.rig.lbs import (
     batch_rigid_transform,
     blend_shapes,
@@ -31,18 +32,23 @@ from l2t_gs.rig.loader import (
     resolve_head_spec,
     save_head_model,
 )
-from l2t_gs.rig.model import HeadModel
+from l2t_gs.rig.model import HEAD_EXTENSIONS, HeadModel, apply_head_extensions
 
 __all__ = [
     "BUILTIN_HEAD",
     "ExprJawRig",
     "FLAME_JOINTS",
     "FlameRig",
+    "GA_TEETH",
+    "HEAD_EXTENSIONS",
     "HeadModel",
+    "add_gaussian_avatars_teeth",
+    "apply_head_extensions",
     "axis_angle_to_matrix",
     "axis_angle_to_quat",
     "batch_rigid_transform",
     "blend_shapes",
+    "has_gaussian_avatars_teeth",
     "head_model_from_arrays",
     "lbs",
     "load_flame_masks",

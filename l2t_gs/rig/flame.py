@@ -12,7 +12,12 @@ Offsets: GaussianAvatars' FLAME adds ``static_offset`` to the shaped template ri
 shape/expression blendshapes, i.e. before joint regression and pose correctives (so offsets move the
 joints); it accepts ``dynamic_offset`` but never applies it. VHAP, the tracker that writes the
 ``flame_param.npz`` files GaussianAvatars reads, adds ``dynamic_offset`` at that same point. This rig
-follows both: the two offsets are added together to ``v_shaped`` before step 2.
+adds whatever offsets it is given, summed into ``v_shaped`` before step 2; whether a file's
+``dynamic_offset`` is passed in at all follows that file's meaning and is decided by its reader
+(``l2t_gs.gaussians.avatar_io.use_dynamic_offset``, ``docs/avatar-format.md``).
+
+GaussianAvatars' teeth (120 vertices, 168 faces appended to FLAME) are a head-model extension,
+:mod:`l2t_gs.rig.flame_teeth`; the rig needs nothing special for them.
 
 Pose vector order (5 joints): global rotation, neck, jaw, left eye, right eye; ``eyes_pose`` is
 [left eye (3), right eye (3)].

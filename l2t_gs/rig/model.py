@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
+from l2t_gs.core.registry import Registry
 from l2t_gs.errors import L2TError
 
-__all__ = ["HeadModel"]
+__all__ = ["HEAD_EXTENSIONS", "HeadModel", "apply_head_extensions"]
 
 
 @dataclass
@@ -28,6 +30,8 @@ class HeadModel:
     - ``parents``     [J] long, ``parents[0] == -1``, ``parents[j] < j`` otherwise
     - ``faces``       [F, 3] long
     - ``masks``       region name -> LongTensor of vertex indices
+    - ``extensions``  names of :data:`HEAD_EXTENSIONS` applied to the model loaded from ``source``
+      (e.g. GaussianAvatars' teeth appended to a FLAME pickle)
 
     Treat instances as immutable; :meth:`to` returns a new one.
     """
@@ -45,6 +49,7 @@ class HeadModel:
     expr_names: list[str] = field(default_factory=list)
     name: str = "head"
     source: str = ""
+    extensions: tuple[str, ...] = ()
 
     @property
     def n_verts(self) -> int:
@@ -149,5 +154,20 @@ class HeadModel:
         return (
             f"HeadModel(name={self.name!r}, V={self.n_verts}, F={self.n_faces}, J={self.n_joints}, "
             f"shape={self.n_shape}, expr={self.n_expr}, masks={sorted(self.masks)}, "
-            f"dtype={self.dtype}, source={self.source!r})"
+            f"dtype={self.dtype}, source={self.source!r}"
+            + (f", extensions={list(self.extensions)})" if self.extensions else ")")
         )
+
+
+#: Topology extensions of a loaded head model (name -> function returning the extended model).
+HEAD_EXTENSIONS: Registry[Callable[[HeadModel], HeadModel]] = Registry(
+    "head model extension", modules=("l2t_gs.rig.flame_teeth",)
+)
+
+
+def apply_head_extensions(model: HeadModel, names: Iterable[str]) -> HeadModel:
+    """``model`` with the named :data:`HEAD_EXTENSIONS` applied in order (ones it has are skipped)."""
+    for name in names:
+        if name not in model.extensions:
+            model = HEAD_EXTENSIONS.get(name)(model)
+    return model
