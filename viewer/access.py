@@ -214,5 +214,7 @@ def choose_port(host: str, port: int, search: int = PORT_SEARCH) -> int:
                 raise L2TError(f"cannot listen on --host {host}: not an address of this machine") from None
             raise L2TError(f"cannot listen on {host} port {candidate}: {exc.strerror or exc}") from None
         return candidate
-    span = f"{port}" if last == port else f"{port}..{last}"
-    raise L2TError(f"no free port on {host or 'all interfaces'} in {span} (choose another with --port)")
+    where = host or "all interfaces"
+    if last == port:
+        raise L2TError(f"no free port on {where}: port {port} is taken (choose another with --port)")
+    raise L2TError(f"no free port on {where} in {port}..{last} (choose another with --port)")
