@@ -148,8 +148,9 @@ class AccessPolicy:
     ) -> tuple[str | None, bool]:
         """Check one request: ``path`` (with query), ``header(name)`` -> all values of a header.
 
-        ``port``: the port served (default :attr:`port`). Returns ``(reason, set_cookie)``: ``reason`` is None when the request may proceed, else a
-        one-line reason for a 403; ``set_cookie`` says the token came in the URL (set the cookie).
+        ``port``: the port served (default :attr:`port`). Returns ``(reason, set_cookie)``: ``reason``
+        is None when the request may proceed, else a one-line reason for a 403; ``set_cookie`` says the
+        token came in the URL of a page load (answer with the cookie).
         """
         hosts = header("Host")
         if len(hosts) != 1 or not self.host_allowed(hosts[0], port):
@@ -209,7 +210,9 @@ def choose_port(host: str, port: int, search: int = PORT_SEARCH) -> int:
             if exc.errno == errno.EADDRINUSE:
                 continue
             if exc.errno == errno.EACCES:
-                raise L2TError(f"cannot listen on port {candidate}: permission denied (use a port above 1023)") from None
+                raise L2TError(
+                    f"cannot listen on port {candidate}: permission denied (use a port above 1023)"
+                ) from None
             if exc.errno == errno.EADDRNOTAVAIL:
                 raise L2TError(f"cannot listen on --host {host}: not an address of this machine") from None
             raise L2TError(f"cannot listen on {host} port {candidate}: {exc.strerror or exc}") from None

@@ -27,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio", metavar="FILE", help="speech to animate at start (wav, flac, ogg, mp3, m4a)")
     p.add_argument("--model", metavar="PATH", help="Audio2Mesh checkpoint or run dir (default: the shipped model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken, said on stderr)")
+    p.add_argument(
+        "--port", type=int, default=8080, help="port (default 8080; the next free one if taken, said on stderr)"
+    )
     p.add_argument(
         "--max-upload-mb", type=float, default=50.0, metavar="MB", help="largest accepted upload (default 50)"
     )
