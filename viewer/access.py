@@ -1,13 +1,13 @@
 """Who may use the viewer: checks on every HTTP request and websocket upgrade, and picking the port.
 
-The security model (also in README.md, "Viewer security"):
+The security model (also in docs/viewer.md, "Security"):
 
 - **Host**: a request is served only when its ``Host`` header names this server: a loopback name
   (``localhost``, ``127.0.0.1``, ``[::1]``) or the ``--host`` given, with the port being served (a web
   page that rebinds its own DNS name to 127.0.0.1 sends its own name: rejected). With a wildcard
-  ``--host`` (``0.0.0.0``, ``::``) IP literals and this machine's host names are accepted as well.
+  ``--host`` (``0.0.0.0``, ``::``) IP literals and this machine's host name are accepted as well.
 - **Origin**: when present, ``Origin`` must be the page's own origin (``http://`` + the Host header);
-  a websocket upgrade must carry it (browsers always do). A page on another site can neither read
+  a websocket upgrade must carry it (browsers always do). A page of another origin can neither read
   the viewer's page nor open its websocket.
 - **Token**: an unguessable token (:func:`new_token`) must come with the page's URL (``?token=...``,
   printed at start, as Jupyter does); the first valid load sets it as an ``HttpOnly``,
@@ -98,10 +98,8 @@ class AccessPolicy:
         self.wildcard = bind in WILDCARD_HOSTS
         if not self.wildcard:
             names.add(bind)
-        else:  # every interface: this machine's names too (IP literals are accepted in `host_allowed`)
-            for name in (socket.gethostname(), socket.getfqdn()):
-                if name:
-                    names.add(name.lower())
+        else:  # every interface: this machine's name too (no DNS look-up; IP literals: see `host_allowed`)
+            names.add(socket.gethostname().lower())
         self.names = frozenset(names)
 
     @property

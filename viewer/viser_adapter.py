@@ -3,8 +3,10 @@ in pyproject.toml's ``viewer`` and ``dev`` extras): check this module again befo
 
 Why: viser 1.1.1 has no public hook that sees an upload before all of its bytes are buffered in the
 server's memory (``GuiUploadButtonHandle.on_upload`` fires once the whole file has arrived), so an
-upload of any size would be held in memory before the viewer can refuse it.
-:func:`install_upload_size_guard` drops an over-large upload as it starts. It touches exactly:
+upload of any size would be held in memory before the viewer can refuse it, and any number of
+unfinished uploads may be held at once. :func:`install_upload_size_guard` drops an upload as it starts,
+or as soon as it goes over, when it is over the per-file limit, sends more than it declared, or takes
+the upload bytes in flight over the caps per connection or overall. It touches exactly:
 
 - ``viser._messages.FileTransferStartUpload`` and ``FileTransferPart``: the messages a browser sends
   to upload a file (start with the declared size, then its parts), and ``FileTransferPartAck``, sent
@@ -12,8 +14,8 @@ upload of any size would be held in memory before the viewer can refuse it.
 - ``ViserServer._websock_server``: its ``register_handler`` (to see those messages, after viser's own
   handlers) and ``queue_message`` (to send the acknowledgement);
 - ``GuiApi._current_file_upload_states``: viser's table of uploads in flight (transfer uuid -> state
-  dict with ``filename``, ``total_bytes``, ``transferred_bytes``, ...); removing a transfer from it
-  makes viser ignore (and not buffer) that transfer's remaining parts.
+  dict with ``client_id``, ``filename``, ``total_bytes``, ``transferred_bytes``, ...); removing a
+  transfer from it frees its buffered parts and makes viser ignore (and not buffer) its remaining parts.
 
 With another viser version where any of these is missing, no guard is installed (the caller is told)
 and uploads are size-checked only after they arrived.
@@ -28,14 +30,17 @@ wrapped in :class:`_GuardedRequest`, which answers 403 before viser sees a reque
 :meth:`AccessPolicy.check <l2t_gs.viewer.access.AccessPolicy.check>` refuses. Everything else
 (serving the page, the upgrade, the port loop) stays viser's own code.
 
-Conventions, told apart: *viser's* (1.1.1): ``ViserServer(host, port)`` blocks until bound and, when the
-port is taken, silently tries the next one (up to 1000 ports), hanging forever when none can be bound
-(e.g. a ``host`` that is no address of this machine); ``process_request`` returns None for websocket
-upgrades and a 200/404 ``Response`` for files; clients must speak the ``viser-v<version>``
-subprotocol. *Ours* (this module and :mod:`l2t_gs.viewer.access`): the port is chosen before viser
-binds (``access.choose_port``: one-line error, no hang), construction has a time limit
-(:data:`STARTUP_TIMEOUT_S`), and every request passes the Host/Origin/token checks first; a page
-loaded with a valid ``?token=`` gets viser's response plus a ``Set-Cookie`` carrying the token.
+Conventions, told apart: *viser's* (1.1.1): ``ViserServer(host, port)`` blocks until bound and, when the port
+is taken, silently tries the next one (up to 1000 ports), hanging forever when none can be bound (e.g. a
+``host`` that is no address of this machine); ``process_request`` returns None for websocket upgrades and a
+200/404 ``Response`` for files; clients must speak the ``viser-v<version>`` subprotocol and count as connected
+after their first camera message; uploads are buffered part by part until complete, and a disconnected
+client's unfinished ones are dropped. *Ours* (this module and :mod:`l2t_gs.viewer.access`): the port is chosen
+before viser binds (``access.choose_port``: one-line error, no hang), construction has a time limit
+(:data:`STARTUP_TIMEOUT_S`), and every request passes the Host/Origin/token checks first; a page loaded with a
+valid ``?token=`` gets viser's response plus a ``Set-Cookie`` carrying the token. If a viser version no longer
+calls ``websockets.asyncio.server.serve`` that way, :func:`start_server` refuses to serve rather than serve
+unchecked.
 
 For annotations only, :data:`ProgressBarHandle` names ``viser._gui_handles.GuiProgressBarHandle``, the
 type ``GuiApi.add_progress_bar`` returns, which viser 1.1.1 does not export. The rest of the viewer uses
@@ -233,7 +238,10 @@ def start_server(
     """
     real_serve = websockets.asyncio.server.serve
 
+    wrapped: list[int] = []
+
     def serve(handler: Any, host_: Any = None, port_: Any = None, **kwargs: Any) -> Any:
+        wrapped.append(int(port_))
         kwargs["process_request"] = _GuardedRequest(kwargs.get("process_request"), policy, int(port_), on_refused)
         return real_serve(handler, host_, port_, **kwargs)
 
@@ -258,5 +266,8 @@ def start_server(
     if "server" not in box:
         raise L2TError(f"the viewer could not listen on {host} port {port} within {timeout:.0f} s")
     server = box["server"]
+    if server.get_port() not in wrapped:  # this viser did not serve through the wrapped call: refuse
+        server.stop()
+        raise L2TError(f"viser {viser.__version__} cannot be guarded by the viewer's access checks (use viser==1.1.1)")
     policy.port = server.get_port()
     return server
