@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import uuid
 
 import pytest
@@ -107,6 +108,29 @@ def test_choose_port_moves_on_and_fails_in_one_line():
         choose_port("203.0.113.5", 8080)
     with pytest.raises(L2TError, match="unknown host"):
         choose_port("no-such-host.invalid", 8080)
+
+
+def test_start_server_refuses_rather_than_serve_unchecked(monkeypatch):
+    """A viser that does not serve through ``websockets.asyncio.server.serve`` (simulated: the adapter's
+    wrapper goes to a stand-in module) is refused; a viser that never finishes starting times out."""
+    pytest.importorskip("viser")
+    import viser
+
+    from l2t_gs.viewer import viser_adapter
+
+    stand_in = types.SimpleNamespace(asyncio=types.SimpleNamespace(server=types.SimpleNamespace(serve=None)))
+    monkeypatch.setattr(viser_adapter, "websockets", stand_in)
+    port = _free_port()
+    with pytest.raises(L2TError, match=r"cannot be guarded by the viewer's access checks \(use viser==1.1.1\)"):
+        viser_adapter.start_server("127.0.0.1", port, AccessPolicy(port=port), lambda _r: None)
+    monkeypatch.undo()
+    release = threading.Event()
+    monkeypatch.setattr(viser, "ViserServer", lambda **_kw: release.wait(30))
+    t0 = time.monotonic()
+    with pytest.raises(L2TError, match="could not listen on 127.0.0.1 port 1234 within 0.3 s"):
+        viser_adapter.start_server("127.0.0.1", 1234, AccessPolicy(port=1234), lambda _r: None, timeout=0.3)
+    release.set()
+    assert time.monotonic() - t0 < 5
 
 
 # --------------------------------------------------------------------------- the viewer in-process

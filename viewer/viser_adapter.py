@@ -264,7 +264,7 @@ def start_server(
     if "error" in box:
         raise box["error"]
     if "server" not in box:
-        raise L2TError(f"the viewer could not listen on {host} port {port} within {timeout:.0f} s")
+        raise L2TError(f"the viewer could not listen on {host} port {port} within {timeout:g} s")
     server = box["server"]
     if server.get_port() not in wrapped:  # this viser did not serve through the wrapped call: refuse
         server.stop()
