@@ -450,8 +450,8 @@ def _view_cmd() -> list[str]:
 class _Server:
     """``l2t-gs view`` in a subprocess; ``url`` once it serves."""
 
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.port = _free_port()
+    def __init__(self, tmp_path: Path, *args: str, port: int | None = None) -> None:
+        self.port = _free_port() if port is None else port
         self.log = tmp_path / f"view-{self.port}.log"
         self._err = open(self.log, "w")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
@@ -567,6 +567,20 @@ class Chromium:
 
     def screenshot(self) -> bytes:
         return base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+
+    def text(self) -> str:
+        """The page's visible text."""
+        expr = "document.body ? document.body.innerText : ''"
+        return str(self.call("Runtime.evaluate", expression=expr, returnByValue=True)["result"].get("value", ""))
+
+    def text_until(self, until, timeout: float = 30.0) -> str:
+        """The page's text once ``until(text)`` holds or time runs out."""
+        end = time.monotonic() + timeout
+        text = self.text()
+        while not until(text) and time.monotonic() < end:
+            time.sleep(0.25)
+            text = self.text()
+        return text
 
     def screenshot_until(self, until, timeout: float = 120.0) -> bytes:
         """Screenshots until ``until(png)`` holds or time runs out; returns the last."""

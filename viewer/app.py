@@ -33,6 +33,7 @@ from l2t_gs.gaussians import load_avatar
 from l2t_gs.gaussians.avatar_io import resolve_avatar_dir
 from l2t_gs.models.checkpoint import load_model
 
+from .access import LOOPBACK_NAMES, AccessPolicy, choose_port, new_token
 from .render_job import run_render_child
 from .state import (
     CAMERA_PRESETS,
@@ -51,6 +52,8 @@ from .state import (
     splat_arrays,
 )
 from .uploads import (
+    MAX_CLIENT_INFLIGHT_BYTES,
+    MAX_TOTAL_INFLIGHT_BYTES,
     MAX_UPLOAD_BYTES,
     AudioClip,
     UploadRejected,
@@ -59,14 +62,13 @@ from .uploads import (
     display_name,
     load_local_audio,
 )
-from .viser_adapter import install_upload_size_guard
+from .viser_adapter import install_upload_size_guard, start_server
 
 if TYPE_CHECKING:
     from l2t_gs.models.audio2mesh import Audio2Mesh
 
     from .viser_adapter import ProgressBarHandle, UploadSizeGuard
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 WIREFRAME_RGB = (30, 30, 30)
 #: A viser GUI event (of any handle type), for :meth:`AvatarViewer._guarded`.
 _Event = TypeVar("_Event", bound="viser.GuiEvent[Any]")
@@ -82,6 +84,11 @@ class ViewerOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    #: Caps on upload bytes in flight (see :mod:`l2t_gs.viewer.uploads`); never below ``max_upload_bytes``.
+    max_client_inflight_bytes: int = MAX_CLIENT_INFLIGHT_BYTES
+    max_total_inflight_bytes: int = MAX_TOTAL_INFLIGHT_BYTES
+    #: False (``--no-token``): no token in the URL (the Host and Origin checks stay).
+    token: bool = True
 
 
 class _Children:
@@ -156,6 +163,8 @@ class AvatarViewer:
         self._mesh: viser.LineSegmentsHandle | None = None
         self._upload_guard: UploadSizeGuard | None = None
         self.url = ""
+        self.access: AccessPolicy | None = None
+        self._refusals: set[str] = set()
         self.workdir = Path(tempfile.mkdtemp(prefix="l2t-gs-view-"))
 
     # ------------------------------------------------------------------ setup
@@ -188,10 +197,18 @@ class AvatarViewer:
         return model
 
     def start(self) -> str:
-        """Start serving; returns the page's URL."""
+        """Start serving; returns the page's URL (with its token).
+
+        Raises :class:`L2TError` in one line when the address cannot be listened on or no port is free;
+        says on the log when the port moved because ``options.port`` was taken.
+        """
         opts = self.options
-        self.server = server = viser.ViserServer(host=opts.host, port=opts.port, verbose=False)
-        self.url = f"http://{_url_host(server.get_host())}:{server.get_port()}"
+        port = choose_port(opts.host, opts.port)
+        self.access = access = AccessPolicy(host=opts.host, port=port, token=new_token() if opts.token else None)
+        self.server = server = start_server(opts.host, port, access, self._refused)
+        if server.get_port() != opts.port:
+            self._log(f"port {opts.port} is taken: serving on port {server.get_port()} instead")
+        self.url = access.url(_url_host(server.get_host()))
         server.scene.set_up_direction("+y")
         pose = camera_pose("front", self.neutral, aspect=1.0)
         cam = server.initial_camera
@@ -209,9 +226,16 @@ class AvatarViewer:
             self._start_job(functools.partial(self._animate, self.audio, None), None)
         else:
             self._set_status(self._idle_status())
-        if opts.host not in LOOPBACK_HOSTS:
-            self._log(f"warning: listening on {opts.host}: anyone who can reach it can use the viewer (no login)")
+        if opts.host.strip("[]").lower() not in LOOPBACK_NAMES:
+            who = "anyone who can reach it" + (" and has the URL's token" if access.token else "")
+            self._log(f"warning: listening on {opts.host}: {who} can use the viewer (plain HTTP, no encryption)")
         return self.url
+
+    def _refused(self, reason: str) -> None:
+        """Log a refused request, each distinct reason once (a hostile page may retry in a loop)."""
+        if reason not in self._refusals and len(self._refusals) < 100:
+            self._refusals.add(reason)
+            self._log(reason)
 
     def _idle_status(self) -> str:
         parts = [f"Avatar '{self.avatar.name}' ({self.avatar.num_splats} splats)."]
@@ -282,22 +306,27 @@ class AvatarViewer:
         return run
 
     def _install_upload_guard(self, server: viser.ViserServer) -> None:
-        """Drop uploads whose declared size is over the limit before their bytes are buffered.
+        """Drop uploads over the per-file limit or the caps on bytes in flight before their bytes are buffered.
 
         Needs viser internals (:mod:`l2t_gs.viewer.viser_adapter`); the size is checked again after the
         upload in any case.
         """
         limit = self.options.max_upload_bytes
 
-        def reject(client: viser.ClientHandle | None, name: str, size: int) -> None:
-            try:
-                check_upload_header(name, size, limit)
-                reason = f"'{display_name(name)}' is larger than the {limit / 1024**2:.0f} MB limit"
-            except UploadRejected as exc:
-                reason = str(exc)
+        def reject(client: viser.ClientHandle | None, name: str, size: int, reason: str | None) -> None:
+            if reason is None:  # over the per-file limit
+                try:
+                    check_upload_header(name, size, limit)
+                    reason = f"'{display_name(name)}' is larger than the {limit / 1024**2:.0f} MB limit"
+                except UploadRejected as exc:
+                    reason = str(exc)
             self._error(client, f"upload rejected: {reason}")
 
-        self._upload_guard = install_upload_size_guard(server, limit, reject)
+        client_limit = max(self.options.max_client_inflight_bytes, limit)
+        total_limit = max(self.options.max_total_inflight_bytes, client_limit)
+        self._upload_guard = install_upload_size_guard(
+            server, limit, reject, client_limit=client_limit, total_limit=total_limit
+        )
         if self._upload_guard is None:  # pragma: no cover - other viser versions
             self._log("note: early upload size check unavailable with this viser version")
 

@@ -27,9 +27,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio", metavar="FILE", help="speech to animate at start (wav, flac, ogg, mp3, m4a)")
     p.add_argument("--model", metavar="PATH", help="Audio2Mesh checkpoint or run dir (default: the shipped model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
+    p.add_argument(
+        "--port", type=int, default=8080, help="port (default 8080; the next free one if taken, said on stderr)"
+    )
     p.add_argument(
         "--max-upload-mb", type=float, default=50.0, metavar="MB", help="largest accepted upload (default 50)"
+    )
+    p.add_argument(
+        "--no-token",
+        action="store_true",
+        help="serve without the secret token in the URL (the Host and Origin checks stay; see README)",
     )
 
 
@@ -41,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
         raise L2TError(f"--port must be in 1..65535, got {args.port}")
     if not 1 <= args.max_upload_mb <= 1024:
         raise L2TError(f"--max-upload-mb must be in 1..1024, got {args.max_upload_mb}")
+    from .access import choose_port
+
+    choose_port(args.host, args.port)  # a bad --host or no free port: one line now, before loading anything
     # viser is an optional dependency: the viewer (which imports it) loads only once it is known to be there
     from .app import AvatarViewer, ViewerOptions
 
@@ -52,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+            token=not args.no_token,
         )
     )
     try:

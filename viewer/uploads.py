@@ -26,6 +26,11 @@ from l2t_gs.errors import L2TError
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3", ".m4a")
 #: Largest accepted upload.
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+#: Most upload bytes in flight (declared sizes of unfinished uploads, or what arrived if more) from one
+#: browser connection; a new upload beyond it is dropped as it starts, with one message to that browser.
+MAX_CLIENT_INFLIGHT_BYTES = 64 * 1024 * 1024
+#: Most upload bytes in flight from all connections together (bounds the server's memory for uploads).
+MAX_TOTAL_INFLIGHT_BYTES = 256 * 1024 * 1024
 #: Longest accepted audio (the motion is kept in memory; use ``l2t-gs render`` for longer files).
 MAX_AUDIO_SECONDS = 300.0
 #: Shortest accepted audio.
