@@ -460,9 +460,10 @@ def _layout_rows(cfg: RenderConfig, device: torch.device) -> list[_Row]:
 
 
 def render_layout_frames(audio_path: str | os.PathLike, cfg: RenderConfig) -> Iterator[np.ndarray]:
-    """The frames (uint8 ``[H, W, 3]``) of a demo video, streamed: one row of tiles per source (``cfg.compare``
-    items, else the base model or motion), one column per camera (``cfg.cameras`` for ``layout="grid"``,
-    else ``cfg.camera``), labels above the tiles when there is more than one, then optional caption and
+    """The frames (uint8 ``[H, W, 3]``) of a demo video, streamed: the sources (``cfg.compare`` items, else the
+    base model or motion) side by side in one row with one camera, or one row per source and one column per
+    camera (``cfg.cameras`` for ``layout="grid"``, else ``cfg.camera``); labels above the tiles when there
+    is more than one, then optional caption and
     waveform strips (:class:`l2t_gs.render.layout.Layout`). Each tile equals the single-view render of its
     source and camera; frames are composed as the sources' vertex chunks stream in."""
     yield from _layout_frames(load_audio(audio_path, sr=16000), str(audio_path), cfg)
@@ -502,8 +503,9 @@ def _layout_frames(audio: np.ndarray, where: str, cfg: RenderConfig) -> Iterator
     if not several and not cfg.compare:
         labels = []
     bg255 = tuple(int(round(255 * float(c))) for c in cfg.background)
-    layout = Layout(len(rows), len(cameras), cfg.size, labels, audio if cfg.waveform else None, seconds, captions,
-                    background=bg255)  # fmt: skip
+    # one camera: the sources side by side in one row; several: one row per source, one column per camera
+    shape = (1, len(rows)) if len(cameras) == 1 else (len(rows), len(cameras))
+    layout = Layout(*shape, cfg.size, labels, audio if cfg.waveform else None, seconds, captions, background=bg255)
     torch.manual_seed(cfg.seed)
     bg = torch.tensor([list(cfg.background)], dtype=torch.float32, device=device)
     fixed = {

@@ -87,16 +87,17 @@ def test_grid_puts_each_camera_in_its_column(wav, model_path):
         assert (label < 128).any() and (label.reshape(-1, 3) == 255).mean() > 0.5  # dark text on white
 
 
-def test_compare_rows_model_motion_and_avatar(wav, model_path, open_jaw, tmp_path):
-    items = (f"model={model_path}", f"jaw=motion:{open_jaw}")
+def test_compare_side_by_side_model_motion_and_avatar(wav, model_path, open_jaw, tmp_path):
+    items = (f"model={model_path}", f"jaw=motion:{open_jaw}", "again=avatar:default")  # the last: base model
     both = _single(wav, model=str(model_path), compare=items, waveform=True)
     by_model = _single(wav, model=str(model_path))
     by_motion = _single(wav, motion=str(open_jaw))
     assert not np.array_equal(by_model[1], by_motion[1])
     for f, frame in enumerate(both):
-        (ya, xa), (yb, xb) = _find(frame, by_model[f])[0], _find(frame, by_motion[f])[0]
-        assert xa == xb == 0 and yb > ya + SIZE  # one row each, the model's first
-    assert both[0].shape[0] > 2 * SIZE + 4  # labels and the waveform strip
+        model_at, motion_at = _find(frame, by_model[f]), _find(frame, by_motion[f])
+        y = motion_at[0][0]
+        assert y > 0 and motion_at == [(y, SIZE)] and model_at == [(y, 0), (y, 2 * SIZE)]  # in order, under labels
+    assert both[0].shape[1] == 3 * SIZE and both[0].shape[0] > SIZE + 8  # labels and the waveform strip
     assert parse_compare_item(f"model={model_path}") == ("model", "model", str(model_path))
     assert parse_compare_item(str(open_jaw)) == ("open_jaw", "motion", str(open_jaw))
     assert parse_compare_item("default") == ("default", "avatar", "default")
