@@ -186,8 +186,12 @@ def test_motion_file_resampling_and_errors(tmp_path):
     ref = np.stack([[np.interp(t_out, np.arange(7) / 30, verts[:, v, k]) for k in range(3)] for v in range(5)])
     np.testing.assert_allclose(out, ref.transpose(2, 0, 1), atol=1e-6)  # past the end: the last frame held
     np.savez(tmp_path / "rig.npz", expr=np.zeros((4, 12), np.float32), jaw_pose=np.zeros((4, 3), np.float32), fps=20)
-    r = open_motion(tmp_path / "rig.npz")
+    r = open_motion(tmp_path / "rig.npz", fps=60)  # what the file records wins over the fallback
     assert (r.kind, r.fps, r.n_frames, r.n_verts) == ("rig", 20.0, 4, None)
+    (tmp_path / "vertices_npy").mkdir()
+    np.save(tmp_path / "vertices_npy" / "c.npy", verts)
+    (tmp_path / "dataset.json").write_text(json.dumps({"fps": 30, "vertices_fps": 60}))
+    assert open_motion(tmp_path / "vertices_npy" / "c.npy").fps == 60.0  # a dataset's own files
     cases = {
         "m.npy": "--motion-fps",
         "bad.txt": ".npy or .npz",

@@ -107,7 +107,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="render this motion instead of the model's: .npy vertices [T,V,3] or [T,V*3] (ground truth, "
         "eval --save-predictions) or .npz (vertices, or rig coefficients expr/jaw_pose/...; optional fps)",
     )  # fmt: skip
-    p.add_argument("--motion-fps", type=float, metavar="FPS", help="frame rate of --motion when the file does not say")
+    p.add_argument(
+        "--motion-fps", type=float, metavar="FPS",
+        help="frame rate of motion files that do not record theirs (VOCASET's vertices_npy: 60)",
+    )  # fmt: skip
     p.add_argument(
         "--layout", default="single", choices=["single", "grid"],
         help="grid: one tile per camera of --cameras (default single)",

@@ -6,10 +6,14 @@ output. Accepted files:
 - ``.npy``: vertices ``[T, V, 3]`` or flat ``[T, V*3]`` (VOCASET's and BIWI's ``vertices_npy`` layout,
   ``l2t-gs eval --save-predictions``). Its frame rate comes from ``fps=`` (``--motion-fps``), else the
   ``predictions.json`` beside it (written by ``eval --save-predictions``), else the ``dataset.json`` of
-  the dataset it sits in (``<root>/vertices_npy/<clip>.npy``: ``vertices_fps``, else ``fps``).
+  the dataset it sits in (``<root>/vertices_npy/<clip>.npy``: ``vertices_fps``, else ``fps``), else
+  ``fps=`` (``--motion-fps``; VOCASET's files are 60 fps, BIWI's 25).
 - ``.npz``: ``vertices`` ``[T, V, 3]`` (``render --export-mesh``), or rig coefficients: any of
   :data:`RIG_KEYS` (``expr [T, E]``, ``jaw_pose [T, 3]``, ...; missing ones stay at the avatar's
-  neutral), optionally with ``fps`` (a scalar); ``fps=`` overrides it.
+  neutral), optionally with ``fps`` (a scalar; without it, ``fps=``).
+
+What a file records wins over ``fps=``, so one ``--motion-fps`` serves a comparison of ground truth
+(unrecorded) with saved predictions (recorded).
 
 Frames are read lazily (``.npy`` memory-mapped), so memory stays bounded by one chunk.
 """
@@ -107,7 +111,7 @@ def _check_fps(fps: float, where: str) -> float:
 
 
 def open_motion(path: str | os.PathLike, fps: float | None = None) -> MotionFile:
-    """Open a motion file (see the module docstring); ``fps`` overrides the frame rate the file records.
+    """Open a motion file (see the module docstring); ``fps``: the frame rate when the file records none.
     Unreadable files, wrong shapes, NaN/inf in the first frame and unknown frame rates are one-line errors."""
     p = Path(path)
     if not p.is_file():
@@ -152,7 +156,8 @@ def open_motion(path: str | os.PathLike, fps: float | None = None) -> MotionFile
     first = {k: np.asarray(a[:1], dtype=np.float64) for k, a in arrays.items()}
     if not all(np.isfinite(x).all() for x in first.values()):
         raise L2TError(f"{p}: the motion holds NaN or inf")
-    rate = fps if fps is not None else stored if stored is not None else _fps_beside(p) if suffix == ".npy" else None
+    rate = stored if stored is not None else _fps_beside(p) if suffix == ".npy" else None
+    rate = fps if rate is None else rate
     if rate is None:
         raise L2TError(f"{p}: the motion's frame rate is not recorded; give it with --motion-fps")
     return MotionFile(p, kind, _check_fps(float(rate), str(p)), n, n_verts, arrays)
