@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from test_train_audio2mesh import make_dataset, recipe, run_cli
 
 from l2t_gs.errors import L2TError
 from l2t_gs.models.checkpoint import load_model
 from l2t_gs.models.encoders import ENCODERS
 from l2t_gs.training.audio2mesh import DataConfig, TrainConfig, dump_toml, load_recipe, with_overrides
 from l2t_gs.training.common import apply_overrides
-from test_train_audio2mesh import make_dataset, recipe, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
