@@ -151,6 +151,8 @@ def test_faceformer_protocol_one_row_per_condition(dataset, tmp_path, capsys, mo
         assert rows["lve_mm2"] == pytest.approx(3 * (shift[style] * 1000) ** 2, rel=1e-4)
     mean = float(lines[-1].split()[3])
     assert mean == pytest.approx(np.mean([cond["spk_a"]["lve_mm2"], cond["spk_b"]["lve_mm2"]]), rel=1e-3)
+    expected_raw = np.mean([3 * shift["spk_a"] ** 2, 3 * shift["spk_b"] ** 2])  # data units^2 (metres)
+    assert report["condition_mean"]["lve_raw"] == pytest.approx(expected_raw, rel=1e-4)
     styles = sorted((c["subject"], c["style"]) for c in report["clips"])
     assert styles == [("spk_a", "spk_a")] * 2 + [("spk_c", "spk_a")] * 2 + [("spk_c", "spk_b")] * 2
     names = sorted(p.name for p in preds.glob("*.npy"))

@@ -139,7 +139,7 @@ class EvalResult:
                 "warnings": self.warnings,
                 "protocol": self.protocol,
                 "motion_ratio": self.motion_ratio,
-                **({"conditions": self.conditions} if self.conditions else {}),
+                **({"conditions": self.conditions, "condition_mean": self.condition_mean()} if self.conditions else {}),
             }
         )
 
@@ -148,7 +148,10 @@ class EvalResult:
         clips. With the same clips under every condition, LVE's mean equals its frame-pooled value."""
         rows = list(self.conditions.values())
         keys = [k for k in rows[0] if k != "clips"] if rows else []
-        out = {k: float(np.nanmean([r.get(k, math.nan) for r in rows])) for k in keys}
+        out = {}
+        for k in keys:
+            vals = [float(r[k]) for r in rows if r.get(k) is not None and math.isfinite(float(r[k]))]
+            out[k] = sum(vals) / len(vals) if vals else math.nan
         return {"clips": len({c.name for c in self.clips}), **out}
 
     def table(self) -> str:
