@@ -356,7 +356,7 @@ _SPEC_KINDS = ("motion", "model", "avatar")
 
 def is_layout(cfg: RenderConfig) -> bool:
     """Whether ``cfg`` asks for a composed demo video (:func:`render_layout_frames`) rather than one view."""
-    return cfg.layout != "single" or bool(cfg.compare) or cfg.waveform or cfg.captions is not None
+    return cfg.layout != "single" or bool(cfg.compare or cfg.cameras) or cfg.waveform or cfg.captions is not None
 
 
 def parse_compare_item(item: str) -> tuple[str, str, str]:
@@ -436,6 +436,8 @@ def _read_captions(cfg: RenderConfig, audio: np.ndarray) -> list:
 def _layout_rows(cfg: RenderConfig, device: torch.device) -> list[_Row]:
     """The layout's sources: one per ``--compare`` item (each overriding the base motion, model or avatar),
     else the base (``--motion`` or ``--model`` on ``--avatar``)."""
+    if len(cfg.compare) == 1:
+        raise L2TError("--compare needs two or more items (motion files, models or avatars)")
     items = [parse_compare_item(c) for c in cfg.compare] or [("", "", "")]
     avatars: dict[str, GaussianAvatar] = {}
     models: dict[str, Audio2Mesh] = {}

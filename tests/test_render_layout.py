@@ -148,7 +148,8 @@ def test_cli_layout_mp4_keeps_audio_and_video_in_step(wav, model_path, open_jaw,
     bad = [
         (["--layout", "grid", "--cameras", "front,top"], "unknown camera"),
         (["--captions"], "needs --text"),
-        (["--compare", str(tmp_path / "missing.npz")], "not found"),
+        (["--compare", str(tmp_path / "missing.npz"), "default"], "not found"),
+        (["--compare", "default"], "two or more"),
         (["--waveform", "--export-mesh", str(tmp_path / "m.npz")], "one view"),
     ]
     for extra, message in bad:
