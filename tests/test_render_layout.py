@@ -158,3 +158,23 @@ def test_cli_layout_mp4_keeps_audio_and_video_in_step(wav, model_path, open_jaw,
         err = capsys.readouterr().err.strip()
         assert rc == 1 and message in err and "\n" not in err, (extra, err)
         assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_captions_from_text_are_the_aligned_words():
+    """``--captions`` with ``--text``: the transcript's words, force-aligned to the shipped sample, in order."""
+    from l2t_gs.assets import asset_path
+    from l2t_gs.audio.io import load_audio
+    from l2t_gs.pipeline import _read_captions
+
+    text = (
+        "Hello! My name is Ava. I am a talking head made of Gaussian splats, and my lips move when I speak. "
+        "Press play, then bring your own voice."
+    )
+    audio = load_audio(asset_path("samples", "hello.wav"), sr=16000)
+    caps = _read_captions(RenderConfig(text=text, captions="text"), audio)
+    assert [c.text for c in caps] == text.lower().replace(",", "").replace(".", "").replace("!", "").split()
+    starts = [c.start for c in caps]
+    assert starts == sorted(starts) and all(c.end > c.start for c in caps) and caps[-1].end <= len(audio) / 16000
+    phones = json.loads(asset_path("samples", "hello.json").read_text())
+    first_m = next(p for p in phones if p["phone"] == "m")  # "my": the TTS engine's own timing of its /m/
+    assert abs(caps[1].start - first_m["start"]) < 0.1
