@@ -462,15 +462,18 @@ def _layout_rows(cfg: RenderConfig, device: torch.device) -> list[_Row]:
 
 
 def render_layout_frames(audio_path: str | os.PathLike, cfg: RenderConfig) -> Iterator[np.ndarray]:
-    """The frames (uint8 ``[H, W, 3]``) of a demo video, streamed: the sources (``cfg.compare`` items, else the
-    base model or motion) side by side in one row with one camera, or one row per source and one column per
-    camera (``cfg.cameras`` for ``layout="grid"``, else ``cfg.camera``); labels above the tiles when there
-    is more than one, then optional caption and
-    waveform strips (:class:`l2t_gs.render.layout.Layout`). Each tile equals the single-view render of its
-    source and camera; frames are composed as the sources' vertex chunks stream in."""
+    """The frames (uint8 ``[H, W, 3]``) of a demo video, streamed.
+
+    The sources (``cfg.compare`` items, else the base model or motion) stand side by side in one row with
+    one camera, or one row per source and one column per camera (``cfg.cameras``; ``layout="grid"``
+    without cameras: front, three-quarter, side); labels sit above the tiles when there is more than one,
+    then optional caption and waveform strips (:class:`l2t_gs.render.layout.Layout`). Each tile equals
+    the single-view render of its source and camera; frames are composed as the vertex chunks stream in.
+    """
     yield from _layout_frames(load_audio(audio_path, sr=16000), str(audio_path), cfg)
 
 
+@torch.no_grad()  # a generator: grad mode is restored between frames
 def _layout_frames(audio: np.ndarray, where: str, cfg: RenderConfig) -> Iterator[np.ndarray]:
     """:func:`render_layout_frames` on loaded 16 kHz ``audio`` (``where`` names it in messages)."""
     from l2t_gs.render.layout import Layout
@@ -523,17 +526,16 @@ def _layout_frames(audio: np.ndarray, where: str, cfg: RenderConfig) -> Iterator
             yield from chunk
 
     streams = [frames_of(r) for r in rows]
-    with torch.no_grad():
-        for f in range(n_frames):
-            tiles = []
-            for i, (row, stream) in enumerate(zip(rows, streams, strict=True)):
-                verts = next(stream, None)
-                if verts is None:  # pragma: no cover - the sources give round(seconds * fps) frames
-                    raise L2TError(f"{row.label}: the motion ended at frame {f} of {n_frames}")
-                splats = row.avatar.splat_params(verts)
-                for cam in cameras:
-                    tiles.append(_render_view(splats, fixed[i, cam], row.neutral, cfg, f / max(n_frames, 1), bg, cam))
-            yield layout.compose(tiles, f / cfg.fps)
+    for f in range(n_frames):
+        tiles = []
+        for i, (row, stream) in enumerate(zip(rows, streams, strict=True)):
+            verts = next(stream, None)
+            if verts is None:  # pragma: no cover - the sources give round(seconds * fps) frames
+                raise L2TError(f"{row.label}: the motion ended at frame {f} of {n_frames}")
+            splats = row.avatar.splat_params(verts)
+            for cam in cameras:
+                tiles.append(_render_view(splats, fixed[i, cam], row.neutral, cfg, f / max(n_frames, 1), bg, cam))
+        yield layout.compose(tiles, f / cfg.fps)
 
 
 def render_layout_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg: RenderConfig) -> RenderResult:
