@@ -8,6 +8,7 @@ bounded for hour-long audio. The CLI ``l2t-gs render`` is a thin wrapper over th
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ from l2t_gs.io.atomic import atomic_path
 from l2t_gs.io.video import VideoWriter
 from l2t_gs.models.audio2mesh import Audio2Mesh
 from l2t_gs.models.checkpoint import load_model
+from l2t_gs.motion.file import MotionFile, open_motion
 from l2t_gs.motion.transcript import TranscriptTracks, align_transcript, transcript_tracks
 from l2t_gs.render import head_camera, rasterize
 from l2t_gs.render.camera import RENDER_CAMERAS
@@ -55,6 +57,14 @@ class RenderConfig:
     quiet: bool = False
     device: str = "auto"
     text: str | None = None  # transcript: force-aligned, its visemes and contacts join the model's motion
+    # demo videos (see render_layout_frames): given motion, several views / sources side by side, strips
+    motion: str | None = None  # .npy/.npz of per-frame vertices or rig coefficients, rendered instead of the model
+    motion_fps: float | None = None  # frame rate of `motion` when its file does not record it
+    layout: str = "single"  # "single" or "grid" (one tile per camera of `cameras`)
+    cameras: tuple[str, ...] = ()  # the grid's cameras (default: front, three-quarter, side)
+    compare: tuple[str, ...] = ()  # side by side, one row each: [LABEL=][motion:|model:|avatar:]SPEC
+    waveform: bool = False  # a waveform strip with a moving cursor under the tiles
+    captions: str | None = None  # "text": the aligned words of `text`; or a .json of word/phone segments
 
 
 @dataclass
@@ -141,10 +151,11 @@ class _Job:
     seconds: float
     n_frames: int
     avatar: GaussianAvatar
-    model: Audio2Mesh
+    model: Audio2Mesh | None  # None: cfg.motion drives the avatar
     device: torch.device
     neutral: torch.Tensor  # [V, 3]
     transcript: TranscriptTracks | None = None  # cfg.text's tracks for the whole clip
+    motion: MotionFile | None = None  # cfg.motion, opened
 
 
 def _prepare(audio_path: str | os.PathLike, cfg: RenderConfig) -> _Job:
@@ -156,20 +167,17 @@ def _prepare(audio_path: str | os.PathLike, cfg: RenderConfig) -> _Job:
         raise L2TError(f"audio is too short to render a frame at {cfg.fps} fps: {audio_path}")
     avatar = load_avatar(cfg.avatar)
     device = resolve_device(cfg.device)
-    model = load_model(cfg.model if cfg.model else default_model_path(), device=device)
-    if model.n_verts != avatar.n_verts:
-        raise L2TError(
-            f"avatar {avatar.name!r} has {avatar.n_verts} vertices but the model predicts {model.n_verts}: "
-            "the avatar's topology does not match the model"
-        )
+    motion = open_motion(cfg.motion, cfg.motion_fps) if cfg.motion else None
+    model = None if motion else load_model(cfg.model if cfg.model else default_model_path(), device=device)
+    _check_topology(avatar, model, motion)
     neutral = avatar.neutral_vertices().to(device=device, dtype=torch.float32)
     transcript = None
-    if cfg.text is not None:  # before any output exists: an unusable transcript leaves nothing behind
+    if cfg.text is not None and model is not None:  # before any output exists: a bad transcript leaves nothing
         if model.rig is None:
             raise L2TError("--text needs a rig-output model (output = 'rig'); this model predicts vertices")
         segments = align_transcript(audio, cfg.text, 16000)
         transcript = transcript_tracks(segments, cfg.fps, Audio2Mesh.n_frames(audio.shape[0], cfg.fps), model.head)
-    return _Job(audio, seconds, n_frames, avatar.to(device), model, device, neutral, transcript)
+    return _Job(audio, seconds, n_frames, avatar.to(device), model, device, neutral, transcript, motion)
 
 
 def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
@@ -180,9 +188,7 @@ def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[
     fixed_cam = None
     if cfg.camera != "orbit":
         fixed_cam = [t.to(device) for t in head_camera(cfg.camera, neutral, cfg.size, cfg.size)]
-    stream = job.model.predict_stream(
-        job.audio, neutral, style=cfg.style, fps=cfg.fps, chunk_seconds=cfg.chunk_seconds, transcript=job.transcript
-    )
+    stream = _vertex_chunks(job.model, job.motion, job.avatar, job.audio, neutral, cfg, cfg.style, job.transcript)
     written = 0
     while written < n_frames:
         t = time.perf_counter()
@@ -195,16 +201,7 @@ def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[
             splats = job.avatar.splat_params(verts)
             stages["deform"] += time.perf_counter() - t
             t = time.perf_counter()
-            if fixed_cam is None:
-                frac = written / max(n_frames, 1)
-                viewmats, ks = (x.to(device) for x in head_camera("orbit", neutral, cfg.size, cfg.size, frac))
-            else:
-                viewmats, ks = fixed_cam
-            rgb, _, _ = rasterize(
-                **splats, viewmats=viewmats, Ks=ks, width=cfg.size, height=cfg.size, backgrounds=bg,
-                backend=cfg.backend,
-            )  # fmt: skip
-            img = to_uint8(rgb[0])
+            img = _render_view(splats, fixed_cam, neutral, cfg, written / max(n_frames, 1), bg)
             stages["rasterize"] += time.perf_counter() - t
             written += 1
             yield verts, img
@@ -216,6 +213,9 @@ def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[
 def render_frames(audio_path: str | os.PathLike, cfg: RenderConfig | None = None) -> Iterator[np.ndarray]:
     """The video frames (uint8 [H, W, 3]) :func:`render_video` would encode, streamed, for notebooks and tests."""
     cfg = cfg or RenderConfig()
+    if is_layout(cfg):
+        yield from render_layout_frames(audio_path, cfg)
+        return
     stages = dict.fromkeys(("model", "deform", "rasterize", "encode"), 0.0)
     for _, img in _frames(_prepare(audio_path, cfg), cfg, stages):
         yield img
@@ -238,6 +238,8 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
         _check_output(Path(cfg.export_mesh), ".npz", "--export-mesh")
     if cfg.export_ply and Path(cfg.export_ply).exists() and any(Path(cfg.export_ply).iterdir()):
         raise L2TError(f"--export-ply folder exists and is not empty: {cfg.export_ply}")
+    if is_layout(cfg):
+        return render_layout_video(audio_path, out, cfg)
     job = _prepare(audio_path, cfg)
     avatar, n_frames = job.avatar, job.n_frames
 
@@ -249,7 +251,7 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
     try:
         if cfg.export_mesh:
             faces = avatar.head_model.faces.cpu().numpy().astype(np.int64)
-            mesh_writer = _MeshWriter(Path(cfg.export_mesh), n_frames, faces, job.model.n_verts)
+            mesh_writer = _MeshWriter(Path(cfg.export_mesh), n_frames, faces, avatar.n_verts)
         if cfg.export_ply:
             ply_dir = Path(cfg.export_ply)
             parent = ply_dir.parent if str(ply_dir.parent) else Path(".")
@@ -285,3 +287,279 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
     finally:
         bar.close()
     return RenderResult(out, written, job.seconds, time.perf_counter() - t0, stages)
+
+
+# --------------------------------------------------------------------------- given motion, demo layouts
+def _check_topology(avatar: GaussianAvatar, model: Audio2Mesh | None, motion: MotionFile | None) -> None:
+    """The model's or the motion file's vertex count must be the avatar's."""
+    n, what = (model.n_verts, "the model predicts") if model is not None else (None, "")
+    if motion is not None and motion.n_verts is not None:
+        n, what = motion.n_verts, f"the motion {motion.path.name} has"
+    if n is not None and n != avatar.n_verts:
+        raise L2TError(
+            f"avatar {avatar.name!r} has {avatar.n_verts} vertices but {what} {n}: "
+            "the avatar's topology does not match the model"
+        )
+
+
+def _vertex_chunks(
+    model: Audio2Mesh | None,
+    motion: MotionFile | None,
+    avatar: GaussianAvatar,
+    audio: np.ndarray,
+    neutral: torch.Tensor,
+    cfg: RenderConfig,
+    style: str | int | None,
+    transcript: TranscriptTracks | None,
+) -> Iterator[torch.Tensor]:
+    """Vertex chunks ``[t, V, 3]`` (float32, on ``neutral``'s device) at ``cfg.fps``: the model's motion for
+    ``audio``, or the motion file's frames resampled in time (rig coefficients through the avatar's rig)."""
+    if motion is None:
+        yield from model.predict_stream(
+            audio, neutral, style=style, fps=cfg.fps, chunk_seconds=cfg.chunk_seconds, transcript=transcript
+        )
+        return
+    n_frames = int(round(audio.shape[0] / 16000.0 * cfg.fps))
+    for part in motion.chunks(cfg.fps, n_frames, max(1, round(cfg.chunk_seconds * cfg.fps))):
+        if "vertices" in part:
+            verts = torch.from_numpy(part["vertices"])
+        else:
+            verts = avatar.vertices_from_params({k: torch.from_numpy(v) for k, v in part.items()})
+        yield verts.to(device=neutral.device, dtype=torch.float32)
+
+
+def _render_view(
+    splats: dict,
+    fixed_cam: list[torch.Tensor] | None,
+    neutral: torch.Tensor,
+    cfg: RenderConfig,
+    frac: float,
+    bg: torch.Tensor,
+    camera: str = "orbit",
+) -> np.ndarray:
+    """One ``[size, size, 3]`` uint8 view of ``splats``: from ``fixed_cam`` (viewmats, Ks), or from ``camera``
+    at orbit position ``frac`` when ``fixed_cam`` is ``None``."""
+    if fixed_cam is None:
+        viewmats, ks = (x.to(bg.device) for x in head_camera(camera, neutral, cfg.size, cfg.size, frac))
+    else:
+        viewmats, ks = fixed_cam
+    rgb, _, _ = rasterize(
+        **splats, viewmats=viewmats, Ks=ks, width=cfg.size, height=cfg.size, backgrounds=bg, backend=cfg.backend,
+    )  # fmt: skip
+    return to_uint8(rgb[0])
+
+
+#: Cameras of ``--layout grid`` when none are given.
+GRID_CAMERAS: tuple[str, ...] = ("front", "three-quarter", "side")
+_SPEC_KINDS = ("motion", "model", "avatar")
+
+
+def is_layout(cfg: RenderConfig) -> bool:
+    """Whether ``cfg`` asks for a composed demo video (:func:`render_layout_frames`) rather than one view."""
+    return cfg.layout != "single" or bool(cfg.compare or cfg.cameras) or cfg.waveform or cfg.captions is not None
+
+
+def parse_compare_item(item: str) -> tuple[str, str, str]:
+    """``[LABEL=][KIND:]SPEC`` -> (label, kind, spec). Without ``KIND``: a ``.npy``/``.npz`` file is a motion,
+    a ``.pt`` file or a folder holding ``best.pt``/``last.pt``/``model.pt`` is a model, anything else an
+    avatar (a name or folder). The label defaults to the file's stem or the avatar's name."""
+    label, sep, rest = item.partition("=")
+    if not sep or "/" in label or not label:
+        label, rest = "", item
+    kind, sep, spec = rest.partition(":")
+    if not sep or kind not in _SPEC_KINDS:
+        spec, path = rest, Path(rest)
+        if path.suffix.lower() in (".npy", ".npz"):
+            kind = "motion"
+        elif path.suffix.lower() == ".pt" or (path.is_dir() and any((path / n).is_file() for n in CHECKPOINT_NAMES)):
+            kind = "model"
+        else:
+            kind = "avatar"
+    if not spec:
+        raise L2TError(f"--compare: empty item {item!r}")
+    return label or Path(spec).stem or spec, kind, spec
+
+
+CHECKPOINT_NAMES = ("best.pt", "last.pt", "model.pt")
+
+
+@dataclass
+class _Row:
+    """One source of a layout: what moves, on which avatar."""
+
+    label: str
+    avatar: GaussianAvatar
+    neutral: torch.Tensor
+    model: Audio2Mesh | None
+    motion: MotionFile | None
+    transcript: TranscriptTracks | None = None
+
+
+def _read_captions(cfg: RenderConfig, audio: np.ndarray) -> list:
+    """Caption tokens: the words of ``cfg.text`` force-aligned to ``audio`` (``captions="text"``), or the
+    segments of a JSON file (a list of ``{"word"|"phone"|"text", "start", "end"}``; silences dropped)."""
+    import json
+
+    from l2t_gs.render.layout import Caption
+
+    if cfg.captions == "text":
+        if not cfg.text:
+            raise L2TError("--captions without a file needs --text or --text-file (the words to show)")
+        from l2t_gs.speech.align import force_align
+
+        aligned = force_align(audio, " ".join(cfg.text.split()), sr=16000)
+        if aligned.words:
+            return [Caption(w.word, w.start, w.end) for w in aligned.words]
+        return [Caption(p.phone, p.start, p.end) for p in aligned.phones if p.phone not in ("sil", "")]
+    path = Path(str(cfg.captions))
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise L2TError(f"--captions: cannot read {path}: {exc}") from None
+    items = items.get("words", items.get("segments", items)) if isinstance(items, dict) else items
+    out = []
+    for it in items if isinstance(items, list) else []:
+        text = next((it[k] for k in ("word", "phone", "text") if isinstance(it, dict) and k in it), None)
+        try:
+            start, end = float(it["start"]), float(it["end"])
+        except (TypeError, KeyError, ValueError):
+            raise L2TError(f"--captions {path}: each item needs a word/phone/text, start and end") from None
+        if text is None:
+            raise L2TError(f"--captions {path}: each item needs a word/phone/text, start and end")
+        if str(text).lower() not in ("sil", "sp", "spn", ""):
+            out.append(Caption(str(text), start, end))
+    if not out:
+        raise L2TError(f"--captions {path}: no segments (a JSON list of word/phone segments)")
+    return out
+
+
+def _layout_rows(cfg: RenderConfig, device: torch.device) -> list[_Row]:
+    """The layout's sources: one per ``--compare`` item (each overriding the base motion, model or avatar),
+    else the base (``--motion`` or ``--model`` on ``--avatar``)."""
+    if len(cfg.compare) == 1:
+        raise L2TError("--compare needs two or more items (motion files, models or avatars)")
+    items = [parse_compare_item(c) for c in cfg.compare] or [("", "", "")]
+    avatars: dict[str, GaussianAvatar] = {}
+    models: dict[str, Audio2Mesh] = {}
+    rows = []
+    for label, kind, spec in items:
+        avatar_spec = spec if kind == "avatar" else cfg.avatar
+        if avatar_spec not in avatars:
+            avatars[avatar_spec] = load_avatar(avatar_spec).to(device)
+        avatar = avatars[avatar_spec]
+        motion_spec = spec if kind == "motion" else (cfg.motion if kind != "model" else None)
+        motion = open_motion(motion_spec, cfg.motion_fps) if motion_spec else None
+        model = None
+        if motion is None:
+            model_spec = str(spec if kind == "model" else (cfg.model or default_model_path()))
+            if model_spec not in models:
+                models[model_spec] = load_model(model_spec, device=device)
+            model = models[model_spec]
+        _check_topology(avatar, model, motion)
+        neutral = avatar.neutral_vertices().to(device=device, dtype=torch.float32)
+        rows.append(_Row(label or avatar.name, avatar, neutral, model, motion))
+    return rows
+
+
+def render_layout_frames(audio_path: str | os.PathLike, cfg: RenderConfig) -> Iterator[np.ndarray]:
+    """The frames (uint8 ``[H, W, 3]``) of a demo video, streamed.
+
+    The sources (``cfg.compare`` items, else the base model or motion) stand side by side in one row with
+    one camera, or one row per source and one column per camera (``cfg.cameras``; ``layout="grid"``
+    without cameras: front, three-quarter, side); labels sit above the tiles when there is more than one,
+    then optional caption and waveform strips (:class:`l2t_gs.render.layout.Layout`). Each tile equals
+    the single-view render of its source and camera; frames are composed as the vertex chunks stream in.
+    """
+    yield from _layout_frames(load_audio(audio_path, sr=16000), str(audio_path), cfg)
+
+
+@torch.no_grad()  # a generator: grad mode is restored between frames
+def _layout_frames(audio: np.ndarray, where: str, cfg: RenderConfig) -> Iterator[np.ndarray]:
+    """:func:`render_layout_frames` on loaded 16 kHz ``audio`` (``where`` names it in messages)."""
+    from l2t_gs.render.layout import Layout
+
+    _check_config(cfg)
+    if cfg.layout not in ("single", "grid"):
+        raise L2TError(f"--layout must be single or grid, got {cfg.layout!r}")
+    cameras = tuple(cfg.cameras) or (GRID_CAMERAS if cfg.layout == "grid" else (cfg.camera,))
+    bad = [c for c in cameras if c not in RENDER_CAMERAS]
+    if bad:
+        raise L2TError(f"--cameras: unknown camera(s) {', '.join(bad)}; choose from {', '.join(RENDER_CAMERAS)}")
+    seconds = audio.shape[0] / 16000.0
+    n_frames = int(round(seconds * cfg.fps))
+    if n_frames < 1:
+        raise L2TError(f"audio is too short to render a frame at {cfg.fps} fps: {where}")
+    device = resolve_device(cfg.device)
+    captions = _read_captions(cfg, audio) if cfg.captions is not None else None
+    rows = _layout_rows(cfg, device)
+    rigged = [r for r in rows if r.model is not None and r.model.rig is not None]
+    if cfg.text is not None and rigged:  # the transcript shapes the lips of rig-output models (as a single view)
+        segments = align_transcript(audio, cfg.text, 16000)
+        for row in rigged:
+            n_model = Audio2Mesh.n_frames(audio.shape[0], cfg.fps)
+            row.transcript = transcript_tracks(segments, cfg.fps, n_model, row.model.head)
+    several = len(rows) * len(cameras) > 1
+    labels = []
+    for row in rows:
+        for cam in cameras:
+            parts = [row.label] if len(rows) > 1 or cfg.compare else []
+            parts += [cam] if len(cameras) > 1 else []
+            labels.append(" · ".join(parts))
+    if not several and not cfg.compare:
+        labels = []
+    bg255 = tuple(int(round(255 * float(c))) for c in cfg.background)
+    # one camera: the sources side by side in one row; several: one row per source, one column per camera
+    shape = (1, len(rows)) if len(cameras) == 1 else (len(rows), len(cameras))
+    layout = Layout(*shape, cfg.size, labels, audio if cfg.waveform else None, seconds, captions, background=bg255)
+    torch.manual_seed(cfg.seed)
+    bg = torch.tensor([list(cfg.background)], dtype=torch.float32, device=device)
+    fixed = {
+        (i, cam): None if cam == "orbit" else [t.to(device) for t in head_camera(cam, r.neutral, cfg.size, cfg.size)]
+        for i, r in enumerate(rows)
+        for cam in cameras
+    }
+
+    def frames_of(row: _Row) -> Iterator[torch.Tensor]:
+        for chunk in _vertex_chunks(
+            row.model, row.motion, row.avatar, audio, row.neutral, cfg, cfg.style, row.transcript
+        ):
+            yield from chunk
+
+    streams = [frames_of(r) for r in rows]
+    for f in range(n_frames):
+        tiles = []
+        for i, (row, stream) in enumerate(zip(rows, streams, strict=True)):
+            verts = next(stream, None)
+            if verts is None:  # pragma: no cover - the sources give round(seconds * fps) frames
+                raise L2TError(f"{row.label}: the motion ended at frame {f} of {n_frames}")
+            splats = row.avatar.splat_params(verts)
+            for cam in cameras:
+                tiles.append(_render_view(splats, fixed[i, cam], row.neutral, cfg, f / max(n_frames, 1), bg, cam))
+        yield layout.compose(tiles, f / cfg.fps)
+
+
+def render_layout_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg: RenderConfig) -> RenderResult:
+    """:func:`render_layout_frames` encoded into an MP4 with the audio (H.264 + AAC), written atomically;
+    the frame count is ``round(seconds * fps)`` as for a single view."""
+    t0 = time.perf_counter()
+    out = Path(out_path)
+    _check_output(out, ".mp4", "the output video")
+    if cfg.export_mesh or cfg.export_ply:
+        raise L2TError(
+            "--export-mesh and --export-ply render one view; leave out --layout/--compare/--waveform/--captions"
+        )
+    audio = load_audio(audio_path, sr=16000)
+    frames = _layout_frames(audio, str(audio_path), cfg)
+    first = next(frames)
+    n_frames = int(round(audio.shape[0] / 16000.0 * cfg.fps))
+    bar = tqdm(total=n_frames, unit="frame", desc="rendering", disable=cfg.quiet, leave=False)
+    written = 0
+    try:
+        with VideoWriter(out, cfg.fps, first.shape[1], first.shape[0], audio=audio, sample_rate=16000) as video:
+            for img in itertools.chain([first], frames):
+                video.write(img)
+                written += 1
+                bar.update()
+    finally:
+        bar.close()
+    return RenderResult(out, written, audio.shape[0] / 16000.0, time.perf_counter() - t0)

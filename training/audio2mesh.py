@@ -45,7 +45,16 @@ from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import write_text_atomic
 from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 from l2t_gs.models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
-from l2t_gs.training.common import BaseTrainConfig, CsvLog, lr_at, read_recipe, recipe_file, resolve_recipe, typed_table
+from l2t_gs.training.common import (
+    BaseTrainConfig,
+    CsvLog,
+    apply_overrides,
+    lr_at,
+    read_recipe,
+    recipe_file,
+    resolve_recipe,
+    typed_table,
+)
 from l2t_gs.training.data.datasets import LengthBucketSampler, load_dataset
 from l2t_gs.training.losses.registry import Batch, LossContext, build_losses
 from l2t_gs.training.trainers import TRAINERS, Trainer, common_options
@@ -59,6 +68,7 @@ __all__ = [
     "recipe_path",
     "run",
     "train",
+    "with_overrides",
 ]
 
 SECTIONS = ("model", "train", "data", "loss")
@@ -112,6 +122,39 @@ def recipe_path(spec: str | os.PathLike | None) -> Path | None:
 def load_recipe(spec: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
     """Read a recipe (``None``: all defaults) into ``{"model": {}, "train": {}, "data": {}, "loss": {}}`` tables."""
     return read_recipe(recipe_path(spec), SECTIONS)
+
+
+def with_overrides(
+    recipe: dict[str, dict[str, Any]],
+    *,
+    encoder: str | None = None,
+    encoder_path: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """``recipe`` with the command line's ``--encoder``, ``--encoder-path`` and ``--set KEY=VALUE`` applied
+    (in that order; see :func:`l2t_gs.training.common.apply_overrides`), and the overrides as
+    ``"section.field=value"`` strings (for the run's ``config.toml`` header)."""
+    from l2t_gs.models.encoders import ENCODERS
+    from l2t_gs.training.losses.registry import LOSSES
+
+    out = {s: dict(t) for s, t in recipe.items()}
+    done: list[str] = []
+    if encoder is not None:
+        if encoder not in ENCODERS:
+            raise L2TError(f"--encoder must be one of {', '.join(ENCODERS.choices())}, got {encoder!r}")
+        out["model"]["encoder"] = encoder
+        done.append(f"model.encoder={encoder}")
+    if encoder_path is not None:
+        path = Path(encoder_path).expanduser()
+        if not path.is_dir():
+            raise L2TError(f"--encoder-path is not a folder (a local Hugging Face model): {encoder_path}")
+        out["model"]["encoder_path"] = str(path.resolve())
+        done.append(f"model.encoder_path={path.resolve()}")
+    if overrides:
+        schema = {"model": Audio2MeshConfig, "train": TrainConfig, "data": DataConfig}
+        out = apply_overrides(out, overrides, schema, loss_names=LOSSES.choices())
+        done.extend(str(o) for o in overrides)
+    return out, done
 
 
 def _toml_value(v: Any) -> str:
@@ -310,24 +353,32 @@ def train(
     seed: int | None = None,
     callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
     progress: bool | None = None,
+    encoder: str | None = None,
+    encoder_path: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train (or resume) an Audio2Mesh run in ``out`` on the dataset at ``data``.
 
     ``config``: a recipe path/name or an already loaded recipe dict; ``epochs``/``max_steps``/``device``/
-    ``seed`` override the recipe. ``callbacks`` are called after every optimizer step with a dict (step,
-    epoch, losses); an exception raised there stops training like a crash (used to test resuming).
-    Returns a summary dict (steps, epochs, best validation loss, paths).
+    ``seed`` override the recipe, ``encoder``/``encoder_path`` its ``[model]`` encoder, and ``overrides``
+    (``"section.field=value"`` strings, :func:`with_overrides`) any recipe field; the run's ``config.toml``
+    records the result and lists the overrides. ``callbacks`` are called after every optimizer step with a
+    dict (step, epoch, losses); an exception raised there stops training like a crash (used to test
+    resuming). Returns a summary dict (steps, epochs, best validation loss, paths).
     """
     recipe = config if isinstance(config, dict) else load_recipe(config)
     recipe = resolve_recipe(recipe, SECTIONS, epochs=epochs, max_steps=max_steps, device=device, seed=seed)
     recipe["loss"] = recipe["loss"] or dict(DEFAULT_LOSSES)
+    recipe, applied = with_overrides(recipe, encoder=encoder, encoder_path=encoder_path, overrides=overrides)
     tcfg = typed_table(TrainConfig, recipe["train"], "[train]").validate()
     dcfg = typed_table(DataConfig, recipe["data"], "[data]")
     device = resolve_device(tcfg.device)
     d = _init_dist(device.type)
     try:
         device = _rank_device(device, d)
-        return _Trainer(Path(data), Path(out), recipe, tcfg, dcfg, device, d, callbacks, progress).run()
+        trainer = _Trainer(Path(data), Path(out), recipe, tcfg, dcfg, device, d, callbacks, progress)
+        trainer.overrides = applied
+        return trainer.run()
     finally:
         if d.started_here and dist.is_initialized():
             dist.destroy_process_group()
@@ -348,6 +399,7 @@ class _Trainer:
     ) -> None:
         self.data, self.out, self.recipe, self.cfg, self.dcfg, self.d = data, out, recipe, tcfg, dcfg, d
         self.callbacks, self.progress = callbacks, progress
+        self.overrides: list[str] = []  # command-line overrides, echoed in config.toml
         self.device = device
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
@@ -543,8 +595,11 @@ class _Trainer:
         resolved["train"] = dataclasses.asdict(cfg) | {"unit_scale": self.scale}
         resolved["data"] = dataclasses.asdict(self.dcfg)
         if d.main:
+            echo = "".join(f"#   {o}\n" for o in self.overrides)
+            echo = f"# command-line overrides (--encoder, --encoder-path, --set):\n{echo}" if echo else ""
             write_text_atomic(
-                self.out / "config.toml", "# l2t-gs train audio2mesh: resolved recipe\n\n" + dump_toml(resolved)
+                self.out / "config.toml",
+                "# l2t-gs train audio2mesh: resolved recipe\n" + echo + "\n" + dump_toml(resolved),
             )
 
         lengths = [min(n, round(cfg.crop_s * self.train_ds.fps)) if cfg.crop_s else n for n in self.train_ds.lengths()]
@@ -679,7 +734,26 @@ HELP = "train the speech -> mesh network (FaceFormer-style)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``l2t-gs train audio2mesh`` (the trainers' common options)."""
+    from l2t_gs.models.encoders import ENCODERS
+
     common_options(p, "recipe: a .toml file or a packaged name (vocaset, biwi, corpus); default: built-in defaults")
+    p.add_argument(
+        "--encoder", choices=ENCODERS.choices(), help="audio encoder (overrides the recipe's [model] encoder)"
+    )
+    p.add_argument(
+        "--encoder-path",
+        metavar="DIR",
+        help="local Hugging Face model folder of a wav2vec2/hubert encoder (overrides the recipe's encoder_path)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a recipe field, e.g. train.lr=3e-4, model.d_model=128, loss.velocity=0.2 (repeatable; "
+        "a bare field name works when one section has it); saved in RUN/config.toml",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -693,6 +767,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         progress=False if args.no_progress else None,
+        encoder=getattr(args, "encoder", None),
+        encoder_path=getattr(args, "encoder_path", None),
+        overrides=getattr(args, "overrides", None) or (),
     )
     if summary["rank"] == 0:
         best = summary.get("best_val")

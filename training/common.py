@@ -185,3 +185,113 @@ def lr_at(cfg: Any, step: int, total: int) -> float:
         prog = min(1.0, max(0.0, (step - cfg.warmup_steps) / (total - cfg.warmup_steps)))
         return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * prog))
     return cfg.lr * warm
+
+
+# --------------------------------------------------------------------------- command-line overrides
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """Field name -> annotated type of the dataclass ``cls`` (string annotations resolved)."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, type(getattr(cls(), f.name))) for f in fields(cls)}
+
+
+def _parse_typed(text: str, want: Any, where: str) -> Any:
+    """``text`` as a value of the annotated type ``want`` (bool, int, float, str, list[str], ``X | None``)."""
+    import types
+    import typing
+
+    args = typing.get_args(want)
+    if typing.get_origin(want) in (typing.Union, types.UnionType) and type(None) in args:
+        if text.lower() in ("none", "null", ""):
+            return None
+        want = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(want) or want
+    try:
+        if origin is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError(text)
+        if origin is int:
+            return int(text)
+        if origin is float:
+            return float(text)
+        if origin is list:
+            return [x.strip() for x in text.split(",") if x.strip()]
+        if origin is str:
+            return text
+    except ValueError:
+        pass
+    else:
+        raise L2TError(
+            f"{where}: cannot set a field of type {getattr(origin, '__name__', origin)} from the command line"
+        )
+    raise L2TError(f"{where}: expected {getattr(origin, '__name__', origin)}, got {text!r}")
+
+
+def _loss_value(text: str, where: str) -> Any:
+    """A loss weight (float) or a loss option (TOML scalar: number, bool or quoted/bare string)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if text.strip():
+            return text
+    raise L2TError(f"{where}: empty value")
+
+
+def apply_overrides(
+    recipe: dict[str, dict[str, Any]], items: Any, schema: dict[str, type], loss_names: Any = ()
+) -> dict[str, dict[str, Any]]:
+    """The recipe with ``--set KEY=VALUE`` overrides applied (a copy; ``recipe`` is not changed).
+
+    ``KEY`` is ``section.field`` (``train.lr``, ``model.d_model``) or a bare field name found in exactly
+    one section of ``schema`` (section -> config dataclass); the value is parsed to the field's type.
+    ``loss.NAME=W`` sets a loss weight and ``loss.NAME.OPTION=V`` a loss option (``loss_names``: the known
+    losses). An unknown key is a one-line error naming the nearest known keys.
+    """
+    import difflib
+
+    out = {s: dict(t) for s, t in recipe.items()}
+    types = {s: _field_types(cls) for s, cls in schema.items()}
+    known = [f"{s}.{k}" for s, ts in types.items() for k in ts] + [f"loss.{n}" for n in loss_names]
+    for item in items or ():
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        where = f"--set {item}"
+        if not sep or not key:
+            raise L2TError(f"{where}: expected KEY=VALUE (e.g. train.lr=3e-4)")
+        section, _, name = key.rpartition(".") if key.count(".") == 1 else ("", "", key)
+        if key.startswith("loss.") and "loss" in out:
+            parts = key.split(".")
+            if len(parts) not in (2, 3) or (loss_names and parts[1] not in loss_names):
+                near = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+                raise L2TError(
+                    f"{where}: unknown loss {parts[1]!r}" + (f"; did you mean {', '.join(near)}?" if near else "")
+                )
+            value = _loss_value(text, where)
+            if len(parts) == 2:
+                prev = out["loss"].get(parts[1])
+                out["loss"][parts[1]] = (prev | {"weight": value}) if isinstance(prev, dict) else value
+            else:
+                prev = out["loss"].get(parts[1], 1.0)
+                table = dict(prev) if isinstance(prev, dict) else {"weight": prev}
+                out["loss"][parts[1]] = table | {parts[2]: value}
+            continue
+        if not section:
+            owners = [s for s, ts in types.items() if name in ts]
+            if len(owners) > 1:
+                raise L2TError(f"{where}: {name} is a field of {', '.join(owners)}; write {owners[0]}.{name}")
+            section = owners[0] if owners else ""
+        if section not in types or name not in types[section]:
+            near = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+            bare = {k.split(".", 1)[1]: k for k in known}
+            near = near or [bare[b] for b in difflib.get_close_matches(name, list(bare), n=3, cutoff=0.5)]
+            hint = f"; did you mean {', '.join(near)}?" if near else f"; sections: {', '.join(types)}"
+            raise L2TError(f"{where}: unknown recipe field {key!r}{hint}")
+        out[section][name] = _parse_typed(text.strip(), types[section][name], where)
+    return out

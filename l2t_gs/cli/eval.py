@@ -1,4 +1,5 @@
-"""``l2t-gs eval``: score an Audio2Mesh model on a dataset split (LVE, FDD, lip closure, lip correlation)."""
+"""``l2t-gs eval``: score an Audio2Mesh model on a dataset split (LVE, FDD, lip closure, lip correlation),
+optionally under FaceFormer's test protocol and saving every prediction for ``l2t-gs render --motion``."""
 
 from __future__ import annotations
 
@@ -55,6 +56,53 @@ def _load_model(spec: str, device: str = "cpu"):
         raise L2TError(f"cannot load model {spec}: {type(exc).__name__}: {first}") from None
 
 
+#: The manifest ``--save-predictions`` writes beside the ``.npy`` files (``render --motion`` reads its fps).
+PREDICTIONS_JSON = "predictions.json"
+
+
+class PredictionWriter:
+    """Saves each prediction as ``DIR/<clip>.npy`` (float32 ``[T, V*3]``, the layout of VOCASET's and BIWI's
+    ``vertices_npy`` files, at the evaluated fps) or, when a clip is predicted under several speaker styles,
+    ``DIR/<clip>_condition_<style>.npy`` (FaceFormer's names); :meth:`close` writes ``DIR/predictions.json``
+    (fps, vertex count and one entry per file)."""
+
+    def __init__(self, folder: str, multi_style: bool, meta: dict) -> None:
+        self.dir = Path(folder)
+        parent = self.dir.parent if str(self.dir.parent) else Path(".")
+        if not parent.is_dir():
+            raise L2TError(f"--save-predictions: parent directory does not exist: {parent}")
+        if self.dir.exists() and not self.dir.is_dir():
+            raise L2TError(f"--save-predictions is not a directory: {self.dir}")
+        self.dir.mkdir(exist_ok=True)
+        self.multi, self.meta = multi_style, meta
+        self.files: dict[str, dict] = {}
+        self.fps: float | None = None
+        self.n_verts: int | None = None
+
+    def __call__(self, clip, style, pred) -> None:
+        import numpy as np
+
+        from l2t_gs.io.atomic import atomic_path
+
+        name = f"{clip.name}_condition_{style}" if self.multi and style is not None else str(clip.name)
+        flat = np.ascontiguousarray(np.asarray(pred, dtype=np.float32).reshape(pred.shape[0], -1))
+        with atomic_path(self.dir / f"{name}.npy", suffix=".npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, flat)
+        self.fps, self.n_verts = float(clip.fps), int(pred.shape[1])
+        self.files[f"{name}.npy"] = {
+            "clip": str(clip.name), "subject": str(clip.subject), "style": style, "frames": int(pred.shape[0]),
+        }  # fmt: skip
+
+    def close(self) -> None:
+        from l2t_gs.io.atomic import write_text_atomic
+
+        manifest = {
+            "format": "l2t-gs-predictions", "version": 1, "fps": self.fps, "n_verts": self.n_verts,
+            "layout": "float32 [frames, n_verts * 3] per file", **self.meta, "files": self.files,
+        }  # fmt: skip
+        write_text_atomic(self.dir / PREDICTIONS_JSON, json.dumps(manifest, indent=2) + "\n")
+
+
 def run(args: argparse.Namespace) -> int:
     from l2t_gs.io.atomic import write_text_atomic
     from l2t_gs.training.data.datasets import load_dataset
@@ -92,8 +140,15 @@ def run(args: argparse.Namespace) -> int:
     if not metrics:
         raise L2TError("--metrics names no metric")
 
+    protocol = getattr(args, "protocol", "default")
+    if protocol == "faceformer" and args.style is not None:
+        raise L2TError("--protocol faceformer chooses the styles itself; leave out --style")
     model = _load_model(args.model, dev)
     dataset = load_dataset(args.data, kind=args.kind, split=args.split)
+    writer = None
+    if getattr(args, "save_predictions", None):
+        meta = {"model": str(args.model), "data": str(args.data), "split": args.split, "protocol": protocol}
+        writer = PredictionWriter(args.save_predictions, protocol == "faceformer" or args.style == "all", meta)
     if args.channel != "clean":
         from l2t_gs.training.data.channels import ChannelDataset
 
@@ -114,7 +169,11 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data,
         limit=args.limit,
         progress=progress,
+        protocol=protocol,
+        on_prediction=writer,
     )
+    if writer is not None:
+        writer.close()
     print(result.table())
     lipsync_report = None
     if args.per_speaker:
@@ -124,6 +183,10 @@ def run(args: argparse.Namespace) -> int:
         print("\n" + lipsync_report["markdown"])
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if writer is not None:
+        print(f"wrote {len(writer.files)} prediction(s) to {writer.dir}", file=sys.stderr)
     if args.json is not None:
         extra = {"lipsync": lipsync_report} if lipsync_report is not None else {}
         extra["channel"] = args.channel
@@ -164,6 +227,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="speaker style: a training subject, 'all' (every one), or auto (default: the clip's subject "
         "if the model knows it, else the model's mean style)",
+    )
+    p.add_argument(
+        "--protocol",
+        default="default",
+        choices=["default", "faceformer"],
+        help="default: one row per test subject (styles as --style); faceformer: FaceFormer's test protocol, a "
+        "subject seen in training conditioned on itself and an unseen one once on every training speaker, "
+        "one row per condition plus their mean",
+    )
+    p.add_argument(
+        "--save-predictions",
+        metavar="DIR",
+        help="also save every prediction as DIR/<clip>.npy (float32 [frames, vertices*3], like vertices_npy; "
+        "<clip>_condition_<style>.npy under several styles) with DIR/predictions.json; render them with "
+        "'l2t-gs render AUDIO --motion DIR/<clip>.npy'",
     )
     p.add_argument("--closure-mm", type=float, default=1.0, help="lip gap counted as closed, mm (default 1)")
     p.add_argument(

@@ -58,6 +58,13 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         device=args.device,
         text=text,
+        motion=args.motion,
+        motion_fps=args.motion_fps,
+        layout=args.layout,
+        cameras=tuple(c.strip() for c in args.cameras.split(",") if c.strip()) if args.cameras else (),
+        compare=tuple(args.compare or ()),
+        waveform=args.waveform,
+        captions=args.captions,
     )
     res = render_video(args.audio, args.out, cfg)
     if not args.quiet:
@@ -95,6 +102,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     tx.add_argument("--text-file", metavar="FILE", help="--text read from a UTF-8 file")
     p.add_argument("--export-mesh", metavar="OUT.npz", help="also write per-frame vertices and faces")
     p.add_argument("--export-ply", metavar="DIR", help="also write a world-space 3DGS PLY per frame")
+    p.add_argument(
+        "--motion", metavar="FILE",
+        help="render this motion instead of the model's: .npy vertices [T,V,3] or [T,V*3] (ground truth, "
+        "eval --save-predictions) or .npz (vertices, or rig coefficients expr/jaw_pose/...; optional fps)",
+    )  # fmt: skip
+    p.add_argument(
+        "--motion-fps", type=float, metavar="FPS",
+        help="frame rate of motion files that do not record theirs (VOCASET's vertices_npy: 60)",
+    )  # fmt: skip
+    p.add_argument(
+        "--layout", default="single", choices=["single", "grid"],
+        help="grid: one tile per camera of --cameras (default single)",
+    )  # fmt: skip
+    p.add_argument(
+        "--cameras", metavar="LIST",
+        help=f"comma-separated grid cameras (default front,three-quarter,side; from {', '.join(RENDER_CAMERAS)})",
+    )  # fmt: skip
+    p.add_argument(
+        "--compare", nargs="+", metavar="[LABEL=]SPEC",
+        help="side by side with labels, one row each: motion files (.npy/.npz), models (.pt or run dirs) or "
+        "avatars (names or folders); force the kind with motion:, model: or avatar:",
+    )  # fmt: skip
+    p.add_argument("--waveform", action="store_true", help="add a waveform strip with a moving cursor")
+    p.add_argument(
+        "--captions", nargs="?", const="text", metavar="SEGMENTS.json",
+        help="add captions: the words of --text aligned to the audio, or word/phone segments from a JSON file "
+        "(e.g. 'l2t-gs data align ... -o segments.json')",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")

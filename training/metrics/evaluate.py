@@ -55,6 +55,8 @@ __all__ = [
     "ClipResult",
     "Column",
     "EvalResult",
+    "LOW_MOTION_FRACTION",
+    "PROTOCOLS",
     "FDD",
     "LVE",
     "LipClosure",
@@ -62,11 +64,19 @@ __all__ = [
     "Metric",
     "evaluate",
     "get_metric",
+    "motion_amount",
+    "motion_ratio",
     "register_metric",
 ]
 
 DEFAULT_METRICS: tuple[str, ...] = ("lve", "fdd", "lip_closure", "lip_corr")
 Predictor = Callable[[Any], Any]  # clip -> predicted vertices [T, V, 3]
+#: Evaluation protocols: ``default`` (``style`` as given) and ``faceformer`` (FaceFormer's test.py: a subject
+#: seen in training is conditioned on itself, an unseen one once on every training speaker; reported per
+#: condition plus their mean).
+PROTOCOLS: tuple[str, ...] = ("default", "faceformer")
+#: Predictions whose motion is below this fraction of the ground truth's are flagged (:func:`motion_ratio`).
+LOW_MOTION_FRACTION = 0.10
 
 
 # --------------------------------------------------------------------------- results
@@ -100,6 +110,10 @@ class EvalResult:
     regions: Regions
     unit_m: float
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    conditions: dict[str, dict[str, float]] = field(default_factory=dict)  # style -> aggregate (faceformer)
+    protocol: str = "default"
+    motion_ratio: float = float("nan")  # predicted / ground-truth motion (see :func:`motion_ratio`)
 
     def to_dict(self, **meta: Any) -> dict[str, Any]:
         """The JSON report (NaN as ``null``); ``meta`` (model, data, split, ...) is included as given."""
@@ -122,15 +136,37 @@ class EvalResult:
                 "subjects": self.subjects,
                 "clips": [c.to_dict() for c in self.clips],
                 "notes": self.notes,
+                "warnings": self.warnings,
+                "protocol": self.protocol,
+                "motion_ratio": self.motion_ratio,
+                **({"conditions": self.conditions, "condition_mean": self.condition_mean()} if self.conditions else {}),
             }
         )
 
+    def condition_mean(self) -> dict[str, float]:
+        """The mean over the condition rows of every value (FaceFormer's reported number); ``clips``: distinct
+        clips. With the same clips under every condition, LVE's mean equals its frame-pooled value."""
+        rows = list(self.conditions.values())
+        keys = [k for k in rows[0] if k != "clips"] if rows else []
+        out = {}
+        for k in keys:
+            vals = [float(r[k]) for r in rows if r.get(k) is not None and math.isfinite(float(r[k]))]
+            out[k] = sum(vals) / len(vals) if vals else math.nan
+        return {"clips": len({c.name for c in self.clips}), **out}
+
     def table(self) -> str:
-        """A plain-text table: one row per subject, then the overall row."""
+        """A plain-text table: one row per subject, then the overall row (protocol ``faceformer``: one row
+        per training-speaker condition, then their mean)."""
         cols = [c for m in self.metrics for c in m.columns]
-        header = ["subject", "clips", "frames", *(c.label for c in cols)]
+        by_condition = self.protocol == "faceformer"
+        header = ["condition" if by_condition else "subject", "clips", "frames", *(c.label for c in cols)]
         body = []
-        for name, vals in [*self.subjects.items(), ("overall", self.overall)]:
+        groups = (
+            [*self.conditions.items(), ("mean", self.condition_mean())]
+            if by_condition
+            else [*self.subjects.items(), ("overall", self.overall)]
+        )
+        for name, vals in groups:
             body.append(
                 [name, str(int(vals["clips"])), str(int(vals["frames"])), *(_fmt(vals.get(c.key), c.fmt) for c in cols)]
             )
@@ -169,6 +205,10 @@ def model_subjects(model: Any) -> tuple[str, ...]:
 def _styles(clip_subject: str, style: str | None, subjects: tuple[str, ...], uses_style: bool) -> list[str | None]:
     if not uses_style:
         return [None]
+    if style == "faceformer":  # FaceFormer's test.py: seen subjects as themselves, unseen ones under every style
+        if not subjects:
+            raise L2TError("--protocol faceformer needs a model that lists its training subjects")
+        return [clip_subject] if clip_subject in subjects else list(subjects)
     if style in (None, "auto"):
         return [clip_subject if clip_subject in subjects else None]
     if style == "all":
@@ -216,6 +256,20 @@ def _iter_clips(dataset: Iterable[Any]) -> Iterator[Any]:
         yield from dataset
 
 
+def motion_amount(vertices: np.ndarray) -> float:
+    """How much a mesh sequence [T, V, 3] moves: the per-vertex standard deviation over time (the norm of
+    each vertex's 3D deviation from its mean position), averaged over vertices; in data units."""
+    v = np.asarray(vertices, dtype=np.float64)
+    return float(np.sqrt(((v - v.mean(0, keepdims=True)) ** 2).sum(-1).mean(0)).mean())
+
+
+def motion_ratio(pred_amounts: Sequence[float], gt_amounts: Sequence[float]) -> float:
+    """Predicted motion as a fraction of the ground truth's, pooled over clips (sum over sum; NaN when the
+    ground truth does not move)."""
+    gt = float(np.sum(gt_amounts))
+    return float(np.sum(pred_amounts)) / gt if gt > 0 else math.nan
+
+
 def _group(metrics: list[Metric], rows: Sequence[ClipResult]) -> dict[str, float]:
     out: dict[str, float] = {
         "clips": len({r.name for r in rows}),
@@ -239,6 +293,8 @@ def evaluate(
     data_root: str | os.PathLike[str] | None = None,
     limit: int | None = None,
     progress: Callable[[int, int | None, str], None] | None = None,
+    protocol: str = "default",
+    on_prediction: Callable[[Any, str | None, np.ndarray], None] | None = None,
 ) -> EvalResult:
     """Run ``model`` on every clip of ``dataset`` and score it.
 
@@ -250,8 +306,19 @@ def evaluate(
     searched). ``style``: the speaker style to condition on: ``None``/``"auto"`` (the clip's subject
     when the model knows it, else ``style=None``, Audio2Mesh's mean style), ``"all"`` (every training
     subject, as FaceFormer tests unseen VOCASET speakers; one row per clip and style), or a name.
-    ``unit_m``: metres per data unit (1.0 for FLAME/VOCASET and the built-in head).
+    ``unit_m``: metres per data unit (1.0 for FLAME/VOCASET and the built-in head). ``protocol``: one of
+    :data:`PROTOCOLS`; ``faceformer`` conditions a subject seen in training on itself and an unseen one on
+    every training subject (``style`` must then be ``None``), and fills :attr:`EvalResult.conditions` (one
+    aggregate per condition). ``on_prediction(clip, style, vertices [T, V, 3])`` receives every full
+    prediction (e.g. to save it). A warning is added when the predictions move less than
+    :data:`LOW_MOTION_FRACTION` of the ground truth (:func:`motion_ratio`).
     """
+    if protocol not in PROTOCOLS:
+        raise L2TError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if protocol == "faceformer":
+        if style not in (None, "auto"):
+            raise L2TError("--protocol faceformer chooses the styles itself; leave out --style")
+        style = "faceformer"
     if not unit_m > 0 or not math.isfinite(unit_m):
         raise L2TError(f"the data unit must be a positive number of metres, got {unit_m}")
     chosen = _resolve_metrics(metrics)
@@ -269,6 +336,7 @@ def evaluate(
     resolved: Regions | None = None
     n_verts: int | None = None
     mismatched = 0
+    moved: list[tuple[float, float]] = []  # (predicted, ground-truth) motion per evaluated prediction
     for i, clip in enumerate(_iter_clips(dataset)):
         if limit is not None and i >= limit:
             break
@@ -303,6 +371,9 @@ def evaluate(
             if not np.isfinite(pred[:t]).all():
                 raise L2TError(f"clip {name}: the model predicted non-finite vertices")
             mismatched += pred.shape[0] != gt.shape[0]
+            if on_prediction is not None:
+                on_prediction(clip, st, pred)
+            moved.append((motion_amount(pred[:t]), motion_amount(gt[:t])))
             ctx = ClipContext(
                 name=name,
                 subject=str(clip.subject),
@@ -345,8 +416,18 @@ def evaluate(
                 "Audio2Mesh: the mean of its speaker styles)"
             )
     by_subject: dict[str, list[ClipResult]] = {}
+    by_style: dict[str, list[ClipResult]] = {}
     for r in rows:
         by_subject.setdefault(r.subject, []).append(r)
+        by_style.setdefault(str(r.style), []).append(r)
+    ratio = motion_ratio([p for p, _ in moved], [g for _, g in moved])
+    warnings = []
+    if ratio < LOW_MOTION_FRACTION:
+        warnings.append(
+            f"the predictions barely move: their motion (per-vertex std over time) is {ratio:.1%} of the ground "
+            f"truth's (under {LOW_MOTION_FRACTION:.0%}); the metrics describe little more than the ground truth "
+            "(an undertrained model?)"
+        )
     return EvalResult(
         clips=rows,
         subjects={s: _group(chosen, rs) for s, rs in sorted(by_subject.items())},
@@ -355,4 +436,8 @@ def evaluate(
         regions=resolved,
         unit_m=unit_m,
         notes=notes,
+        warnings=warnings,
+        conditions={s: _group(chosen, rs) for s, rs in by_style.items()} if protocol == "faceformer" else {},
+        protocol=protocol,
+        motion_ratio=ratio,
     )
