@@ -48,7 +48,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_export_ply(args: argparse.Namespace) -> int:
     from l2t_gs.gaussians.avatar_io import load_avatar, load_frame_params
-    from l2t_gs.gaussians.export import export_world_ply
+    from l2t_gs.gaussians.export import world_space_ply
+    from l2t_gs.gaussians.ply import with_sh_degree, write_gaussian_ply
 
     avatar = load_avatar(args.avatar)
     if args.frame_params is not None:
@@ -57,7 +58,10 @@ def run_export_ply(args: argparse.Namespace) -> int:
     else:
         vertices = avatar.neutral_vertices()
         what = "neutral frame"
-    ply = export_world_ply(avatar, args.out, vertices)
+    ply = world_space_ply(avatar, vertices)
+    if args.sh_degree is not None:
+        ply = with_sh_degree(ply, args.sh_degree)
+    write_gaussian_ply(args.out, ply)
     print(f"wrote {args.out}: {ply.num_splats} splats, SH degree {ply.sh_degree}, {what} of '{avatar.name}'")
     return 0
 
@@ -185,6 +189,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="rig parameters (flame_param.npz layout) to pose the avatar with; default: its neutral frame",
     )
     e.add_argument("--frame", type=int, default=0, metavar="N", help="frame of --frame-params (default 0)")
+    e.add_argument(
+        "--sh-degree", type=int, default=None, choices=range(4), metavar="D",
+        help="pad the SH bands with zeros up to degree D (3 for readers fixed at degree 3, e.g. INRIA's); "
+        "default: the avatar's own degree",
+    )  # fmt: skip
     e.set_defaults(func=run_export_ply)
 
     i = avatar_sub.add_parser(

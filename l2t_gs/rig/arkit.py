@@ -7,10 +7,11 @@ slit with ``lip_close = 1``). Shapes the head cannot make (cheek puff, tongue, a
 shifts...) are empty and stay at 0.
 
 Converting a frame's coefficients ``c`` to ARKit weights ``a`` is a bounded least-squares problem in
-*vertex space*: ``min_a |B (rest + M a - c)|^2 + lam |a|^2`` over ``0 <= a <= 1``, with ``B`` the
+*vertex space*: ``min_a |B (rest + M a - c)|^2 + sum_k lam_k a_k^2`` over ``0 <= a <= 1``, with ``B`` the
 head's vertex displacement per unit of each coefficient at rest (exact for expressions, central
 differences for rotations) and ``M`` the mapping. Symmetric rig coefficients spread evenly over the
-left/right ARKit pairs (the small ridge ``lam`` picks the even split). Solved for all frames at once
+left/right ARKit pairs (the small ridge ``lam_k = RIDGE |B M_k|^2`` picks the even split and keeps
+opposite shapes such as eyeBlink/eyeWide from both turning on). Solved for all frames at once
 by accelerated projected gradient (FISTA) on the Jacobi-preconditioned problem.
 
 :func:`write_live_link_csv` writes Epic's Live Link Face CSV: ``Timecode, BlendShapeCount`` (61), the
@@ -41,6 +42,7 @@ __all__ = [
     "LIVE_LINK_SHAPES",
     "LIVE_LINK_ROTATIONS",
     "ROTATION_COEFFICIENTS",
+    "RIDGE",
     "ArkitMapping",
     "load_arkit_mapping",
     "rig_coefficients",
@@ -72,7 +74,7 @@ ROTATION_COEFFICIENTS: tuple[str, ...] = (
     "jaw_x", "jaw_y", "jaw_z", "left_eye_x", "left_eye_y", "left_eye_z", "right_eye_x", "right_eye_y", "right_eye_z",
 )  # fmt: skip
 _MAPPING_FILE = ("head", "arkit_builtin.json")
-_RIDGE = 1e-4  # relative to the smallest non-zero diagonal of the normal matrix
+RIDGE = 1e-3  # per shape, relative to its own diagonal entry of the normal matrix
 _FD_STEP = 1e-4  # radians, central differences of the rotation coefficients
 
 
@@ -99,9 +101,8 @@ class ArkitMapping:
         """Rig coefficients ``[T, C]`` -> ARKit weights ``[T, 52]`` in ``[0, 1]`` (float32), see the module doc."""
         c = np.asarray(coeffs, dtype=np.float64).reshape(-1, len(self.coefficients)) - self.rest
         h = self.matrix.T @ self.metric @ self.matrix  # [52, 52]
-        diag = np.diag(h).copy()
-        lam = _RIDGE * diag[diag > 0].min(initial=1.0)
-        h = h + lam * np.eye(h.shape[0])
+        diag = np.diag(h)
+        h = h + np.diag(RIDGE * np.where(diag > 0, diag, 1.0))
         f = c @ self.metric @ self.matrix  # [T, 52]
         d = np.sqrt(np.diag(h))  # Jacobi scaling: b = d * a, b in [0, d]
         hs = h / d[:, None] / d[None, :]
