@@ -311,8 +311,10 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
     out = Path(out_path)
     _check_output(out, ".mp4", "the output video")
     if cfg.export_mesh:
-        mesh_suffix = ".glb" if Path(cfg.export_mesh).suffix.lower() == ".glb" else ".npz"
-        _check_output(Path(cfg.export_mesh), mesh_suffix, "--export-mesh (.npz or .glb)")
+        mesh_suffix = Path(cfg.export_mesh).suffix.lower()
+        if mesh_suffix not in (".npz", ".glb"):
+            raise L2TError(f"--export-mesh must end in .npz or .glb, got {cfg.export_mesh}")
+        _check_output(Path(cfg.export_mesh), mesh_suffix, "--export-mesh")
     if cfg.export_arkit:
         _check_output(Path(cfg.export_arkit), ".csv", "--export-arkit")
     if cfg.export_ply and Path(cfg.export_ply).exists() and any(Path(cfg.export_ply).iterdir()):

@@ -395,7 +395,7 @@ def _inria_load_ply(path: Path, max_sh_degree: int = 3):
 def test_export_ply_sh_degree_3_loads_in_inria_reader(tmp_path, capsys):
     from l2t_gs.gaussians import load_avatar
     from l2t_gs.gaussians.export import world_space_ply
-    from l2t_gs.gaussians.ply import read_gaussian_ply
+    from l2t_gs.gaussians.ply import read_gaussian_ply, with_sh_degree
 
     out3, out1 = tmp_path / "d3.ply", tmp_path / "d1.ply"
     assert main(["avatar", "export-ply", "--avatar", "default", "--out", str(out3), "--sh-degree", "3"]) == 0
@@ -412,6 +412,18 @@ def test_export_ply_sh_degree_3_loads_in_inria_reader(tmp_path, capsys):
     assert not extra[:, :, k - 1 :].any()
     with pytest.raises(AssertionError):  # the reference reader refuses the default degree-1 file
         _inria_load_ply(out1)
+    with pytest.raises(L2TError, match="cannot lower"):
+        with_sh_degree(ref, 0)
+
+
+def test_export_options_refuse_bad_paths(tmp_path, capsys):
+    wav = tmp_path / "s.wav"
+    sf.write(wav, np.zeros(16000), 16000)
+    for flag, name in (("--export-mesh", "m.obj"), ("--export-arkit", "a.txt")):
+        code = main(["render", str(wav), "-o", str(tmp_path / "t.mp4"), flag, str(tmp_path / name), "--quiet"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and len(err) == 1 and flag in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.wav"]
 
 
 # ----------------------------------------------------------------------------------------------- extras
