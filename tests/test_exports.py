@@ -100,12 +100,25 @@ def _quat_matrix(q: np.ndarray) -> np.ndarray:
 
 
 def _accessor(doc: dict, binary: bytes, i: int) -> np.ndarray:
+    """Accessor ``i`` as an array ``[count, width]`` (dense or sparse, glTF 2.0 section 3.6.2)."""
     acc = doc["accessors"][i]
-    view = doc["bufferViews"][acc["bufferView"]]
-    dtype = {5126: "<f4", 5125: "<u4", 5123: "<u2"}[acc["componentType"]]
     width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}[acc["type"]]
-    start = view["byteOffset"] + acc.get("byteOffset", 0)
-    return np.frombuffer(binary, dtype=dtype, count=acc["count"] * width, offset=start).reshape(acc["count"], width)
+
+    def block(view_index: int, ctype: int, count: int, offset: int = 0) -> np.ndarray:
+        view = doc["bufferViews"][view_index]
+        dtype = {5126: "<f4", 5125: "<u4", 5123: "<u2"}[ctype]
+        return np.frombuffer(binary, dtype=dtype, count=count, offset=view["byteOffset"] + offset)
+
+    if "bufferView" in acc:
+        out = block(acc["bufferView"], acc["componentType"], acc["count"] * width, acc.get("byteOffset", 0))
+        out = out.reshape(acc["count"], width).copy()
+    else:
+        out = np.zeros((acc["count"], width), dtype=np.float32)
+    if "sparse" in acc:
+        sp = acc["sparse"]
+        idx = block(sp["indices"]["bufferView"], sp["indices"]["componentType"], sp["count"])
+        out[idx] = block(sp["values"]["bufferView"], acc["componentType"], sp["count"] * width).reshape(-1, width)
+    return out
 
 
 def _evaluate_glb(path: Path, key: int) -> np.ndarray:
@@ -163,6 +176,7 @@ def test_glb_file_evaluates_to_the_rig(head, tmp_path):
     prim = doc["meshes"][0]["primitives"][0]
     assert np.allclose(_accessor(doc, binary, prim["attributes"]["COLOR_0"]), colors, atol=1e-6)
     assert len(doc["meshes"][0]["extras"]["targetNames"]) == len(prim["targets"])
+    assert any("sparse" in doc["accessors"][t["POSITION"]] for t in prim["targets"])  # local shapes stored sparsely
     assert [n["name"] for n in doc["nodes"][:5]] == ["head", "neck", "jaw", "left_eye", "right_eye"]
 
 

@@ -17,7 +17,8 @@ displacement onto the basis (least squares), so whatever the basis cannot expres
 returned error instead of silently. :meth:`SkinnedMorphRig.evaluate` is glTF's evaluation above
 (the reference the fit and the tests use). :func:`write_glb` writes the file: one skinned mesh
 (positions, optional per-vertex colours, JOINTS_0/WEIGHTS_0 with the four largest influences), its
-morph targets named in ``mesh.extras.targetNames`` (read by Blender and three.js), and one animation
+morph targets named in ``mesh.extras.targetNames`` (read by Blender and three.js; stored as sparse
+accessors where that is smaller, rescaled so every animated weight lies in [0, 1]), and one animation
 sampled at a fixed rate: a ``weights`` channel and a ``rotation`` channel per joint, LINEAR.
 """
 
@@ -156,6 +157,28 @@ class _Buffer:
         self.accessors.append(acc)
         return len(self.accessors) - 1
 
+    def add_sparse_vec3(self, arr: np.ndarray) -> int:
+        """A VEC3 float accessor stored sparsely (indices + values of the non-zero rows, zeros elsewhere)
+        when that is smaller; morph targets of local shapes (lips, lids) are mostly zeros."""
+        rows = np.flatnonzero(np.abs(arr).max(axis=1) > 0)
+        if len(rows) * 16 >= arr.size * 4:
+            return self.add(arr, "VEC3", _ARRAY_BUFFER, minmax=True)
+        idx_acc = self.add(rows.astype("<u4"), "SCALAR")
+        val_acc = self.add(np.ascontiguousarray(arr[rows]), "VEC3")
+        idx_view = self.accessors[idx_acc]["bufferView"]
+        val_view = self.accessors[val_acc]["bufferView"]
+        del self.accessors[-2:]  # the two blocks are referenced by the sparse accessor only
+        acc: dict = {"componentType": _FLOAT, "count": int(arr.shape[0]), "type": "VEC3"}
+        acc["min"] = [float(x) for x in arr.min(axis=0)]
+        acc["max"] = [float(x) for x in arr.max(axis=0)]
+        acc["sparse"] = {
+            "count": int(len(rows)),
+            "indices": {"bufferView": idx_view, "componentType": _UINT},
+            "values": {"bufferView": val_view},
+        }
+        self.accessors.append(acc)
+        return len(self.accessors) - 1
+
 
 def _top4(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """JOINTS_0 / WEIGHTS_0: the four largest influences per vertex, renormalised."""
@@ -233,7 +256,7 @@ def write_glb(
     attrs["JOINTS_0"] = buf.add(jidx.astype("<u2"), "VEC4", _ARRAY_BUFFER)
     attrs["WEIGHTS_0"] = buf.add(jw.astype("<f4"), "VEC4", _ARRAY_BUFFER)
     indices = buf.add(np.asarray(faces, dtype="<u4").reshape(-1), "SCALAR", _ELEMENT_ARRAY_BUFFER)
-    targets = [{"POSITION": buf.add(b.astype("<f4"), "VEC3", _ARRAY_BUFFER, minmax=True)} for b in basis]
+    targets = [{"POSITION": buf.add_sparse_vec3(b.astype("<f4"))} for b in basis]
 
     ibm = np.tile(np.eye(4), (nj, 1, 1))
     ibm[:, :3, 3] = -rig.joints
