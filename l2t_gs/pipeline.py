@@ -326,8 +326,8 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
     mesh_writer = None
     ply_tmp = None
     written = 0
-    bar = tqdm(total=n_frames, unit="frame", desc="rendering", disable=cfg.quiet, leave=False)
     params = _export_params(job, cfg)  # rig parameters for the .glb / ARKit exports (None without them)
+    bar = tqdm(total=n_frames, unit="frame", desc="rendering", disable=cfg.quiet, leave=False)
     try:
         if cfg.export_mesh:
             faces = avatar.head_model.faces.cpu().numpy().astype(np.int64)

@@ -455,3 +455,21 @@ def test_missing_teacher_extra_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(L2TError, match=r"l2t-gs\[teacher\].*opencv-python"):
         teacher_video._cv2()
+
+
+def test_rig_exports_need_a_rig_model(tmp_path, capsys):
+    from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
+    from l2t_gs.models.checkpoint import save_checkpoint
+
+    cfg = Audio2MeshConfig(
+        fps=30, enc_dim=32, enc_layers=1, enc_heads=2, d_model=32, n_heads=2, n_layers=1, n_mels=40, output="vertices"
+    )
+    save_checkpoint(tmp_path / "v.pt", Audio2Mesh(cfg, ["spk_a"], 7931))
+    wav = tmp_path / "s.wav"
+    sf.write(wav, np.zeros(8000), 16000)
+    for flag, name in (("--export-mesh", "m.glb"), ("--export-arkit", "a.csv")):
+        argv = ["render", str(wav), "-o", str(tmp_path / "t.mp4"), "--model", str(tmp_path / "v.pt"), "--quiet"]
+        assert main([*argv, flag, str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "rig-output model" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.wav", "v.pt"]
