@@ -51,7 +51,7 @@ class RenderConfig:
     backend: str = "auto"
     style: str | int | None = None  # training speaker style; None: the model's mean style
     seed: int = 0
-    export_mesh: str | None = None  # .npz with per-frame vertices and faces
+    export_mesh: str | None = None  # .npz with per-frame vertices and faces, or .glb glTF animation
     export_ply: str | None = None  # folder of world-space 3DGS PLYs, one per frame
     chunk_seconds: float = 10.0
     quiet: bool = False
@@ -65,6 +65,7 @@ class RenderConfig:
     compare: tuple[str, ...] = ()  # side by side, one row each: [LABEL=][motion:|model:|avatar:]SPEC
     waveform: bool = False  # a waveform strip with a moving cursor under the tiles
     captions: str | None = None  # "text": the aligned words of `text`; or a .json of word/phone segments
+    export_arkit: str | None = None  # Live Link Face CSV of the 52 ARKit curves (rig-output models)
 
 
 @dataclass
@@ -141,6 +142,85 @@ class _MeshWriter:
         with contextlib.suppress(Exception):
             del self.mm
         shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+class _GlbWriter:
+    """Frames fitted into a glTF skinned mesh with morph targets (l2t_gs.rig.gltf_export), written at the end."""
+
+    def __init__(self, job: _Job, cfg: RenderConfig, faces: np.ndarray, params: dict[str, np.ndarray]) -> None:
+        from l2t_gs.rig.flame import FLAME_JOINTS
+        from l2t_gs.rig.gltf_export import HeadAnimationWriter, head_gltf_rig
+
+        self.path, self.faces, self.seconds, self.pos = Path(cfg.export_mesh), faces, job.seconds, 0
+        self.pose = params["pose"]
+        moving = tuple(n for j, n in enumerate(FLAME_JOINTS) if np.abs(self.pose[:, j]).max() > 0)
+        rig = head_gltf_rig(job.model.head, job.neutral.cpu().numpy(), animated=moving)
+        self.writer = HeadAnimationWriter(rig)
+        self.colors = _vertex_colors(job.avatar)
+
+    def write(self, verts: np.ndarray) -> None:
+        self.writer.add(verts, self.pose[self.pos : self.pos + len(verts)])
+        self.pos += len(verts)
+
+    def close(self, fps: float) -> None:
+        self.writer.write(self.path, self.faces, fps, duration=self.seconds, colors=self.colors)
+
+    def abort(self) -> None:
+        pass
+
+
+def _export_params(job: _Job, cfg: RenderConfig) -> dict[str, np.ndarray] | None:
+    """The clip's rig parameters for the .glb / ARKit exports: ``expr [T, E]``, ``pose [T, 5, 3]``.
+
+    The model is run a second time for them (``predict_params``, same audio, style, rate, chunking and
+    transcript as the rendered frames); the glTF fit checks them against the rendered vertices.
+    """
+    glb = bool(cfg.export_mesh) and Path(cfg.export_mesh).suffix.lower() == ".glb"
+    if not (glb or cfg.export_arkit):
+        return None
+    if job.model is None:
+        raise L2TError(
+            "--export-mesh .glb and --export-arkit need a model's rig parameters; with --motion use --export-mesh .npz"
+        )
+    if job.model.rig is None:
+        raise L2TError("--export-mesh .glb and --export-arkit need a rig-output model (output = 'rig')")
+    p = job.model.predict_params(
+        job.audio, style=cfg.style, fps=cfg.fps, chunk_seconds=cfg.chunk_seconds, transcript=job.transcript
+    )
+    expr = p["expr"].numpy()[: job.n_frames]
+    pose = np.zeros((expr.shape[0], 5, 3), dtype=np.float32)
+    pose[:, 2] = p["jaw_pose"].numpy()[: job.n_frames]
+    return {"expr": expr, "pose": pose}
+
+
+def _vertex_colors(avatar: GaussianAvatar) -> np.ndarray:
+    """Per-vertex linear RGB ``[V, 3]``: the opacity-weighted mean DC colour of the splats on each
+    vertex's triangles (grey where none); sRGB decoded for glTF's COLOR_0."""
+    from l2t_gs.render.sh import sh_to_rgb
+
+    rgb = sh_to_rgb(avatar.sh[:, 0].detach().cpu().double()).clamp(0, 1).numpy()  # [N, 3]
+    alpha = torch.sigmoid(avatar.opacity_logits.detach().cpu().double()).numpy()
+    tri = avatar.faces.cpu().numpy()[avatar.binding.cpu().numpy()]  # [N, 3] vertices of each splat's triangle
+    v = avatar.n_verts
+    wsum = np.bincount(tri.reshape(-1), np.repeat(alpha, 3), minlength=v)
+    col = np.stack([np.bincount(tri.reshape(-1), np.repeat(alpha * rgb[:, c], 3), minlength=v) for c in range(3)], 1)
+    srgb = np.where(wsum[:, None] > 0, col / np.maximum(wsum, 1e-12)[:, None], 0.5)
+    return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+
+
+def _write_arkit(path: Path, job: _Job, cfg: RenderConfig, params: dict[str, np.ndarray]) -> None:
+    """The clip's ARKit curves (l2t_gs.rig.arkit) as a Live Link Face CSV."""
+    from l2t_gs.core.rotation import axis_angle_to_matrix, matrix_to_axis_angle
+    from l2t_gs.rig.arkit import euler_yaw_pitch_roll, load_arkit_mapping, rig_coefficients, write_live_link_csv
+
+    pose = params["pose"]
+    weights = load_arkit_mapping(job.model.head).from_coefficients(
+        rig_coefficients(params["expr"], pose[:, 2], pose[:, 3:].reshape(-1, 6))
+    )
+    rot = axis_angle_to_matrix(torch.as_tensor(pose[:, :2], dtype=torch.float64))
+    head = euler_yaw_pitch_roll(matrix_to_axis_angle(rot[:, 0] @ rot[:, 1]).numpy())  # global, then neck
+    rotations = np.concatenate([head, euler_yaw_pitch_roll(pose[:, 3]), euler_yaw_pitch_roll(pose[:, 4])], axis=1)
+    write_live_link_csv(path, weights, rotations, cfg.fps)
 
 
 @dataclass
@@ -235,7 +315,12 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
     out = Path(out_path)
     _check_output(out, ".mp4", "the output video")
     if cfg.export_mesh:
-        _check_output(Path(cfg.export_mesh), ".npz", "--export-mesh")
+        mesh_suffix = Path(cfg.export_mesh).suffix.lower()
+        if mesh_suffix not in (".npz", ".glb"):
+            raise L2TError(f"--export-mesh must end in .npz or .glb, got {cfg.export_mesh}")
+        _check_output(Path(cfg.export_mesh), mesh_suffix, "--export-mesh")
+    if cfg.export_arkit:
+        _check_output(Path(cfg.export_arkit), ".csv", "--export-arkit")
     if cfg.export_ply and Path(cfg.export_ply).exists() and any(Path(cfg.export_ply).iterdir()):
         raise L2TError(f"--export-ply folder exists and is not empty: {cfg.export_ply}")
     if is_layout(cfg):
@@ -247,11 +332,15 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
     mesh_writer = None
     ply_tmp = None
     written = 0
+    params = _export_params(job, cfg)  # rig parameters for the .glb / ARKit exports (None without them)
     bar = tqdm(total=n_frames, unit="frame", desc="rendering", disable=cfg.quiet, leave=False)
     try:
         if cfg.export_mesh:
             faces = avatar.head_model.faces.cpu().numpy().astype(np.int64)
-            mesh_writer = _MeshWriter(Path(cfg.export_mesh), n_frames, faces, avatar.n_verts)
+            if mesh_suffix == ".glb":
+                mesh_writer = _GlbWriter(job, cfg, faces, params)
+            else:
+                mesh_writer = _MeshWriter(Path(cfg.export_mesh), n_frames, faces, avatar.n_verts)
         if cfg.export_ply:
             ply_dir = Path(cfg.export_ply)
             parent = ply_dir.parent if str(ply_dir.parent) else Path(".")
@@ -272,6 +361,8 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
         if mesh_writer is not None:
             mesh_writer.close(cfg.fps)
             mesh_writer = None
+        if cfg.export_arkit:
+            _write_arkit(Path(cfg.export_arkit), job, cfg, params)
         if ply_tmp is not None:
             target = Path(cfg.export_ply)
             if target.exists():

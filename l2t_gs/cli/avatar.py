@@ -48,7 +48,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_export_ply(args: argparse.Namespace) -> int:
     from l2t_gs.gaussians.avatar_io import load_avatar, load_frame_params
-    from l2t_gs.gaussians.export import export_world_ply
+    from l2t_gs.gaussians.export import world_space_ply
+    from l2t_gs.gaussians.ply import with_sh_degree, write_gaussian_ply
 
     avatar = load_avatar(args.avatar)
     if args.frame_params is not None:
@@ -60,7 +61,10 @@ def run_export_ply(args: argparse.Namespace) -> int:
     else:
         vertices = avatar.neutral_vertices()
         what = "neutral frame"
-    ply = export_world_ply(avatar, args.out, vertices)
+    ply = world_space_ply(avatar, vertices)
+    if args.sh_degree is not None:
+        ply = with_sh_degree(ply, args.sh_degree)
+    write_gaussian_ply(args.out, ply)
     print(f"wrote {args.out}: {ply.num_splats} splats, SH degree {ply.sh_degree}, {what} of '{avatar.name}'")
     return 0
 
@@ -210,6 +214,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "auto: ignored in a GaussianAvatars export (flame_param.npz beside point_cloud.ply), added from "
         "other motion files (VHAP-style)",
     )
+    e.add_argument(
+        "--sh-degree", type=int, default=None, choices=range(4), metavar="D",
+        help="pad the SH bands with zeros up to degree D (3 for readers fixed at degree 3, e.g. INRIA's); "
+        "default: the avatar's own degree",
+    )  # fmt: skip
     e.set_defaults(func=run_export_ply)
 
     i = avatar_sub.add_parser(

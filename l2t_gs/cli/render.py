@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         export_mesh=args.export_mesh,
         export_ply=args.export_ply,
+        export_arkit=args.export_arkit,
         quiet=args.quiet,
         device=args.device,
         text=text,
@@ -100,7 +101,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="what is said: force-aligned to the audio, its phone timing closes every p/b/m and shapes the lips",
     )  # fmt: skip
     tx.add_argument("--text-file", metavar="FILE", help="--text read from a UTF-8 file")
-    p.add_argument("--export-mesh", metavar="OUT.npz", help="also write per-frame vertices and faces")
+    p.add_argument(
+        "--export-mesh", metavar="OUT.npz|OUT.glb",
+        help="also write the mesh animation: .npz per-frame vertices and faces, or .glb glTF 2.0 (skinned mesh, "
+        "morph targets, animation at --fps; see docs/exports.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--export-arkit", metavar="OUT.csv",
+        help="also write the 52 ARKit blendshape curves + head/eye rotations as a Live Link Face CSV",
+    )  # fmt: skip
     p.add_argument("--export-ply", metavar="DIR", help="also write a world-space 3DGS PLY per frame")
     p.add_argument(
         "--motion", metavar="FILE",

@@ -77,6 +77,18 @@ class GaussianPly:
         return sh_degree_from_coeffs(int(self.sh.shape[1]))
 
 
+def with_sh_degree(ply: GaussianPly, degree: int) -> GaussianPly:
+    """``ply`` with SH bands up to ``degree`` (0..3): higher bands padded with zeros (the colour is
+    unchanged); lowering the degree is refused. Readers fixed at degree 3 (INRIA's) need 45 ``f_rest``."""
+    if not 0 <= degree <= 3:
+        raise L2TError(f"SH degree must be 0..3, got {degree}")
+    k, have = (degree + 1) ** 2, ply.sh.shape[1]
+    if k < have:
+        raise L2TError(f"the PLY has SH degree {ply.sh_degree}; padding cannot lower it to {degree}")
+    sh = np.concatenate([ply.sh, np.zeros((ply.sh.shape[0], k - have, 3), dtype=ply.sh.dtype)], axis=1)
+    return GaussianPly(ply.means, ply.log_scales, ply.quats, ply.opacity_logits, sh, ply.binding)
+
+
 def _attribute_names(k: int, with_binding: bool) -> list[str]:
     names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
     names += [f"f_rest_{i}" for i in range(3 * (k - 1))]

@@ -74,8 +74,12 @@ def normalize_transcript(text: str) -> list[str]:
 
 
 def _decoder(config: Mapping):
-    from pocketsphinx import Decoder
-
+    try:
+        from pocketsphinx import Decoder
+    except ImportError:
+        raise L2TError(
+            'forced alignment needs pocketsphinx: pip install "l2t-gs[align]" (with your constraints file)'
+        ) from None
     return Decoder(lm=None, loglevel="FATAL", **config)
 
 

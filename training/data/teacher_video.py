@@ -111,7 +111,7 @@ def _cv2() -> Any:
         import cv2
     except ImportError:
         raise L2TError(
-            "teacher videos need OpenCV: pip install opencv-python-headless (with your constraints file)"
+            'teacher videos need OpenCV (cv2): pip install "l2t-gs[teacher]", or have opencv-python installed'
         ) from None
     return cv2
 
