@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +49,7 @@ from l2t_gs.gaussians.avatar import (
     head_model_spec_of,
 )
 from l2t_gs.gaussians.ply import GaussianPly, read_gaussian_ply, write_gaussian_ply
+from l2t_gs.io.tempfiles import make_temp_dir
 from l2t_gs.rig import load_head_model, save_head_model
 
 if TYPE_CHECKING:
@@ -333,7 +333,7 @@ def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
     if spec not in ("", "builtin") and not Path(spec).is_file():
         raise L2TError(f"avatar '{avatar.name}': head model file {spec} not found (needed to save the avatar)")
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    tmp = make_temp_dir(parent, out.name)
     backup: Path | None = None
     try:
         head_entry = "builtin"
@@ -369,7 +369,7 @@ def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
         (tmp / AVATAR_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)
         if out.is_dir():
-            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+            backup = make_temp_dir(parent, f"{out.name}.old")
             backup.rmdir()
             os.replace(out, backup)
         os.replace(tmp, out)

@@ -17,7 +17,6 @@ Reading, checks and atomic writing are the shared ones of :mod:`l2t_gs.io.checkp
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 
 from l2t_gs.errors import L2TError
 from l2t_gs.io.checkpoint import CheckpointFormat, cpu_state_dict, save_payload
+from l2t_gs.io.tempfiles import temp_dir
 from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 from l2t_gs.models.encoders import HFEncoder
 from l2t_gs.rig import load_head_model, save_head_model
@@ -58,8 +58,8 @@ CHECKPOINT = CheckpointFormat(
 
 def _head_npz_bytes(model: Audio2Mesh) -> bytes:
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "head.npz"
+    with temp_dir(label="head") as tmp:
+        path = tmp / "head.npz"
         save_head_model(model.head, path, compress=True)
         return path.read_bytes()
 
@@ -132,8 +132,8 @@ def _head_from_checkpoint(head: Any, where: str) -> Any:
 
     if not isinstance(head, dict) or not isinstance(head.get("npz"), bytes | bytearray):
         raise L2TError(f"{where}: rig-output checkpoint lacks its head model")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "head.npz"
+    with temp_dir(label="head") as tmp:
+        path = tmp / "head.npz"
         path.write_bytes(bytes(head["npz"]))
         try:
             return load_head_model(path)
