@@ -74,8 +74,9 @@ def run_command(func: Callable[[argparse.Namespace], Any], args: argparse.Namesp
     143 after SIGTERM, 129 after SIGHUP (temporary files removed in each case)."""
     from l2t_gs.io.atomic import disk_full
 
+    guard = getattr(args, "guard", None)  # a command's context manager around its run (e.g. train's)
     try:
-        with terminate_as_interrupt():
+        with terminate_as_interrupt(), guard(args) if guard is not None else contextlib.nullcontext():
             return int(func(args) or 0)
     except L2TError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

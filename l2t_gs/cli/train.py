@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from l2t_gs.cli.prog import PROG
 
@@ -30,33 +28,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         trainer, text = TRAINERS.get(name), TRAINERS.help(name)
         p = ts.add_parser(name, help=text, description=text)
         trainer.add_arguments(p)
-        p.set_defaults(func=_checked(trainer.run))
+        p.set_defaults(func=trainer.run, guard=_run_folder_guard)
 
 
-def _checked(run: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], Any]:
-    """``run`` after the inputs every trainer shares are checked (a missing ``--data`` folder is an error
-    before anything is created); a run folder that the failed or interrupted run created and left
-    empty is removed."""
+@contextlib.contextmanager
+def _run_folder_guard(args: argparse.Namespace) -> Iterator[None]:
+    """Around a trainer's ``run``: the inputs every trainer shares are checked first (a missing ``--data``
+    folder is an error before anything is created), and a run folder that the failed or interrupted run
+    created and left empty is removed."""
+    from l2t_gs.errors import L2TError
 
-    @functools.wraps(run)
-    def wrapper(args: argparse.Namespace) -> Any:
-        from l2t_gs.errors import L2TError
-
-        data = getattr(args, "data", None)
-        if isinstance(data, str) and not Path(data).is_dir():
-            what = "does not exist" if not Path(data).exists() else "is not a folder"
-            raise L2TError(f"--data: dataset folder {data} {what}")
-        out = getattr(args, "out", None)
-        fresh = Path(out) if isinstance(out, str) and not Path(out).exists() else None
-        try:
-            return run(args)
-        except BaseException:
-            if fresh is not None and fresh.is_dir():
-                with contextlib.suppress(OSError):
-                    fresh.rmdir()  # only if still empty
-            raise
-
-    return wrapper
+    data = getattr(args, "data", None)
+    if isinstance(data, str) and not Path(data).is_dir():
+        what = "does not exist" if not Path(data).exists() else "is not a folder"
+        raise L2TError(f"--data: dataset folder {data} {what}")
+    out = getattr(args, "out", None)
+    fresh = Path(out) if isinstance(out, str) and not Path(out).exists() else None
+    try:
+        yield
+    except BaseException:
+        if fresh is not None and fresh.is_dir():
+            with contextlib.suppress(OSError):
+                fresh.rmdir()  # only if still empty
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

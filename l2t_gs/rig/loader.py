@@ -304,7 +304,7 @@ def unpickle_restricted(path: Path, what: str) -> Any:
         raise L2TError(f"{what} {path} is truncated (unexpected end of file)") from None
     except Exception as exc:  # any other failure means the bytes are not a usable pickle
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "truncated" in msg.lower():
+        if any(w in msg.lower() for w in ("truncated", "remain", "exhausted")):
             raise L2TError(f"{what} {path} is truncated ({msg})") from None
         raise L2TError(f"{what} {path} is not a readable pickle ({type(exc).__name__}: {msg})") from None
 
