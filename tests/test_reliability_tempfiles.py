@@ -56,7 +56,9 @@ def test_sweep_removes_only_dead_processes_temporaries(tmp_path: Path) -> None:
     live.write_bytes(b"z")
     parent = tmp_path / f"{TAG}1-abcdefghij-x"  # PID 1 runs: kept
     parent.write_bytes(b"z")
-    user = [tmp_path / n for n in (f".o.mp4.{dead}.mp4", f"{TAG}{dead}-short", "talk.mp4", f"l2t-tmp-{dead}-abcdefghij")]
+    user = [
+        tmp_path / n for n in (f".o.mp4.{dead}.mp4", f"{TAG}{dead}-short", "talk.mp4", f"l2t-tmp-{dead}-abcdefghij")
+    ]
     for p in user:
         p.write_bytes(b"u")
     removed = sweep_stale(tmp_path)

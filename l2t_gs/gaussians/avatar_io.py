@@ -70,6 +70,7 @@ GA_TEETH_FACES = 168
 MAX_PARAM_BYTES = 1 << 31
 MAX_COMPONENTS = 10_000
 
+_POSE_SIZES = {"rotation": 3, "neck_pose": 3, "jaw_pose": 3, "translation": 3, "eyes_pose": 6}
 _REQUIRED_PARAMS = ("shape", "expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation")
 
 
@@ -151,6 +152,10 @@ def select_frame(
                 value = value[frame]
         if value.ndim != ndim:
             raise L2TError(f"{where}: {key} has shape {list(params[key].shape)}, unexpected")
+        if key in _POSE_SIZES and value.shape[-1] != _POSE_SIZES[key]:
+            raise L2TError(
+                f"{where}: field '{key}' has shape {list(params[key].shape)}, expected [T, {_POSE_SIZES[key]}]"
+            )
         out[key] = torch.from_numpy(np.ascontiguousarray(value))
     return out
 
