@@ -57,7 +57,7 @@ _FLAME_SHAPE_SPLIT = (400, 300)  # FLAME: 400 shapedirs columns = 300 identity +
 #: FLAME 2023: a 53 MB pickle, 5023 vertices, 400 shape components, a [5, 5023] sparse J_regressor.
 MAX_PICKLE_BYTES = 1 << 30  # file size of a FLAME/masks pickle
 MAX_PICKLE_OPS = 10_000_000  # pickle opcodes
-MAX_MEMO_INDEX = 1 << 24  # the C unpickler sizes its memo table by the largest index it is given
+MAX_MEMO_INDEX = 1 << 24  # the C unpickler sizes its memo table by the largest index it is given (also <= ops)
 MAX_ITEMS = 1 << 26  # elements of a container built by a pickle from a range/size argument
 
 
@@ -222,7 +222,7 @@ def _prescan(data: bytes) -> None:
                 index = int(arg)
             except (TypeError, ValueError):
                 raise ValueError(f"bad memo index {arg!r}") from None
-            if not 0 <= index <= MAX_MEMO_INDEX:
+            if not 0 <= index <= min(n, MAX_MEMO_INDEX):  # a pickler numbers memo entries as it goes
                 raise _TooLarge(f"memo index {index}")
 
 
