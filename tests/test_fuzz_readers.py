@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 MB = 1 << 20
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
 
 def fuzz_settings(n: int) -> settings:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from l2t_gs import __version__
 from l2t_gs.cli.prog import PROG
-from l2t_gs.errors import L2TError
+from l2t_gs.cli.runner import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,69 +25,6 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (info, render, view, head, avatar, data, train, eval_cmd):
         module.register(sub)
     return parser
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C (every cleanup that handles SIGINT runs)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-#: Signals handled like SIGINT; the exit status is 128 + the signal number (SIGTERM 143, SIGHUP 129).
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP raise :class:`Terminated` in the main thread.
-
-    Only the first such signal raises; later ones are ignored while the cleanup runs. Outside the main
-    thread (where Python cannot install handlers) this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired = False
-
-    def handler(signum: int, frame: Any) -> None:
-        nonlocal fired
-        if not fired:
-            fired = True
-            raise Terminated(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in HANDLED_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def run_command(func: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
-    """Run one command: one line on stderr and exit 1 for user errors and a full disk; 130 after Ctrl-C,
-    143 after SIGTERM, 129 after SIGHUP (temporary files removed in each case)."""
-    from l2t_gs.io.atomic import disk_full
-
-    guard = getattr(args, "guard", None)  # a command's context manager around its run (e.g. train's)
-    try:
-        with terminate_as_interrupt(), guard(args) if guard is not None else contextlib.nullcontext():
-            return int(func(args) or 0)
-    except L2TError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except Terminated as exc:
-        print(f"{PROG}: terminated ({signal.Signals(exc.signum).name})", file=sys.stderr)
-        return 128 + exc.signum
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except OSError as exc:
-        if not disk_full(exc):
-            raise
-        print(f"{PROG}: error: no space left on the device ({exc.filename or 'while writing'})", file=sys.stderr)
-        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

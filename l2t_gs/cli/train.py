@@ -56,7 +56,7 @@ def _run_folder_guard(args: argparse.Namespace) -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry, e.g. for torchrun: ``python -m l2t_gs.cli.train audio2mesh --data ... --out ...``
     (the same as ``l2t-gs train ...``)."""
-    from l2t_gs.cli.main import run_command
+    from l2t_gs.cli.runner import run_command
 
     parser = argparse.ArgumentParser(prog=PROG)
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
