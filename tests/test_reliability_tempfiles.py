@@ -32,6 +32,8 @@ def test_names_embed_tag_pid_and_random_part() -> None:
     assert a != b
     assert a.startswith(f"{TAG}{os.getpid()}-") and a.endswith("-o.mp4")
     assert temp_owner(a) == os.getpid() and is_temp_name(a)
+    long = temp_name("x" * 300 + ".mp4")
+    assert len(long.encode()) < 255 and long.endswith("x.mp4")
     # user files, even ones that look alike, are not ours
     for name in (
         "o.mp4",

@@ -41,6 +41,7 @@ __all__ = [
 TAG = ".l2t-tmp-"
 _ALPHABET = string.ascii_lowercase + string.digits
 _RANDOM_LEN = 10
+_MAX_LABEL = 180
 _NAME = re.compile(rf"^{re.escape(TAG)}(?P<pid>[1-9][0-9]{{0,9}})-(?P<rand>[a-z0-9]{{{_RANDOM_LEN}}})(?:-.*)?$", re.S)
 _swept: set[str] = set()
 _lock = threading.Lock()
@@ -49,6 +50,7 @@ _lock = threading.Lock()
 def temp_name(label: str = "") -> str:
     """A fresh temporary name: ``.l2t-tmp-<pid>-<random>[-<label>]``."""
     rand = "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_LEN))
+    label = label[-_MAX_LABEL:]  # file names are at most 255 bytes; the end (the suffix) is what counts
     return f"{TAG}{os.getpid()}-{rand}" + (f"-{label}" if label else "")
 
 
