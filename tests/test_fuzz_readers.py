@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import shutil
 from datetime import timedelta
@@ -35,11 +36,16 @@ MB = 1 << 20
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
 
+#: ``L2T_FUZZ_SCALE=K`` runs K times the examples with fresh random inputs (a longer local search);
+#: the default (1) is the fixed, derandomized set CI runs.
+SCALE = int(os.environ.get("L2T_FUZZ_SCALE", "1"))
+
+
 def fuzz_settings(n: int) -> settings:
     return settings(
-        max_examples=n,
+        max_examples=n * SCALE,
         deadline=timedelta(seconds=10),
-        derandomize=True,
+        derandomize=SCALE == 1,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
     )

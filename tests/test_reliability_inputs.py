@@ -400,3 +400,16 @@ def test_train_without_data_leaves_no_run_folder(tmp_path: Path, capsys) -> None
     run = tmp_path / "run"
     assert main(["train", "audio2mesh", "--data", str(tmp_path / "missing"), "--out", str(run)]) == 1
     assert "dataset folder" in capsys.readouterr().err and not run.exists()
+
+
+def test_wav_with_zero_bits_per_sample_is_one_line(tmp_path: Path) -> None:
+    """Found by the fuzz suite: PyAV opens such a file with a stream lacking a codec context."""
+    from l2t_gs.audio.io import load_audio
+
+    raw = bytearray(speech_wav(tmp_path / "ok.wav", seconds=0.2).read_bytes())
+    assert raw[12:16] == b"fmt " and raw[34:36] == b"\x10\x00"
+    raw[34:36] = b"\x00\x00"  # bits per sample
+    path = tmp_path / "bad.wav"
+    path.write_bytes(bytes(raw))
+    out, _ = run_guarded(lambda: load_audio(path), max_bytes=16 * MB)
+    assert "cannot decode audio" in out

@@ -67,7 +67,7 @@ GA_TEETH_FACES = 168
 
 #: Limits of a flame_param.npz: bytes per array (a 10-minute GaussianAvatars track at 25 fps with
 #: per-frame offsets of a 5143-vertex head is 925 MB) and identity/expression components.
-MAX_PARAM_BYTES = 1 << 31
+MAX_PARAM_BYTES = 1 << 30
 MAX_COMPONENTS = 10_000
 
 _POSE_SIZES = {"rotation": 3, "neck_pose": 3, "jaw_pose": 3, "translation": 3, "eyes_pose": 6}
