@@ -16,6 +16,7 @@ from l2t_gs.cli.main import main
 from l2t_gs.io import tempfiles
 from l2t_gs.io.atomic import atomic_path
 from l2t_gs.io.tempfiles import (
+    HOST,
     TAG,
     is_temp_name,
     make_temp_dir,
@@ -30,7 +31,7 @@ from l2t_gs.io.tempfiles import (
 def test_names_embed_tag_pid_and_random_part() -> None:
     a, b = temp_name("o.mp4"), temp_name("o.mp4")
     assert a != b
-    assert a.startswith(f"{TAG}{os.getpid()}-") and a.endswith("-o.mp4")
+    assert a.startswith(f"{TAG}{os.getpid()}-{HOST}") and a.endswith("-o.mp4")
     assert temp_owner(a) == os.getpid() and is_temp_name(a)
     long = temp_name("x" * 300 + ".mp4")
     assert len(long.encode()) < 255 and long.endswith("x.mp4")
@@ -49,15 +50,18 @@ def test_names_embed_tag_pid_and_random_part() -> None:
 
 def test_sweep_removes_only_dead_processes_temporaries(tmp_path: Path) -> None:
     dead = dead_pid()
-    stale_file = tmp_path / f"{TAG}{dead}-abcdefghij-o.mp4"
+    stale_file = tmp_path / temp_name("o.mp4", pid=dead)
     stale_file.write_bytes(b"x" * 100)
-    stale_dir = tmp_path / f"{TAG}{dead}-0123456789-mesh"
+    stale_dir = tmp_path / temp_name("mesh", pid=dead)
     (stale_dir / "sub").mkdir(parents=True)
     (stale_dir / "sub" / "vertices.npy").write_bytes(b"y")
-    live = tmp_path / f"{TAG}{os.getpid()}-abcdefghij-o.mp4"  # ours: in use
+    live = tmp_path / temp_name("o.mp4", pid=os.getpid())  # ours: in use
     live.write_bytes(b"z")
-    parent = tmp_path / f"{TAG}1-abcdefghij-x"  # PID 1 runs: kept
+    parent = tmp_path / temp_name("x", pid=1)  # PID 1 runs: kept
     parent.write_bytes(b"z")
+    other_host = "zzzz" if HOST != "zzzz" else "yyyy"  # another machine's or container's: its PIDs mean nothing here
+    foreign = tmp_path / temp_name("o.mp4", pid=dead).replace(f"-{HOST}", f"-{other_host}", 1)
+    foreign.write_bytes(b"f")
     user = [
         tmp_path / n for n in (f".o.mp4.{dead}.mp4", f"{TAG}{dead}-short", "talk.mp4", f"l2t-tmp-{dead}-abcdefghij")
     ]
@@ -66,7 +70,7 @@ def test_sweep_removes_only_dead_processes_temporaries(tmp_path: Path) -> None:
     removed = sweep_stale(tmp_path)
     assert sorted(removed) == sorted([stale_file, stale_dir])
     assert not stale_file.exists() and not stale_dir.exists()
-    assert live.exists() and parent.exists() and all(p.exists() for p in user)
+    assert live.exists() and parent.exists() and foreign.exists() and all(p.exists() for p in user)
     # once per directory and process, unless forced
     stale_file.write_bytes(b"x")
     assert sweep_stale(tmp_path) == [] and stale_file.exists()
@@ -75,7 +79,7 @@ def test_sweep_removes_only_dead_processes_temporaries(tmp_path: Path) -> None:
 
 def test_make_temp_file_and_dir_sweep_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfiles, "_swept", set())
-    stale = tmp_path / f"{TAG}{dead_pid()}-abcdefghij-old"
+    stale = tmp_path / temp_name("old", pid=dead_pid())
     stale.mkdir()
     f = make_temp_file(tmp_path, "x.ply")
     assert not stale.exists()
@@ -108,9 +112,9 @@ def test_stale_temporaries_of_a_killed_run_are_swept_by_the_next_run(tmp_path: P
     monkeypatch.setattr(tempfiles, "_swept", set())
     dead = dead_pid()
     stale = [
-        tmp_path / f"{TAG}{dead}-abcdefghij-o.mp4",
-        tmp_path / f"{TAG}{dead}-bcdefghijk-mesh",
-        tmp_path / f"{TAG}{dead}-cdefghijkl-plys",
+        tmp_path / temp_name("o.mp4", pid=dead),
+        tmp_path / temp_name("mesh", pid=dead),
+        tmp_path / temp_name("plys", pid=dead),
     ]
     stale[0].write_bytes(b"\0" * 1000)
     for d in stale[1:]:
@@ -137,7 +141,7 @@ def test_viewer_workdir_is_a_recognisable_temporary(monkeypatch: pytest.MonkeyPa
     assert "make_temp_dir(None" in src and "mkdtemp" not in inspect.getsource(app)
     monkeypatch.setattr(tempfiles, "_swept", set())
     root = Path(tempfile.gettempdir())
-    stale = root / f"{TAG}{dead_pid()}-abcdefghij-view"
+    stale = root / temp_name("view", pid=dead_pid())
     stale.mkdir()
     (stale / "upload-x.wav").write_bytes(b"RIFF")
     fresh = make_temp_dir(None, "view")

@@ -3,10 +3,12 @@
 Every temporary l2t-gs creates (atomic-write files beside an output, the mesh-export and per-frame
 PLY folders, the viewer's working folder, scratch folders) is named::
 
-    .l2t-tmp-<pid>-<random>-<label>
+    .l2t-tmp-<pid>-<host><random>-<label>
 
-``<pid>`` is the creating process, ``<random>`` 10 lowercase letters/digits, ``<label>`` says what it
-is (an atomic write keeps the target's name, hence its suffix, which some writers read). Normal exits,
+``<pid>`` is the creating process, ``<host>`` 4 characters identifying the machine and PID namespace
+(a folder shared with another machine or container holds PIDs that mean nothing here: those entries
+are never swept), ``<random>`` 10 lowercase letters/digits, ``<label>`` says what it is (an atomic
+write keeps the target's name, hence its suffix, which some writers read). Normal exits,
 errors and the signals the CLI handles (SIGINT, SIGTERM, SIGHUP) remove their temporaries themselves;
 after a SIGKILL or a power cut they stay, and :func:`sweep_stale` (run by :func:`make_temp_file` and
 :func:`make_temp_dir` once per directory and process) deletes those of the directory whose process is
@@ -16,6 +18,7 @@ gone. Only names of exactly this shape are touched, so user files are never dele
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -27,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
+    "HOST",
     "TAG",
     "is_temp_name",
     "make_temp_dir",
@@ -42,16 +46,34 @@ TAG = ".l2t-tmp-"
 _ALPHABET = string.ascii_lowercase + string.digits
 _RANDOM_LEN = 10
 _MAX_LABEL = 180
-_NAME = re.compile(rf"^{re.escape(TAG)}(?P<pid>[1-9][0-9]{{0,9}})-(?P<rand>[a-z0-9]{{{_RANDOM_LEN}}})(?:-.*)?$", re.S)
+_HOST_LEN = 4
+_NAME = re.compile(
+    rf"^{re.escape(TAG)}(?P<pid>[1-9][0-9]{{0,9}})-(?P<host>[a-z0-9]{{{_HOST_LEN}}})[a-z0-9]{{{_RANDOM_LEN}}}(?:-.*)?$",
+    re.S,
+)
 _swept: set[str] = set()
 _lock = threading.Lock()
 
 
-def temp_name(label: str = "") -> str:
-    """A fresh temporary name: ``.l2t-tmp-<pid>-<random>[-<label>]``."""
+def _host_tag() -> str:
+    """4 characters naming this machine and PID namespace (hostname + the namespace's inode)."""
+    try:
+        ns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        ns = ""
+    digest = hashlib.sha256(f"{os.uname().nodename}/{ns}".encode()).digest()
+    return "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:_HOST_LEN])
+
+
+HOST = _host_tag()
+
+
+def temp_name(label: str = "", *, pid: int | None = None) -> str:
+    """A fresh temporary name: ``.l2t-tmp-<pid>-<host><random>[-<label>]`` (``pid``: this process's
+    unless given, e.g. by a test that fakes a dead process)."""
     rand = "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_LEN))
     label = label[-_MAX_LABEL:]  # file names are at most 255 bytes; the end (the suffix) is what counts
-    return f"{TAG}{os.getpid()}-{rand}" + (f"-{label}" if label else "")
+    return f"{TAG}{os.getpid() if pid is None else pid}-{HOST}{rand}" + (f"-{label}" if label else "")
 
 
 def temp_owner(name: str) -> int | None:
@@ -97,8 +119,8 @@ def sweep_stale(directory: str | os.PathLike[str], *, force: bool = False) -> li
     except OSError:
         return removed
     for entry in entries:
-        pid = temp_owner(entry.name)
-        if pid is None or _pid_alive(pid):
+        m = _NAME.match(entry.name)
+        if m is None or m.group("host") != HOST or _pid_alive(int(m.group("pid"))):
             continue
         path = Path(entry.path)
         try:
