@@ -143,6 +143,11 @@ def test_ply_missing_properties_and_empty_avatar(tmp_path: Path) -> None:
     path.write_bytes(_ply_header("2", props=()))
     with pytest.raises(L2TError, match="no properties"):
         read_gaussian_ply(path)
+    # found by the fuzz suite: a repeated property in an element before 'vertex'
+    header = ["ply", "format binary_little_endian 1.0", "element face 0", "property float x", "property float x"]
+    path.write_bytes(("\n".join([*header, "end_header", ""])).encode())
+    with pytest.raises(L2TError, match="element 'face' repeats the property 'x'"):
+        read_gaussian_ply(path)
     folder = _avatar_copy(tmp_path)
     ply = folder / "point_cloud.ply"
     raw = ply.read_bytes()

@@ -156,6 +156,8 @@ def _parse_header(raw: bytes, path: Path) -> tuple[int, str, list[tuple[str, int
         elif words[0] == "property":
             if not elements:
                 raise L2TError(f"{path}: PLY property before any element")
+            if words[-1] in {name for name, _ in elements[-1][2]}:
+                raise L2TError(f"{path}: PLY element '{elements[-1][0]}' repeats the property '{words[-1]}'")
             if len(words) >= 2 and words[1] == "list":
                 elements[-1][2].append((words[-1], "list"))
                 continue
