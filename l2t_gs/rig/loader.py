@@ -210,20 +210,29 @@ for _n, _cls in _GUARDED_BUILTINS.items():
 
 
 def _prescan(data: bytes) -> None:
-    """Walk the opcodes without building anything: malformed streams, too many opcodes and memo
-    indices that would make the C unpickler allocate a huge memo table are refused."""
+    """Walk the opcodes without building anything: malformed streams, too many opcodes, reads of memo
+    entries never stored, and memo indices that would make the C unpickler allocate a huge memo table
+    are refused."""
     n = 0
+    stored: set[int] = set()
     for op, arg, _ in pickletools.genops(io.BytesIO(data)):
         n += 1
         if n > MAX_PICKLE_OPS:
             raise _TooLarge(f"more than {MAX_PICKLE_OPS} pickle operations")
-        if op.name in ("BINPUT", "LONG_BINPUT", "PUT", "BINGET", "LONG_BINGET", "GET"):
+        if op.name == "MEMOIZE":
+            stored.add(len(stored))
+        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT", "BINGET", "LONG_BINGET", "GET"):
             try:
                 index = int(arg)
             except (TypeError, ValueError):
                 raise ValueError(f"bad memo index {arg!r}") from None
-            if not 0 <= index <= min(n, MAX_MEMO_INDEX):  # a pickler numbers memo entries as it goes
+            if "GET" in op.name:
+                if index not in stored:
+                    raise ValueError(f"memo entry {index} is read but never stored")
+            elif not 0 <= index <= min(n, MAX_MEMO_INDEX):  # a pickler numbers memo entries as it goes
                 raise _TooLarge(f"memo index {index}")
+            else:
+                stored.add(index)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
