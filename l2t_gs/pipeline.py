@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import os
 import shutil
-import tempfile
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -27,7 +27,9 @@ from l2t_gs.audio.io import load_audio
 from l2t_gs.core.device import resolve_device
 from l2t_gs.errors import L2TError
 from l2t_gs.gaussians import GaussianAvatar, export_world_ply, load_avatar
-from l2t_gs.io.atomic import atomic_path
+from l2t_gs.gaussians.export import world_ply_bytes
+from l2t_gs.io.atomic import atomic_path, disk_full
+from l2t_gs.io.tempfiles import make_temp_dir
 from l2t_gs.io.video import VideoWriter
 from l2t_gs.models.audio2mesh import Audio2Mesh
 from l2t_gs.models.checkpoint import load_model
@@ -114,15 +116,55 @@ def _check_output(out: Path, suffix: str, what: str) -> None:
         raise L2TError(f"{what} is a directory: {out}")
 
 
+def _check_ply_folder(folder: Path) -> None:
+    """``--export-ply`` must name a new or empty folder in an existing, writable one."""
+    if folder.exists() and not folder.is_dir():
+        raise L2TError(f"--export-ply must name a folder, but {folder} is a file")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise L2TError(f"--export-ply folder exists and is not empty: {folder}")
+    parent = folder.parent if str(folder.parent) else Path(".")
+    if not parent.is_dir():
+        raise L2TError(f"--export-ply parent directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise L2TError(f"--export-ply parent directory is not writable: {parent}")
+
+
+def _check_ply_space(folder: Path, frame_bytes: int, n_frames: int) -> None:
+    """Say on stderr how much ``--export-ply`` writes; refuse when the disk cannot hold it."""
+    total = frame_bytes * n_frames
+    print(
+        f"note: --export-ply writes one PLY per frame, about {frame_bytes / 1e6:.1f} MB each: "
+        f"{n_frames} frames, about {total / 1e9:.2f} GB in {folder}",
+        file=sys.stderr,
+    )
+    free = shutil.disk_usage(folder.parent if str(folder.parent) else ".").free
+    if total > free:
+        raise L2TError(
+            f"--export-ply needs about {total / 1e9:.2f} GB but only {free / 1e9:.2f} GB are free in "
+            f"{folder.parent if str(folder.parent) else '.'}"
+        )
+
+
 class _MeshWriter:
     """Per-frame vertices streamed to a temporary .npy on disk, packed into an .npz at the end."""
 
     def __init__(self, path: Path, n_frames: int, faces: np.ndarray, n_verts: int) -> None:
         self.path, self.faces = path, faces
-        self.tmpdir = tempfile.mkdtemp(prefix=".l2t-mesh-", dir=path.parent if str(path.parent) else ".")
-        self.npy = Path(self.tmpdir) / "vertices.npy"
-        self.mm = np.lib.format.open_memmap(self.npy, mode="w+", dtype=np.float32, shape=(n_frames, n_verts, 3))
+        self.tmpdir = make_temp_dir(path.parent, "mesh")
+        self.npy = self.tmpdir / "vertices.npy"
         self.pos = 0
+        try:
+            self.mm = np.lib.format.open_memmap(self.npy, mode="w+", dtype=np.float32, shape=(n_frames, n_verts, 3))
+            with open(self.npy, "r+b") as fh:  # reserve the space now: a full disk is an error, not a SIGBUS later
+                try:
+                    os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+                except OSError as exc:
+                    if disk_full(exc):
+                        raise L2TError(f"--export-mesh: no space left on the device for {path}") from None
+                    # a file system without fallocate: the space is taken as frames are written
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, verts: np.ndarray) -> None:
         self.mm[self.pos : self.pos + len(verts)] = verts
@@ -321,11 +363,13 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
         _check_output(Path(cfg.export_mesh), mesh_suffix, "--export-mesh")
     if cfg.export_arkit:
         _check_output(Path(cfg.export_arkit), ".csv", "--export-arkit")
-    if cfg.export_ply and Path(cfg.export_ply).exists() and any(Path(cfg.export_ply).iterdir()):
-        raise L2TError(f"--export-ply folder exists and is not empty: {cfg.export_ply}")
+    if cfg.export_ply:
+        _check_ply_folder(Path(cfg.export_ply))
     if is_layout(cfg):
         return render_layout_video(audio_path, out, cfg)
     job = _prepare(audio_path, cfg)
+    if cfg.export_ply:
+        _check_ply_space(Path(cfg.export_ply), world_ply_bytes(job.avatar), job.n_frames)
     avatar, n_frames = job.avatar, job.n_frames
 
     stages = dict.fromkeys(("model", "deform", "rasterize", "encode"), 0.0)
@@ -342,11 +386,7 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
             else:
                 mesh_writer = _MeshWriter(Path(cfg.export_mesh), n_frames, faces, avatar.n_verts)
         if cfg.export_ply:
-            ply_dir = Path(cfg.export_ply)
-            parent = ply_dir.parent if str(ply_dir.parent) else Path(".")
-            if not parent.is_dir():
-                raise L2TError(f"--export-ply parent directory does not exist: {parent}")
-            ply_tmp = Path(tempfile.mkdtemp(prefix=f".{ply_dir.name}.", dir=parent))
+            ply_tmp = make_temp_dir(Path(cfg.export_ply).parent, "plys", mode=0o777)  # umask applies
         with VideoWriter(out, cfg.fps, cfg.size, cfg.size, audio=job.audio, sample_rate=16000) as video:
             for verts, img in _frames(job, cfg, stages):
                 if mesh_writer is not None:

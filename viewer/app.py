@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -31,6 +30,7 @@ import viser
 from l2t_gs.errors import L2TError
 from l2t_gs.gaussians import load_avatar
 from l2t_gs.gaussians.avatar_io import resolve_avatar_dir
+from l2t_gs.io.tempfiles import make_temp_dir
 from l2t_gs.models.checkpoint import load_model
 
 from .access import LOOPBACK_NAMES, AccessPolicy, choose_port, new_token
@@ -165,7 +165,7 @@ class AvatarViewer:
         self.url = ""
         self.access: AccessPolicy | None = None
         self._refusals: set[str] = set()
-        self.workdir = Path(tempfile.mkdtemp(prefix="l2t-gs-view-"))
+        self.workdir = make_temp_dir(None, "view")  # removed by a later run if this one is killed
 
     # ------------------------------------------------------------------ setup
     def _load_model(self, spec: str | None) -> None:

@@ -86,7 +86,11 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         try:
             data, sr = reader(p)
             break
-        except (sf.LibsndfileError, RuntimeError, ValueError, av.FFmpegError, OSError, EOFError) as exc:
+        # AttributeError/TypeError/IndexError: PyAV on damaged streams (e.g. a stream without a codec context)
+        except (
+            sf.LibsndfileError, RuntimeError, ValueError, av.FFmpegError, OSError, EOFError,
+            AttributeError, TypeError, IndexError,
+        ) as exc:  # fmt: skip
             first_error = first_error or exc
     else:
         detail = str(first_error).strip().splitlines()[0] if first_error and str(first_error).strip() else "unknown"

@@ -47,10 +47,17 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_export_ply(args: argparse.Namespace) -> int:
+    from l2t_gs.errors import L2TError
     from l2t_gs.gaussians.avatar_io import load_avatar, load_frame_params
     from l2t_gs.gaussians.export import world_space_ply
     from l2t_gs.gaussians.ply import with_sh_degree, write_gaussian_ply
 
+    if args.frame is not None and args.frame_params is None:
+        raise L2TError("--frame needs --frame-params (the motion file whose frame to export)")
+    if args.frame is None:
+        args.frame = 0
+    if Path(args.out).is_dir():
+        raise L2TError(f"--out is a directory: {args.out} (expected a .ply file name)")
     avatar = load_avatar(args.avatar)
     if args.frame_params is not None:
         params = load_frame_params(
@@ -208,7 +215,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE.npz",
         help="rig parameters (flame_param.npz layout) to pose the avatar with; default: its neutral frame",
     )
-    e.add_argument("--frame", type=int, default=0, metavar="N", help="frame of --frame-params (default 0)")
+    e.add_argument("--frame", type=int, default=None, metavar="N", help="frame of --frame-params (default 0)")
     _add_dynamic_offset_option(
         e,
         "auto: ignored in a GaussianAvatars export (flame_param.npz beside point_cloud.ply), added from "

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from l2t_gs import __version__
 from l2t_gs.cli.prog import PROG
-from l2t_gs.errors import L2TError
+from l2t_gs.cli.runner import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,14 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
-    try:
-        return int(func(args) or 0)
-    except L2TError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(func, args)
 
 
 if __name__ == "__main__":

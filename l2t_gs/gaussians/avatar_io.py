@@ -39,7 +39,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -58,6 +57,8 @@ from l2t_gs.gaussians.avatar import (
     head_model_spec_of,
 )
 from l2t_gs.gaussians.ply import GaussianPly, read_gaussian_ply, write_gaussian_ply
+from l2t_gs.io.npz import read_npz
+from l2t_gs.io.tempfiles import make_temp_dir
 from l2t_gs.rig import (
     GA_TEETH,
     HEAD_EXTENSIONS,
@@ -82,6 +83,12 @@ GA_TEETH_FACES = TEETH_FACES
 #: How ``dynamic_offset`` is treated: by the meaning of its source file, never, or always.
 DYNAMIC_OFFSET_MODES: tuple[str, ...] = ("auto", "ignore", "apply")
 
+#: Limits of a flame_param.npz: bytes per array (a 10-minute GaussianAvatars track at 25 fps with
+#: per-frame offsets of a 5143-vertex head is 925 MB) and identity/expression components.
+MAX_PARAM_BYTES = 1 << 30
+MAX_COMPONENTS = 10_000
+
+_POSE_SIZES = {"rotation": 3, "neck_pose": 3, "jaw_pose": 3, "translation": 3, "eyes_pose": 6}
 _REQUIRED_PARAMS = ("shape", "expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation")
 
 
@@ -91,13 +98,19 @@ def load_flame_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise L2TError(f"rig parameter file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: np.asarray(data[k]) for k in data.files}
-    except L2TError:
-        raise
-    except Exception as exc:
-        raise L2TError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    arrays = read_npz(path, str(path), max_array_bytes=MAX_PARAM_BYTES, max_total_bytes=4 * MAX_PARAM_BYTES)
+    for key, value in arrays.items():
+        if value.dtype.kind not in "biuf":
+            raise L2TError(f"{path}: field '{key}' must hold numbers, got {value.dtype} values")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise L2TError(f"{path}: field '{key}' has non-finite (NaN/Inf) values")
+    for key in ("shape", "expr"):
+        if key in arrays and (arrays[key].ndim not in (1, 2) or arrays[key].shape[-1] > MAX_COMPONENTS):
+            raise L2TError(
+                f"{path}: field '{key}' must be [N] or [T, N] with N <= {MAX_COMPONENTS}, "
+                f"got shape {list(arrays[key].shape)}"
+            )
+    return arrays
 
 
 def num_frames(params: dict[str, np.ndarray]) -> int:
@@ -165,6 +178,10 @@ def select_frame(
                 value = value[frame]
         if value.ndim != ndim:
             raise L2TError(f"{where}: {key} has shape {list(params[key].shape)}, unexpected")
+        if key in _POSE_SIZES and value.shape[-1] != _POSE_SIZES[key]:
+            raise L2TError(
+                f"{where}: field '{key}' has shape {list(params[key].shape)}, expected [T, {_POSE_SIZES[key]}]"
+            )
         out[key] = torch.from_numpy(np.ascontiguousarray(value))
     return out
 
@@ -287,9 +304,37 @@ def _read_avatar_json(folder: Path) -> dict[str, Any]:
         raise L2TError(f"{meta_path}: invalid JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise L2TError(f"{meta_path}: not an l2t-gs avatar description (format must be '{FORMAT_NAME}')")
-    if int(meta.get("version", 0)) > FORMAT_VERSION:
-        raise L2TError(f"{meta_path}: avatar format version {meta['version']} is newer than this l2t-gs reads")
+    _check_meta(meta, meta_path)
     return meta
+
+
+#: avatar.json fields: (JSON type, optional, allowed range for integers).
+_META_INT_FIELDS = {
+    "version": (1, 1 << 30),
+    "sh_degree": (0, 3),
+    "num_splats": (1, 1 << 31),
+    "num_vertices": (3, 1 << 31),
+    "num_faces": (1, 1 << 31),
+}
+_META_STR_FIELDS = ("name", "head_model", "notes")
+
+
+def _check_meta(meta: dict[str, Any], meta_path: Path) -> None:
+    """Type and range of every known ``avatar.json`` field (one line naming the file and the field)."""
+    for key, (low, high) in _META_INT_FIELDS.items():
+        if key not in meta:
+            continue
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise L2TError(f"{meta_path}: field '{key}' must be an integer, got {json.dumps(value)[:60]}")
+        if not low <= value <= high:
+            raise L2TError(f"{meta_path}: field '{key}' must be in {low}..{high}, got {value}")
+    if meta.get("version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise L2TError(f"{meta_path}: avatar format version {meta['version']} is newer than this l2t-gs reads")
+    for key in _META_STR_FIELDS:
+        value = meta.get(key)
+        if value is not None and not isinstance(value, str):
+            raise L2TError(f"{meta_path}: field '{key}' must be a string, got {json.dumps(value)[:60]}")
 
 
 def _head_model_path(folder: Path, spec: Any) -> str:
@@ -383,6 +428,12 @@ def load_avatar(
                 f"{where}: topology mismatch: the avatar was built for {want} {key[4:]}, the head model has {have}"
             )
     ply = read_gaussian_ply(folder / POINT_CLOUD, require_binding=True)
+    if ply.num_splats == 0:
+        raise L2TError(f"{folder / POINT_CLOUD}: the point cloud has no splats (it would render blank frames)")
+    if "num_splats" in meta and meta["num_splats"] != ply.num_splats:
+        raise L2TError(
+            f"{folder / AVATAR_JSON}: field 'num_splats' says {meta['num_splats']}, {POINT_CLOUD} has {ply.num_splats}"
+        )
     if "sh_degree" in meta and int(meta["sh_degree"]) != ply.sh_degree:
         raise L2TError(f"{where}: {AVATAR_JSON} says sh_degree {meta['sh_degree']}, the PLY has {ply.sh_degree}")
     neutral = select_frame(raw, 0, v, where=str(folder / FLAME_PARAM))
@@ -418,7 +469,7 @@ def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
     if spec not in ("", "builtin") and not Path(spec).is_file():
         raise L2TError(f"avatar '{avatar.name}': head model file {spec} not found (needed to save the avatar)")
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    tmp = make_temp_dir(parent, out.name)
     backup: Path | None = None
     try:
         head_entry = "builtin"
@@ -457,7 +508,7 @@ def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
         (tmp / AVATAR_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)
         if out.is_dir():
-            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+            backup = make_temp_dir(parent, f"{out.name}.old")
             backup.rmdir()
             os.replace(out, backup)
         os.replace(tmp, out)
@@ -530,6 +581,8 @@ def import_gaussian_avatars(
     if not flame_path.is_file():
         raise L2TError(f"FLAME model not found: {flame_path}")
     ply = read_gaussian_ply(folder / POINT_CLOUD, require_binding=True)
+    if ply.num_splats == 0:
+        raise L2TError(f"{folder / POINT_CLOUD}: the point cloud has no splats")
     raw = load_flame_params(folder / FLAME_PARAM)
     missing = [k for k in _REQUIRED_PARAMS if k not in raw]
     if missing:

@@ -57,6 +57,14 @@ def world_space_ply(avatar: GaussianAvatar, vertices: Tensor | None = None) -> G
     )
 
 
+def world_ply_bytes(avatar: GaussianAvatar) -> int:
+    """Size in bytes of one frame written by :func:`export_world_ply` (header included)."""
+    k = int(avatar.sh.shape[1])
+    props = 3 + 3 + 3 + 3 * (k - 1) + 1 + 3 + 4  # xyz, normals, f_dc, f_rest, opacity, scale, rot
+    header = 64 + 24 * props
+    return header + 4 * props * avatar.num_splats
+
+
 def export_world_ply(avatar: GaussianAvatar, path: str | os.PathLike, vertices: Tensor | None = None) -> GaussianPly:
     """Write one frame (default: neutral) as a plain world-space 3DGS PLY, atomically."""
     ply = world_space_ply(avatar, vertices)

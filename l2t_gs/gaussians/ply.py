@@ -159,12 +159,17 @@ def _parse_header(raw: bytes, path: Path) -> tuple[int, str, list[tuple[str, int
             order = _FORMATS[words[1]]
         elif words[0] == "element":
             try:
-                elements.append((words[1], int(words[2]), []))
+                count = int(words[2])
             except (IndexError, ValueError):
                 raise L2TError(f"{path}: malformed PLY header line '{line}'") from None
+            if count < 0:
+                raise L2TError(f"{path}: PLY header declares a negative count for element '{words[1]}': {count}")
+            elements.append((words[1], count, []))
         elif words[0] == "property":
             if not elements:
                 raise L2TError(f"{path}: PLY property before any element")
+            if words[-1] in {name for name, _ in elements[-1][2]}:
+                raise L2TError(f"{path}: PLY element '{elements[-1][0]}' repeats the property '{words[-1]}'")
             if len(words) >= 2 and words[1] == "list":
                 elements[-1][2].append((words[-1], "list"))
                 continue
@@ -189,6 +194,7 @@ def read_gaussian_ply(path: str | os.PathLike, *, require_binding: bool = False)
     path = Path(path)
     if not path.is_file():
         raise L2TError(f"PLY file not found: {path}")
+    file_size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(_MAX_HEADER)
         offset, order, elements = _parse_header(raw, path)
@@ -210,8 +216,16 @@ def read_gaussian_ply(path: str | os.PathLike, *, require_binding: bool = False)
         if len(set(names)) != len(names):
             raise L2TError(f"{path}: PLY 'vertex' element repeats a property name")
         dtype = np.dtype([(p, order + t) for p, t in props])
+        if dtype.itemsize == 0:
+            raise L2TError(f"{path}: PLY 'vertex' element has no properties; not a 3DGS PLY")
+        need = count * dtype.itemsize  # Python integers: no overflow
+        if offset + skip + need > file_size:  # checked before reading: a forged count allocates nothing
+            raise L2TError(
+                f"{path}: truncated PLY: element vertex declares {count} splats, which need "
+                f"{offset + skip + need} bytes; the file has {file_size}"
+            )
         f.seek(offset + skip)
-        body = f.read(count * dtype.itemsize)
+        body = f.read(need)
     if len(body) < count * dtype.itemsize:
         raise L2TError(
             f"{path}: truncated PLY: {count} splats need {count * dtype.itemsize} bytes of vertex data, "

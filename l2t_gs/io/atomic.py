@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from l2t_gs.errors import L2TError
+from l2t_gs.io.tempfiles import make_temp_file
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    The temporary file keeps the target's suffix (some writers pick a format from it).
+    The temporary file (:mod:`l2t_gs.io.tempfiles` names: removed by a later run if this process is
+    killed) ends in the target's name, so it keeps its suffix (some writers pick a format from it);
+    ``suffix`` adds another one. A full disk (``ENOSPC``/``EDQUOT``) becomes a one-line :class:`L2TError`.
     """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
@@ -23,20 +26,33 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise L2TError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK):
         raise L2TError(f"output directory is not writable: {parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    label = target.name + (suffix if suffix and not target.name.endswith(suffix) else "")
+    tmp_path = make_temp_file(parent, label)
     try:
         yield tmp_path
-        if tmp_path.is_file():  # mkstemp creates 0600; give the file the usual umask permissions
+        if tmp_path.is_file():  # created 0600; give the file the usual umask permissions
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if disk_full(exc):
+            raise L2TError(f"cannot write {target}: no space left on the device (nothing was written)") from None
         raise
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) says the disk or quota is full."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

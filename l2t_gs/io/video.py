@@ -10,7 +10,7 @@ from types import TracebackType
 import numpy as np
 
 from l2t_gs.errors import L2TError
-from l2t_gs.io.atomic import atomic_path
+from l2t_gs.io.atomic import atomic_path, disk_full
 
 
 class VideoWriter:
@@ -111,22 +111,29 @@ class VideoWriter:
         self._container = None
         self._stack.close()
 
-    def abort(self) -> None:
-        """Drop the partial output."""
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop the partial output (``exc``: the failure that stops the encoding, if any)."""
         if self._container is not None:
             with contextlib.suppress(Exception):
                 self._container.close()
             self._container = None
-        self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        exc = exc if exc is not None else RuntimeError("aborted")
+        self._stack.__exit__(type(exc), exc, exc.__traceback__)
+        if disk_full(exc):
+            raise L2TError(f"cannot write {self.path}: no space left on the device (nothing was written)") from None
 
     def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc_type is None:
-            self.close()
+            try:
+                self.close()
+            except BaseException as err:  # e.g. a full disk while flushing: drop the partial file
+                self.abort(err)
+                raise
         else:
-            self.abort()
+            self.abort(exc)
 
 
 def probe_video(path: str | os.PathLike) -> dict:

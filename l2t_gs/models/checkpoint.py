@@ -17,7 +17,6 @@ Reading, checks and atomic writing are the shared ones of :mod:`l2t_gs.io.checkp
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 
 from l2t_gs.errors import L2TError
 from l2t_gs.io.checkpoint import CheckpointFormat, cpu_state_dict, save_payload
+from l2t_gs.io.tempfiles import temp_dir
 from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 from l2t_gs.models.encoders import HFEncoder
 from l2t_gs.rig import load_head_model, save_head_model
@@ -58,8 +58,8 @@ CHECKPOINT = CheckpointFormat(
 
 def _head_npz_bytes(model: Audio2Mesh) -> bytes:
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "head.npz"
+    with temp_dir(label="head") as tmp:
+        path = tmp / "head.npz"
         save_head_model(model.head, path, compress=True)
         return path.read_bytes()
 
@@ -108,9 +108,109 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return CHECKPOINT.read(path, map_location)
 
 
+#: Ranges of the size fields of a checkpoint's model config, checked before the model is built
+#: (the shipped model: d_model 128, 4 layers; wav2vec2-large: hidden 1024, 24 layers).
+CONFIG_LIMITS: dict[str, tuple[float, float]] = {
+    "d_model": (1, 4096),
+    "n_heads": (1, 64),
+    "n_layers": (1, 64),
+    "ff_mult": (1, 16),
+    "period": (0, 100_000),
+    "feats_per_frame": (1, 16),
+    "rig_expr": (0, 10_000),
+    "context_s": (0, 3600),
+    "encoder_context_s": (0, 3600),
+    "enc_dim": (1, 4096),
+    "enc_layers": (1, 64),
+    "enc_heads": (1, 64),
+    "enc_window_s": (0, 3600),
+    "n_mels": (1, 1024),
+    "offset_scale": (0, 1e6),
+}
+_HF_LIMITS = {
+    "hidden_size": 8192,
+    "intermediate_size": 65536,
+    "num_hidden_layers": 128,
+    "num_attention_heads": 128,
+    "num_conv_pos_embeddings": 1024,
+    "num_conv_pos_embedding_groups": 1024,
+}
+#: Most parameters a checkpoint's config may ask for (4 GB of float32).
+MAX_PARAMETERS = 1 << 30
+MAX_SUBJECTS = 100_000
+MAX_VERTS = 1 << 22
+
+
+def check_checkpoint_fields(data: dict[str, Any], where: str) -> Audio2MeshConfig:
+    """Type and range of every field :func:`model_from_checkpoint` uses, and an estimate of the model's
+    size, checked before anything is built (a forged ``d_model = 2**20`` must not allocate terabytes)."""
+    raw = data.get("config")
+    if not isinstance(raw, dict):
+        raise L2TError(f"{where}: field 'config' must be a table, got {type(raw).__name__}")
+    cfg = Audio2MeshConfig.from_dict(dict(raw), where=f"{where}: model config")
+    for key, (low, high) in CONFIG_LIMITS.items():
+        value = getattr(cfg, key)
+        if not low <= value <= high:
+            raise L2TError(f"{where}: model config field '{key}' must be in {low:g}..{high:g}, got {value!r}")
+    subjects = data.get("subjects")
+    if not isinstance(subjects, list | tuple) or not all(isinstance(x, str) for x in subjects):
+        raise L2TError(f"{where}: field 'subjects' must be a list of speaker names, got {type(subjects).__name__}")
+    if not 1 <= len(subjects) <= MAX_SUBJECTS:
+        raise L2TError(f"{where}: field 'subjects' must name 1..{MAX_SUBJECTS} speakers, got {len(subjects)}")
+    n_verts = data.get("n_verts")
+    if isinstance(n_verts, bool) or not isinstance(n_verts, int) or not 3 <= n_verts <= MAX_VERTS:
+        raise L2TError(f"{where}: field 'n_verts' must be an integer in 3..{MAX_VERTS}, got {n_verts!r}")
+    hf = data.get("hf_config")
+    if hf is not None and not isinstance(hf, dict):
+        raise L2TError(f"{where}: field 'hf_config' must be a table or None, got {type(hf).__name__}")
+    if cfg.encoder != "builtin" and hf is None:
+        raise L2TError(
+            f"{where}: its {cfg.encoder} encoder has no stored transformers config (hf_config); a checkpoint "
+            "must be self-contained (its encoder_path is not loaded)"
+        )
+    if not isinstance(data.get("model"), dict):
+        raise L2TError(f"{where}: field 'model' must be a state dict")
+    params = _estimate_parameters(cfg, len(subjects), n_verts, hf or {}, where)
+    if params > MAX_PARAMETERS:
+        raise L2TError(f"{where}: its config asks for about {params:.3g} parameters, more than {MAX_PARAMETERS:.3g}")
+    return cfg
+
+
+def _estimate_parameters(cfg: Audio2MeshConfig, n_subjects: int, n_verts: int, hf: dict[str, Any], where: str) -> int:
+    """Upper estimate of the parameter count (transformer layers, output layer, style embedding)."""
+    d, e = cfg.d_model, cfg.enc_dim
+    total = cfg.n_layers * (4 + 2 * cfg.ff_mult) * d * d + d * (3 * n_verts + n_subjects + cfg.rig_expr + 64)
+    if cfg.encoder == "builtin":
+        total += cfg.enc_layers * 12 * e * e + cfg.n_mels * e * 8 + e * d * cfg.feats_per_frame
+    else:
+        sizes = {}
+        for key, high in _HF_LIMITS.items():
+            value = hf.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise L2TError(f"{where}: hf_config field '{key}' must be an integer in 1..{high}, got {value!r}")
+            sizes[key] = value
+        h, i = sizes["hidden_size"], sizes["intermediate_size"]
+        total += sizes["num_hidden_layers"] * (4 * h * h + 2 * h * i) + h * d * cfg.feats_per_frame
+        for key in ("conv_dim", "conv_kernel", "conv_stride"):
+            value = hf.get(key, [])
+            if (
+                not isinstance(value, list)
+                or len(value) > 32
+                or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8192 for v in value)
+            ):
+                raise L2TError(f"{where}: hf_config field '{key}' must be a list of at most 32 integers in 1..8192")
+        dims, kernels = hf.get("conv_dim", []), hf.get("conv_kernel", [])
+        total += sum(a * b * k for a, b, k in zip([1, *dims], dims, kernels, strict=False))
+    return int(total)
+
+
 def model_from_checkpoint(data: dict[str, Any], where: str = "checkpoint") -> Audio2Mesh:
-    """Rebuild an :class:`Audio2Mesh` from a :func:`read_checkpoint` dict and load its weights."""
-    cfg = Audio2MeshConfig.from_dict(dict(data["config"]), where=f"{where}: model config")
+    """Rebuild an :class:`Audio2Mesh` from a :func:`read_checkpoint` dict and load its weights.
+
+    Every field is checked first (:func:`check_checkpoint_fields`); the encoder is built from the stored
+    config, never from a path named in the file.
+    """
+    cfg = check_checkpoint_fields(data, where)
     head = None
     if cfg.output == "rig":
         head = _head_from_checkpoint(data.get("head"), where)
@@ -132,8 +232,8 @@ def _head_from_checkpoint(head: Any, where: str) -> Any:
 
     if not isinstance(head, dict) or not isinstance(head.get("npz"), bytes | bytearray):
         raise L2TError(f"{where}: rig-output checkpoint lacks its head model")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "head.npz"
+    with temp_dir(label="head") as tmp:
+        path = tmp / "head.npz"
         path.write_bytes(bytes(head["npz"]))
         try:
             return load_head_model(path)

@@ -251,11 +251,13 @@ class HFEncoder(AudioEncoder):
                 f"cannot load audio encoder {source!r} (offline: pass a local model directory): {first}"
             ) from None
         klass = _hf_class(cfg.model_type)
-        try:
-            model = klass.from_pretrained(source, local_files_only=True)
-        except (OSError, ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise L2TError(f"cannot load the weights of audio encoder {source!r}: {first}") from None
+        try:  # safetensors only: a pytorch_model.bin is a pickle, which could run code
+            model = klass.from_pretrained(source, local_files_only=True, use_safetensors=True)
+        except Exception as exc:  # noqa: BLE001 - transformers raises many kinds; all mean "unusable"
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise L2TError(
+                f"cannot load the weights of audio encoder {source!r} (only model.safetensors is read): {first}"
+            ) from None
         if normalize is None:
             normalize = _do_normalize(source, default=cfg.model_type == "wav2vec2")
         return cls(model, normalize=normalize, **kwargs)

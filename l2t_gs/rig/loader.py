@@ -20,7 +20,7 @@ import importlib
 import io
 import os
 import pickle
-import zipfile
+import pickletools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import torch
 from l2t_gs.assets import asset_path
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import atomic_path
+from l2t_gs.io.npz import MAX_ARRAY_BYTES, check_nbytes, read_npz
 from l2t_gs.rig.model import HeadModel
 
 __all__ = [
@@ -51,6 +52,13 @@ _REQUIRED = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "k
 # Accepted alternative names in .npz files (canonical name -> alternatives).
 _ALIASES = {"kintree_table": ("parents",), "f": ("faces",), "weights": ("lbs_weights",)}
 _FLAME_SHAPE_SPLIT = (400, 300)  # FLAME: 400 shapedirs columns = 300 identity + 100 expression
+
+#: Limits on what a head-model file may declare, checked before anything of that size is allocated.
+#: FLAME 2023: a 53 MB pickle, 5023 vertices, 400 shape components, a [5, 5023] sparse J_regressor.
+MAX_PICKLE_BYTES = 1 << 30  # file size of a FLAME/masks pickle
+MAX_PICKLE_OPS = 10_000_000  # pickle opcodes
+MAX_MEMO_INDEX = 1 << 24  # the C unpickler sizes its memo table by the largest index it is given (also <= ops)
+MAX_ITEMS = 1 << 26  # elements of a container built by a pickle from a range/size argument
 
 
 # --------------------------------------------------------------------------- restricted unpickler
@@ -112,33 +120,160 @@ _PY2_NAMES = {"unicode": "str", "long": "int", "xrange": "range"}
 _NUMPY_NAMES = frozenset({"_reconstruct", "scalar", "ndarray", "dtype", "_frombuffer"})
 
 
+def _check_item_args(name: str, args: tuple[Any, ...]) -> None:
+    """Refuse constructor arguments that would make a builtin allocate more than :data:`MAX_ITEMS`."""
+    for a in args:
+        if isinstance(a, range) and len(a) > MAX_ITEMS:
+            raise _TooLarge(f"{name}() of a range of {len(a)} items")
+        if name in ("bytes", "bytearray") and isinstance(a, int) and a > MAX_ITEMS:
+            raise _TooLarge(f"{name}({a})")
+
+
+class _TooLarge(Exception):
+    """A pickle asked for an allocation above the loader's limits."""
+
+
+def _guarded(name: str, factory: Any, check: Any) -> type:
+    """A class standing for ``factory`` (callable by REDUCE, and by NEWOBJ through ``__new__``) that runs
+    ``check(args, kwargs)`` first and returns ``factory(*args, **kwargs)`` (not an instance of itself)."""
+
+    def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
+        check(args, kwargs)
+        return factory(*args, **kwargs)
+
+    return type(name, (), {"__new__": __new__, "__qualname__": name})
+
+
+def _check_array(shape: Any, dtype: Any) -> None:
+    """A pickled array's declared shape and dtype: numeric, at most :data:`MAX_ARRAY_BYTES`."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in dims):
+        raise _TooLarge(f"array shape {dims!r}")
+    dt = np.dtype(dtype)
+    if dt.hasobject:
+        raise _UnsupportedClass("numpy object array")
+    try:
+        check_nbytes(dims, dt.itemsize, "pickled array", MAX_ARRAY_BYTES)
+    except L2TError as exc:
+        raise _TooLarge(str(exc)) from None
+
+
+def _new_ndarray(shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> np.ndarray:
+    _check_array(shape, dtype)
+    return np.ndarray(shape, dtype, *args, **kwargs)
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's ``_reconstruct`` (the first step of unpickling an array) for plain ndarrays, size-checked."""
+    if subtype is not np.ndarray and subtype is not _NDARRAY:
+        raise _UnsupportedClass(f"numpy array subclass {getattr(subtype, '__name__', subtype)!r}")
+    _check_array(shape, dtype)
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+
+def _make_dtype(*args: Any, **kwargs: Any) -> np.dtype:
+    dt = np.dtype(*args, **kwargs)
+    if dt.hasobject:
+        raise _UnsupportedClass("numpy object dtype")
+    if dt.itemsize > MAX_ARRAY_BYTES:
+        raise _TooLarge(f"dtype of {dt.itemsize} bytes per item")
+    return dt
+
+
+def _checked_reconstructor(cls: Any, base: Any, state: Any) -> Any:
+    """``copyreg._reconstructor`` for the classes this loader resolves, with their arguments checked."""
+    if base is object:
+        return copyreg._reconstructor(cls, base, state)
+    real = getattr(base, "_l2t_real", base)
+    if real not in _SAFE_BUILTIN_TYPES:
+        raise _UnsupportedClass(f"copy_reg._reconstructor of {getattr(base, '__name__', base)!r}")
+    _check_item_args(real.__name__, (state,))
+    return real(state)
+
+
+def _latin1_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as Python 2 pickles of numpy arrays use it (text codecs only)."""
+    import codecs
+
+    if str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1", "utf-8", "utf8", "ascii"):
+        raise _UnsupportedClass(f"_codecs.encode with encoding {encoding!r}")
+    return codecs.encode(obj, encoding, errors)
+
+
+_SAFE_BUILTIN_TYPES = tuple(getattr(builtins, n) for n in sorted(_SAFE_BUILTINS))
+_GUARDED_BUILTINS = {
+    n: _guarded(n, getattr(builtins, n), lambda a, k, n=n: _check_item_args(n, a))
+    for n in ("list", "tuple", "set", "frozenset", "dict", "bytes", "bytearray", "str")
+}
+for _n, _cls in _GUARDED_BUILTINS.items():
+    _cls._l2t_real = getattr(builtins, _n)  # type: ignore[attr-defined]
+
+
+def _prescan(data: bytes) -> None:
+    """Walk the opcodes without building anything: malformed streams, too many opcodes, reads of memo
+    entries never stored, and memo indices that would make the C unpickler allocate a huge memo table
+    are refused."""
+    n = 0
+    stored: set[int] = set()
+    for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+        n += 1
+        if n > MAX_PICKLE_OPS:
+            raise _TooLarge(f"more than {MAX_PICKLE_OPS} pickle operations")
+        if op.name == "MEMOIZE":
+            stored.add(len(stored))
+        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT", "BINGET", "LONG_BINGET", "GET"):
+            try:
+                index = int(arg)
+            except (TypeError, ValueError):
+                raise ValueError(f"bad memo index {arg!r}") from None
+            if "GET" in op.name:
+                if index not in stored:
+                    raise ValueError(f"memo entry {index} is read but never stored")
+            elif not 0 <= index <= min(n, MAX_MEMO_INDEX):  # a pickler numbers memo entries as it goes
+                raise _TooLarge(f"memo index {index}")
+            else:
+                stored.add(index)
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that only resolves builtins, numpy arrays/dtypes, chumpy and scipy.sparse classes."""
 
     def find_class(self, module: str, name: str) -> Any:
         if module in ("__builtin__", "builtins"):
             name = _PY2_NAMES.get(name, name)
+            if name in _GUARDED_BUILTINS:
+                return _GUARDED_BUILTINS[name]
             if name in _SAFE_BUILTINS:
                 return getattr(builtins, name)
         elif module in ("copy_reg", "copyreg") and name == "_reconstructor":
-            return copyreg._reconstructor
+            return _checked_reconstructor
         elif module == "collections" and name == "OrderedDict":
-            return collections.OrderedDict
+            return _ORDERED_DICT
         elif module == "_codecs" and name == "encode":
-            import codecs
-
-            return codecs.encode
+            return _latin1_encode
         elif module == "chumpy" or module.startswith("chumpy."):
             return _stub_class(_ChumpyStub, module, name)
         elif module == "scipy.sparse" or module.startswith("scipy.sparse."):
             return _stub_class(_SparseStub, module, name)
         elif module == "numpy.dtypes":  # numpy 2 pickles dtypes as their DType classes: only those
             obj = None if name.startswith("_") else getattr(_import_numpy_module(module), name, None)
-            if isinstance(obj, type) and issubclass(obj, np.dtype):
+            if isinstance(obj, type) and issubclass(obj, np.dtype) and name != "ObjectDType":
                 return obj
         elif (module == "numpy" or module.startswith("numpy.")) and name in _NUMPY_NAMES:
-            return getattr(_import_numpy_module(module), name)
+            obj = getattr(_import_numpy_module(module), name)
+            if name == "_reconstruct":
+                return _reconstruct
+            if name == "ndarray":
+                return _NDARRAY
+            if name == "dtype":
+                return _DTYPE
+            return obj
         raise _UnsupportedClass(f"{module}.{name}")
+
+
+_ORDERED_DICT = _guarded("OrderedDict", collections.OrderedDict, lambda a, k: _check_item_args("OrderedDict", a))
+_DTYPE = _guarded("dtype", _make_dtype, lambda a, k: None)
+_NDARRAY = _guarded("ndarray", _new_ndarray, lambda a, k: None)
 
 
 def _import_numpy_module(module: str) -> Any:
@@ -156,13 +291,19 @@ def _import_numpy_module(module: str) -> Any:
 def unpickle_restricted(path: Path, what: str) -> Any:
     """Unpickle ``path`` (latin1 for Python 2 pickles) with the restricted unpickler."""
     try:
+        size = path.stat().st_size
+        if size > MAX_PICKLE_BYTES:
+            raise L2TError(f"{what} {path} is {size} bytes, more than the limit of {MAX_PICKLE_BYTES}")
         data = path.read_bytes()
     except OSError as exc:
         raise L2TError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if not data:
         raise L2TError(f"{what} {path} is empty")
     try:
+        _prescan(data)
         return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except _TooLarge as exc:
+        raise L2TError(f"{what} {path} declares more than this loader accepts ({exc})") from None
     except _UnsupportedClass as exc:
         raise L2TError(
             f"{what} {path} contains an unsupported object of class {exc} "
@@ -172,7 +313,7 @@ def unpickle_restricted(path: Path, what: str) -> Any:
         raise L2TError(f"{what} {path} is truncated (unexpected end of file)") from None
     except Exception as exc:  # any other failure means the bytes are not a usable pickle
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "truncated" in msg.lower():
+        if any(w in msg.lower() for w in ("truncated", "remain", "exhausted")):
             raise L2TError(f"{what} {path} is truncated ({msg})") from None
         raise L2TError(f"{what} {path} is not a readable pickle ({type(exc).__name__}: {msg})") from None
 
@@ -206,15 +347,31 @@ def _chumpy_value(obj: _ChumpyStub, key: str, who: str, depth: int) -> np.ndarra
             raise L2TError(f"{who}: {key!r} is a {obj._qualname} without its {name!r} term")
         return pickled_array(st[name], key, who, depth + 1)
 
+    def binary(a: str, b: str, op: Any) -> np.ndarray:
+        x, y = get(a), get(b)
+        check_nbytes(np.broadcast_shapes(x.shape, y.shape), 8, f"{who}: {key!r}", MAX_ARRAY_BYTES)
+        return op(x, y)
+
+    def dot() -> np.ndarray:
+        x, y = get("a"), get("b")
+        if x.ndim == 0 or y.ndim == 0:
+            out_shape = x.shape or y.shape
+        elif y.ndim == 1:
+            out_shape = x.shape[:-1]
+        else:
+            out_shape = x.shape[:-1] + y.shape[:-2] + y.shape[-1:]
+        check_nbytes(out_shape, 8, f"{who}: {key!r}", MAX_ARRAY_BYTES)
+        return np.dot(x, y)
+
     ops: dict[str, Any] = {
         "Ch": lambda: get("x"),
         "ChHandle": lambda: get("x"),
-        "add": lambda: get("a") + get("b"),
-        "subtract": lambda: get("a") - get("b"),
-        "multiply": lambda: get("a") * get("b"),
-        "divide": lambda: get("x1") / get("x2"),
+        "add": lambda: binary("a", "b", np.add),
+        "subtract": lambda: binary("a", "b", np.subtract),
+        "multiply": lambda: binary("a", "b", np.multiply),
+        "divide": lambda: binary("x1", "x2", np.divide),
         "negative": lambda: -get("x"),
-        "dot": lambda: np.dot(get("a"), get("b")),
+        "dot": dot,
         "transpose": lambda: np.transpose(get("a"), axes=st.get("axes")),
         "Reshape": lambda: get("a").reshape(st["newshape"]),
         "Select": lambda: _select(get("a"), np.asarray(st["idxs"]), st.get("preferred_shape")),
@@ -232,29 +389,64 @@ def _chumpy_value(obj: _ChumpyStub, key: str, who: str, depth: int) -> np.ndarra
 
 
 def _select(a: np.ndarray, idxs: np.ndarray, shape: Any) -> np.ndarray:
+    check_nbytes(idxs.shape, 8, "chumpy Select", MAX_ARRAY_BYTES)
     out = a.ravel()[idxs.ravel()]
     return out.reshape(shape) if shape is not None else out
 
 
 def _sparse_dense(obj: _SparseStub, key: str, who: str) -> np.ndarray:
-    """Dense array from a pickled scipy.sparse csc/csr/coo matrix state."""
+    """Dense array from a pickled scipy.sparse csc/csr/coo matrix state.
+
+    The declared shape, the number of stored values and the index arrays are checked against each
+    other and against :data:`MAX_ARRAY_BYTES` before the dense array is allocated.
+    """
     st = obj._state
     cls = obj._qualname.rsplit(".", 1)[-1]
     fmt = cls[:3]
+    where = f"{who}: {key!r} ({obj._qualname})"
     try:
-        shape = tuple(int(n) for n in st.get("_shape", st.get("shape")))
-        data = np.asarray(st["data"])
-        out = np.zeros(shape, dtype=data.dtype if data.dtype.kind in "fc" else np.float64)
+        raw_shape = st.get("_shape", st.get("shape"))
+        if not isinstance(raw_shape, tuple | list) or len(raw_shape) != 2:
+            raise L2TError(f"{where}: shape must be two integers, got {raw_shape!r}")
+        if not all(isinstance(n, int | np.integer) and not isinstance(n, bool) for n in raw_shape):
+            raise L2TError(f"{where}: shape must be two integers, got {raw_shape!r}")
+        shape = (int(raw_shape[0]), int(raw_shape[1]))
+        data = pickled_array(st["data"], key, who).reshape(-1)
+        if data.dtype.kind not in "biufc":
+            raise L2TError(f"{where}: values must be numbers, got {data.dtype}")
+        out_dtype = data.dtype if data.dtype.kind in "fc" else np.float64
+        check_nbytes(shape, np.dtype(out_dtype).itemsize, where, MAX_ARRAY_BYTES)
+        nnz = data.size
         if fmt in ("csc", "csr"):
-            indices = np.asarray(st["indices"], dtype=np.int64)
-            indptr = np.asarray(st["indptr"], dtype=np.int64)
-            major = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+            indices = pickled_array(st["indices"], key, who).reshape(-1)
+            indptr = pickled_array(st["indptr"], key, who).reshape(-1)
+            n_major = shape[1] if fmt == "csc" else shape[0]
+            if indices.dtype.kind not in "iu" or indptr.dtype.kind not in "iu":
+                raise L2TError(f"{where}: indices and indptr must be integers")
+            if indices.size != nnz or indptr.size != n_major + 1:
+                raise L2TError(
+                    f"{where}: {nnz} values, {indices.size} indices and {indptr.size} index pointers do not "
+                    f"fit a {shape[0]}x{shape[1]} matrix"
+                )
+            indptr = indptr.astype(np.int64)
+            if indptr[0] != 0 or indptr[-1] != nnz or (np.diff(indptr) < 0).any():
+                raise L2TError(f"{where}: index pointers must rise from 0 to the number of values ({nnz})")
+            major = np.repeat(np.arange(n_major), np.diff(indptr))
+            indices = indices.astype(np.int64)
             rows, cols = (indices, major) if fmt == "csc" else (major, indices)
         elif fmt == "coo":
             coords = st.get("coords") or (st["row"], st["col"])
-            rows, cols = (np.asarray(c, dtype=np.int64) for c in coords)
+            if len(coords) != 2:
+                raise L2TError(f"{where}: expected row and column indices")
+            rows, cols = (pickled_array(c, key, who).reshape(-1) for c in coords)
+            if rows.dtype.kind not in "iu" or cols.dtype.kind not in "iu" or rows.size != nnz or cols.size != nnz:
+                raise L2TError(f"{where}: {nnz} values need {nnz} integer row and column indices")
+            rows, cols = rows.astype(np.int64), cols.astype(np.int64)
         else:
             raise L2TError(f"{who}: {key!r} is a sparse {obj._qualname}, which is not supported")
+        if nnz and (rows.min() < 0 or cols.min() < 0 or rows.max() >= shape[0] or cols.max() >= shape[1]):
+            raise L2TError(f"{where}: an index lies outside the {shape[0]}x{shape[1]} matrix")
+        out = np.zeros(shape, dtype=out_dtype)
         np.add.at(out, (rows, cols), data)  # duplicates sum, as in scipy
         return out
     except L2TError:
@@ -470,17 +662,7 @@ def _sniff(path: Path) -> bytes:
 
 
 def _load_npz_arrays(path: Path, who: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except zipfile.BadZipFile:
-        raise L2TError(f"{who} is truncated or not a valid .npz archive") from None
-    except EOFError:
-        raise L2TError(f"{who} is truncated (unexpected end of file)") from None
-    except ValueError as exc:
-        raise L2TError(f"{who} is not a plain .npz of arrays ({exc})") from None
-    except Exception as exc:
-        raise L2TError(f"{who} is damaged ({type(exc).__name__}: {exc})") from None
+    return read_npz(path, who)
 
 
 def load_head_model(

@@ -10,14 +10,13 @@ import functools
 import re
 import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from l2t_gs.audio.io import resample
 from l2t_gs.errors import L2TError
+from l2t_gs.io.tempfiles import temp_dir
 from l2t_gs.speech.phones import map_festival
 from l2t_gs.speech.segments import EngineOutput, PhoneSegment, canonicalize
 
@@ -42,12 +41,12 @@ def available() -> bool:
 
 
 def _run(script: str) -> subprocess.CompletedProcess:
-    with tempfile.NamedTemporaryFile("w", suffix=".scm", prefix="l2t-festival-", encoding="utf-8") as f:
-        f.write(script)
-        f.flush()
+    with temp_dir(label="festival") as tmp:
+        scm = tmp / "script.scm"
+        scm.write_text(script, encoding="utf-8")
         try:
             return subprocess.run(
-                [_binary(), "--batch", f.name], capture_output=True, text=True, timeout=TIMEOUT_S, errors="replace"
+                [_binary(), "--batch", str(scm)], capture_output=True, text=True, timeout=TIMEOUT_S, errors="replace"
             )
         except subprocess.TimeoutExpired:
             raise L2TError(f"festival timed out after {TIMEOUT_S} s") from None
@@ -87,8 +86,8 @@ def synthesize_raw(
         raise L2TError(f"festival pitch is a mean F0 in Hz between 40 and 500, got {pitch}")
     if not _VOICE_NAME.match(voice) or voice not in _voices():
         raise L2TError(f"unknown festival voice {voice!r}; available: {', '.join(_voices()) or 'none'}")
-    with tempfile.TemporaryDirectory(prefix="l2t-festival-") as tmp:
-        wav = Path(tmp) / "out.wav"
+    with temp_dir(label="festival") as tmp:
+        wav = tmp / "out.wav"
         lines = [
             f"(voice.select '{voice})",
             "(let ((d (Parameter.get 'Duration_Stretch)))",

@@ -10,14 +10,13 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from l2t_gs.audio.io import resample
 from l2t_gs.errors import L2TError
+from l2t_gs.io.tempfiles import temp_dir
 from l2t_gs.speech.phones import map_flite
 from l2t_gs.speech.segments import EngineOutput, PhoneSegment, canonicalize
 
@@ -101,8 +100,8 @@ def synthesize_raw(
         cmd += ["--setf", f"duration_stretch={1.0 / rate:.6f}"]
     if pitch is not None:
         cmd += ["--setf", f"int_f0_target_mean={float(pitch):.3f}"]
-    with tempfile.TemporaryDirectory(prefix="l2t-flite-") as tmp:
-        wav = Path(tmp) / "out.wav"
+    with temp_dir(label="flite") as tmp:
+        wav = tmp / "out.wav"
         try:
             proc = subprocess.run([*cmd, "-t", text, "-o", str(wav)], capture_output=True, text=True, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:

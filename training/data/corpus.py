@@ -37,7 +37,6 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ import numpy as np
 import torch
 
 from l2t_gs.errors import L2TError
+from l2t_gs.io.tempfiles import make_temp_dir
 from l2t_gs.training.data.channels import ChannelConfig, apply_random_channel
 
 #: Default voices: (engine, voice, split). Test voices include a whole unseen engine (festival).
@@ -417,7 +417,7 @@ def build_corpus(cfg: CorpusConfig, out_dir: str | os.PathLike, *, progress: boo
         k = i // len(voices) + 1
         jobs.append(_Job(i, f"{names[s]}_sentence{k:04d}", s, voices[s][0], voices[s][1], text, cfg.seed))
 
-    tmp = tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)
+    tmp = str(make_temp_dir(out.parent, out.name))  # swept by a later run if this one is killed
     try:
         for sub in ("wav", "vertices_npy", "phones"):
             (Path(tmp) / sub).mkdir()
