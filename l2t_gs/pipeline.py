@@ -32,7 +32,7 @@ from l2t_gs.models.audio2mesh import Audio2Mesh
 from l2t_gs.models.checkpoint import load_model
 from l2t_gs.motion.transcript import TranscriptTracks, align_transcript, transcript_tracks
 from l2t_gs.render import head_camera, rasterize
-from l2t_gs.render.camera import RENDER_CAMERAS
+from l2t_gs.render.camera import RENDER_CAMERAS, camera_from_json
 from l2t_gs.render.image import to_uint8
 
 
@@ -55,6 +55,7 @@ class RenderConfig:
     quiet: bool = False
     device: str = "auto"
     text: str | None = None  # transcript: force-aligned, its visemes and contacts join the model's motion
+    camera_json: str | None = None  # a camera file (photo avatar's fit.json); overrides ``camera``
 
 
 @dataclass
@@ -89,6 +90,8 @@ def _check_config(cfg: RenderConfig) -> None:
         raise L2TError(f"--camera must be one of {', '.join(RENDER_CAMERAS)}, got {cfg.camera!r}")
     if cfg.chunk_seconds <= 0:
         raise L2TError(f"chunk_seconds must be positive, got {cfg.chunk_seconds}")
+    if cfg.camera_json is not None:  # a bad camera file fails before anything is written
+        camera_from_json(cfg.camera_json)
 
 
 def _check_output(out: Path, suffix: str, what: str) -> None:
@@ -178,7 +181,9 @@ def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[
     device, neutral, n_frames = job.device, job.neutral, job.n_frames
     bg = torch.tensor([list(cfg.background)], dtype=torch.float32, device=device)
     fixed_cam = None
-    if cfg.camera != "orbit":
+    if cfg.camera_json is not None:
+        fixed_cam = [t.to(device) for t in camera_from_json(cfg.camera_json, cfg.size, cfg.size)[:2]]
+    elif cfg.camera != "orbit":
         fixed_cam = [t.to(device) for t in head_camera(cfg.camera, neutral, cfg.size, cfg.size)]
     stream = job.model.predict_stream(
         job.audio, neutral, style=cfg.style, fps=cfg.fps, chunk_seconds=cfg.chunk_seconds, transcript=job.transcript

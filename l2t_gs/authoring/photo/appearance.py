@@ -85,6 +85,7 @@ class ProjectedColors:
     direct: np.ndarray
     mirror: np.ndarray
     keep: np.ndarray  # [N] bool: template colour kept
+    visible: np.ndarray  # [N] bool: in front (not hidden by other splats) in the photo's view
 
 
 def photo_colors(
@@ -106,7 +107,7 @@ def photo_colors(
     depth32 = np.ascontiguousarray(depth, dtype=np.float32)[..., None]
     alpha32 = np.ascontiguousarray(alpha, dtype=np.float32)[..., None]
 
-    def seen(p: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def seen(p: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cam = p @ vm[:3, :3].T + vm[:3, 3]
         xy = cam[:, :2] / np.maximum(cam[:, 2:], 1e-6) * km[[0, 1], [0, 1]] + km[:2, 2]
         inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h) & (cam[:, 2] > 0)
@@ -115,11 +116,11 @@ def photo_colors(
         to_cam = centre - p
         facing = (n * to_cam).sum(1) / np.maximum(np.linalg.norm(to_cam, axis=1), 1e-12)
         ok = inside & (a > 0.5) & (cam[:, 2] <= d + 0.004)  # d: expected depth (ED)
-        return xy, np.where(ok, _smoothstep(0.1, 0.45, facing), 0.0)
+        return xy, np.where(ok, _smoothstep(0.1, 0.45, facing), 0.0), ok
 
-    xy, w_direct = seen(means, normal)
+    xy, w_direct, visible = seen(means, normal)
     flip = np.array([-1.0, 1.0, 1.0])
-    xy_m, w_mirror = seen(means * flip, normal * flip)
+    xy_m, w_mirror, _ = seen(means * flip, normal * flip)
     c_direct = _sample(blurred, xy)
     c_mirror = _sample(blurred, xy_m)
 
@@ -147,7 +148,7 @@ def photo_colors(
         w_mirror[:, None] * c_mirror + (1 - w_mirror[:, None]) * fallback
     )
     colors[keep] = default[keep]
-    return ProjectedColors(np.clip(colors, 0.0, 1.0), w_direct * ~keep, w_mirror * ~keep, keep)
+    return ProjectedColors(np.clip(colors, 0.0, 1.0), w_direct * ~keep, w_mirror * ~keep, keep, visible)
 
 
 def face_region_mask(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -174,12 +175,15 @@ def refine(
     K: Tensor,
     mask: np.ndarray,
     trainable: np.ndarray,
+    relevant: np.ndarray | None = None,
     *,
     steps: int = 60,
-    max_side: int = 160,
+    max_side: int = 192,
     seed: int = 0,
 ) -> tuple[GaussianAvatar, list[float]]:
     """Photometric refinement of the splats ``trainable [N] bool`` against ``photo`` (float RGB [H, W, 3]).
+
+    Only ``relevant [N] bool`` splats (default: all) are rendered: those in front in the photo's view.
 
     Works on a crop of the photo around ``mask`` (the face region, [H, W] bool) scaled to at most
     ``max_side`` pixels. Returns the refined avatar and the masked MSE per step.
@@ -208,6 +212,8 @@ def refine(
         cam = means_w[0] @ viewmat[:3, :3].T.float() + viewmat[:3, 3].float()
         uv = cam[:, :2] / cam[:, 2:].clamp_min(1e-6) * torch.stack([kc[0, 0], kc[1, 1]]).float() + kc[:2, 2].float()
         inside = (uv >= -8).all(1) & (uv < size + 8).all(1) & (cam[:, 2] > 0)
+        if relevant is not None:
+            inside &= torch.as_tensor(relevant)
     active = inside.nonzero().squeeze(1)
     train = sel[active]
     n = len(active)

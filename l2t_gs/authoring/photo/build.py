@@ -38,12 +38,12 @@ class PhotoAvatarConfig:
     """Options of :func:`build_photo_avatar` (the flags of ``l2t-gs avatar from-photo``)."""
 
     splats: int | None = None  # None: the shipped default avatar's splats (40000)
-    steps: int = 60  # photometric refinement steps
+    steps: int = 50  # photometric refinement steps
     seed: int = 0
     face: int | None = None  # which face (largest first); None: the largest
     min_eye_distance: float = MIN_EYE_DISTANCE
     max_side: int = 1024  # larger photos are downscaled to this
-    fit_steps: int = 200
+    fit_steps: int = 150
     name: str | None = None
 
 
@@ -106,21 +106,20 @@ def _landmark_distance(a: np.ndarray, b: np.ndarray) -> float:
 def _find_face(rgb: np.ndarray, face: int | None, min_eye_distance: float, what: str):  # noqa: ANN202
     from l2t_gs.authoring.photo.landmarks import detect_faces, face_mesh
 
-    faces = detect_faces(rgb)
-    if not faces:
+    # every detection the face-mesh model confirms, largest (eye distance) first
+    meshes = [face_mesh(rgb, f) for f in detect_faces(rgb)[:10]]
+    meshes = sorted((m for m in meshes if m.score >= 0.5), key=lambda m: -m.iod)
+    if not meshes:
         raise L2TError(f"no face found in {what}")
     notes = []
     if face is not None:
-        if not 0 <= face < len(faces):
-            raise L2TError(f"--face {face}: {what} has {len(faces)} face(s) (indices 0..{len(faces) - 1})")
-        chosen = faces[face]
+        if not 0 <= face < len(meshes):
+            raise L2TError(f"--face {face}: {what} has {len(meshes)} face(s) (indices 0..{len(meshes) - 1})")
+        mesh = meshes[face]
     else:
-        chosen = faces[0]
-        if len(faces) > 1:
-            notes.append(f"{len(faces)} faces found; using the largest (--face INDEX picks another, largest first)")
-    mesh = face_mesh(rgb, chosen)
-    if mesh.score < 0.5:
-        raise L2TError(f"no face found in {what} (the face-mesh model rejects the detection)")
+        mesh = meshes[0]
+        if len(meshes) > 1:
+            notes.append(f"{len(meshes)} faces found; using the largest (--face INDEX picks another, largest first)")
     if mesh.iod < min_eye_distance:
         raise L2TError(
             f"face too small in {what}: {mesh.iod:.0f} px between the eyes, at least {min_eye_distance:.0f} needed"
@@ -180,7 +179,16 @@ def build_photo_avatar(
     psnr_projected = psnr(before, photo_f, region)
     if cfg.steps > 0:
         avatar, _ = refine(
-            avatar, verts, photo_f, fit.viewmat, fit.K, region, colors.direct > 0.05, steps=cfg.steps, seed=cfg.seed
+            avatar,
+            verts,
+            photo_f,
+            fit.viewmat,
+            fit.K,
+            region,
+            colors.direct > 0.05,
+            colors.visible,
+            steps=cfg.steps,
+            seed=cfg.seed,
         )
     render, _ = render_view(avatar, verts, fit.viewmat, fit.K, w, h)
     face_psnr = psnr(render, photo_f, region)

@@ -6,7 +6,7 @@ weights ``bary[k]``, so that for any posed mesh ``verts [.., V, 3]`` the point i
 (:func:`build_correspondence`, ``python docs/scripts/photo_correspondence.py``) and shipped as
 ``l2t_gs/assets/head/face_mesh_correspondence.npz``; docs/photo-avatar.md shows it.
 
-How it is built: the default avatar is rendered from the front, the face-mesh model is run on the
+How it is built: the default avatar is rendered from seven views around the front, the face-mesh model is run on the
 render, and its points are carried onto the head by the render's depth. The model reads the painted
 mannequin slightly differently from a person (its lip ring sits on the upper lip, for instance), so
 before the points are carried onto the head they are corrected by a smooth 2-D warp (thin-plate
@@ -64,7 +64,9 @@ class Correspondence:
         self.face = np.asarray(face, dtype=np.int64)
         self.bary = np.asarray(bary, dtype=np.float64)
         if self.face.shape != (468,) or self.bary.shape != (468, 3):
-            raise L2TError(f"face-mesh correspondence must be [468] + [468, 3], got {self.face.shape}, {self.bary.shape}")
+            raise L2TError(
+                f"face-mesh correspondence must be [468] + [468, 3], got {self.face.shape}, {self.bary.shape}"
+            )
 
     def vertex_weights(self, faces: np.ndarray, n_verts: int) -> np.ndarray:
         """Dense ``[468, V]`` weights ``W`` with ``points = W @ verts``."""
@@ -176,64 +178,74 @@ def closest_surface_points(
     return best_f, best_b
 
 
-def build_correspondence(size: int = 512, fov_y_deg: float = 20.0) -> tuple[Correspondence, dict[str, np.ndarray]]:
-    """Build the correspondence from a front render of the default avatar (see the module doc).
+#: Views (azimuth, elevation in degrees) the correspondence is triangulated from.
+BUILD_VIEWS: tuple[tuple[float, float], ...] = (
+    (0.0, 0.0), (-25.0, 0.0), (25.0, 0.0), (-12.0, 8.0), (12.0, -8.0), (0.0, 12.0), (0.0, -10.0),
+)  # fmt: skip
 
-    Returns the correspondence and diagnostics: ``image`` (the render), ``raw`` (face-mesh points on
-    it [468, 2]), ``warped`` (after the anchor warp [468, 2]).
+
+def _view(azimuth: float, elevation: float, distance: float = 0.75):  # noqa: ANN202
+    from l2t_gs.render import look_at
+
+    a, e = np.radians(azimuth), np.radians(elevation)
+    target = np.array([0.0, -0.01, 0.0])
+    eye = target + distance * np.array([np.sin(a) * np.cos(e), np.sin(e), np.cos(a) * np.cos(e)])
+    return look_at(eye, target), eye
+
+
+def build_correspondence(size: int = 512, fov_y_deg: float = 20.0) -> tuple[Correspondence, dict[str, np.ndarray]]:
+    """Build the correspondence from renders of the default avatar (see the module doc).
+
+    In each view of :data:`BUILD_VIEWS` the face-mesh points are warped onto the head's anchors,
+    then each point is triangulated from its rays in all views (least squares) and snapped onto the
+    surface. Returns the correspondence and diagnostics of the front view: ``image`` (the render),
+    ``raw`` (face-mesh points on it [468, 2]), ``warped`` (after the anchor warp [468, 2]).
     """
     from l2t_gs.authoring.photo.landmarks import FACE_OVAL, detect_faces, face_mesh
     from l2t_gs.gaussians import load_avatar
-    from l2t_gs.render import intrinsics, look_at, rasterize, to_uint8
+    from l2t_gs.render import intrinsics, rasterize, to_uint8
 
     avatar = load_avatar("default")
     verts_t = avatar.neutral_vertices()
     verts = verts_t.double().numpy()
     faces = avatar.faces.numpy()
-    target = np.array([0.0, -0.01, 0.0])
-    eye = target + np.array([0.0, 0.0, 0.75])
-    view = look_at(eye, target)[None]
-    k = intrinsics(fov_y_deg, size, size)[None]
-    with torch.no_grad():
-        rgb, alpha, _ = rasterize(
-            **avatar.splat_params(verts_t), viewmats=view, Ks=k, width=size, height=size,
-            backgrounds=torch.ones(1, 3), render_mode="RGB+ED", backend="torch",
-        )  # fmt: skip
-    image = to_uint8(rgb[0, ..., :3])
-    depth = rgb[0, ..., 3].numpy().astype(np.float64)
-    faces_found = detect_faces(image)
-    if not faces_found:
-        raise L2TError("the face-mesh model found no face on the default avatar's render")
-    raw = face_mesh(image, faces_found[0]).points[:, :2]
-
-    vm, km = view[0].double().numpy(), k[0].double().numpy()
-
-    def project(p: np.ndarray) -> np.ndarray:
-        cam = p @ vm[:3, :3].T + vm[:3, 3]
-        return (cam[:, :2] / cam[:, 2:]) * km[[0, 1], [0, 1]] + km[:2, 2]
-
     anchors = anchor_points(avatar.head_model, verts)
     ids = list(ANCHORS)
-    src = np.concatenate([raw[ids], raw[list(FACE_OVAL)]])
-    dst = np.concatenate([project(np.stack([anchors[ANCHORS[i]] for i in ids])), raw[list(FACE_OVAL)]])
-    warped = _tps(src, dst, raw)
-
-    # carry onto the head by the render's depth (bilinear), then snap onto the surface
-    xi = np.clip(np.round(warped - 0.5).astype(int), 0, size - 1)
-    z = depth[xi[:, 1], xi[:, 0]]
-    a = alpha[0, ..., 0].numpy()[xi[:, 1], xi[:, 0]]
-    ray = np.concatenate([(warped - km[:2, 2]) / km[[0, 1], [0, 1]], np.ones((468, 1))], 1)
-    cam = ray * z[:, None]
-    world = (cam - vm[:3, 3]) @ vm[:3, :3]
-    miss = (a < 0.5) | ~np.isfinite(z)
-    if miss.any():  # off the silhouette: the visible face vertex nearest in the image
-        face_v = np.asarray(avatar.head_model.masks["face"].cpu())
-        pv = project(verts[face_v])
-        nearest = np.argmin(((warped[miss][:, None] - pv[None]) ** 2).sum(-1), 1)
-        world[miss] = verts[face_v[nearest]]
-    # exact anchors: their own head points
-    for i in ids:
+    anchor_xyz = np.stack([anchors[ANCHORS[i]] for i in ids])
+    k = intrinsics(fov_y_deg, size, size)[None]
+    km = k[0].double().numpy()
+    ata = np.zeros((468, 3, 3))
+    atb = np.zeros((468, 3))
+    diag: dict[str, np.ndarray] = {}
+    for azimuth, elevation in BUILD_VIEWS:
+        view, eye = _view(azimuth, elevation)
+        with torch.no_grad():
+            rgb, _, _ = rasterize(
+                **avatar.splat_params(verts_t), viewmats=view[None], Ks=k, width=size, height=size,
+                backgrounds=torch.ones(1, 3), backend="torch",
+            )  # fmt: skip
+        image = to_uint8(rgb[0])
+        found = detect_faces(image)
+        if not found:
+            raise L2TError(f"the face-mesh model found no face on the default avatar's render ({azimuth}, {elevation})")
+        raw = face_mesh(image, found[0]).points[:, :2]
+        vm = view.double().numpy()
+        cam = anchor_xyz @ vm[:3, :3].T + vm[:3, 3]
+        anchor_px = cam[:, :2] / cam[:, 2:] * km[[0, 1], [0, 1]] + km[:2, 2]
+        oval = raw[list(FACE_OVAL)]
+        warped = _tps(np.concatenate([raw[ids], oval]), np.concatenate([anchor_px, oval]), raw)
+        if (azimuth, elevation) == (0.0, 0.0):
+            diag = {"image": image, "raw": raw, "warped": warped}
+        # rays: camera centre + t * direction (world), accumulated for least squares
+        d_cam = np.concatenate([(warped - km[:2, 2]) / km[[0, 1], [0, 1]], np.ones((468, 1))], 1)
+        d = d_cam @ vm[:3, :3]
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        proj = np.eye(3)[None] - d[:, :, None] * d[:, None, :]
+        ata += proj
+        atb += proj @ eye
+    world = np.linalg.solve(ata, atb[..., None])[..., 0]
+    for i in ids:  # exact anchors: their own head points
         world[i] = anchors[ANCHORS[i]]
     surface = np.unique(np.concatenate([np.asarray(avatar.head_model.masks[r].cpu()) for r in ("face", "lips")]))
     face_idx, bary = closest_surface_points(world, verts, faces, surface)
-    return Correspondence(face_idx, bary), {"image": image, "raw": raw, "warped": warped}
+    return Correspondence(face_idx, bary), diag

@@ -10,27 +10,34 @@ frame.
 
 Loss: a robust (Geman-McClure-like, ``r^2 / (r^2 + c^2)``) reprojection error of the landmarks in
 units of the inter-ocular distance, the face outline down-weighted (it slides along the silhouette),
-plus Gaussian priors on the coefficients and a graph-Laplacian smoothness + size prior on the offsets.
+the same on the face-mesh model's relative depth (it pins the head's turn, which 2-D points alone
+leave to trade against the identity offsets), plus Gaussian priors on the coefficients and a
+graph-Laplacian smoothness + size prior on the offsets.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
 from l2t_gs.authoring.photo.correspondence import Correspondence, load_correspondence, points_on_mesh
-from l2t_gs.authoring.photo.landmarks import EYE_CORNERS, FACE_OVAL, inter_ocular
+from l2t_gs.authoring.photo.landmarks import FACE_OVAL, inter_ocular
 from l2t_gs.core.rotation import axis_angle_to_matrix, matrix_to_axis_angle
+from l2t_gs.errors import L2TError
 from l2t_gs.rig import FlameRig, HeadModel
 
 __all__ = ["FOCAL_OVER_SIZE", "FitResult", "fit_landmarks", "project"]
 
 #: Focal length over the photo's longer side (about a 40 degree field of view across it).
 FOCAL_OVER_SIZE = 1.4
+#: The face-mesh model's relative depth over the true relief (measured on renders of the built-in head).
+DEPTH_SCALE = 0.9
+#: Weight of the depth term against the 2-D reprojection term (a fifth of it once the identity is free).
+DEPTH_WEIGHT = 0.5
 #: Rotation taking FLAME axes (+y up, face toward +z) to an OpenCV camera looking at the face.
 _FLIP = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
 
@@ -94,71 +101,83 @@ def fit_landmarks(
 ) -> FitResult:
     """Fit rig + camera to face-mesh ``landmarks [468, >=2]`` (photo pixels) of a ``width x height`` photo."""
     corr = corr or load_correspondence()
-    dt = torch.float64
+    dt = torch.float32
     rig = FlameRig(head_model.to(dtype=dt))
     faces = head_model.faces.long()
     target = torch.as_tensor(np.asarray(landmarks)[:, :2], dtype=dt)
+    lz = np.asarray(landmarks)[:, 2] if np.asarray(landmarks).shape[1] > 2 else np.zeros(468)
+    target_z = torch.as_tensor(lz - lz.mean(), dtype=dt)
     iod = inter_ocular(np.asarray(landmarks))
     f = float(focal if focal is not None else FOCAL_OVER_SIZE * max(width, height))
     K = torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], dtype=dt)
     weights = torch.ones(468, dtype=dt)
     weights[list(FACE_OVAL)] = 0.3
 
-    # initial rigid pose: eyes level at the landmarks' scale
-    rest = rig().detach()[0]
-    pts0 = points_on_mesh(corr, rest, faces)
-    iod_world = float(
-        (pts0[list(EYE_CORNERS[2:])].mean(0) - pts0[list(EYE_CORNERS[:2])].mean(0)).norm()
-    )
-    z0 = f * iod_world / max(iod, 1e-6)
-    c = target.mean(0)
-    centre_world = pts0.mean(0)
-    t0 = torch.stack([(c[0] - K[0, 2]) * z0 / f, (c[1] - K[1, 2]) * z0 / f, torch.tensor(z0, dtype=dt)])
-    t0 = t0 - _FLIP @ centre_world
-    e = target[EYE_CORNERS[3]] - target[EYE_CORNERS[0]]
-    roll = math.atan2(float(e[1]), float(e[0]))
+    # initial rigid pose: PnP of the rest head's correspondence points (OpenCV, iterative)
+    rest = rig().detach()[0].double()
+    pts0 = points_on_mesh(corr, rest, faces).numpy()
+    image_pts = np.ascontiguousarray(np.asarray(landmarks, dtype=np.float64)[:, :2])
+    kmat = K.double().numpy()
+    ok, rvec, tvec = cv2.solvePnP(pts0, image_pts, kmat, None, flags=cv2.SOLVEPNP_EPNP)
+    if ok:
+        ok, rvec, tvec = cv2.solvePnP(
+            pts0, image_pts, kmat, None, rvec, tvec,
+            useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE,
+        )  # fmt: skip
+    if not ok or float(tvec[2, 0]) <= 0:
+        raise L2TError("cannot place the head in the photo (the landmarks do not fit a face)")
+    r0 = torch.as_tensor(cv2.Rodrigues(rvec)[0], dtype=torch.float64) @ _FLIP  # camera-space part of R = R' @ FLIP
+    aa0 = matrix_to_axis_angle(r0).to(dt)
+    t0 = torch.as_tensor(tvec[:, 0], dtype=dt)
 
-    aa = torch.tensor([0.0, 0.0, roll], dtype=dt, requires_grad=True)  # camera-space rotation
+    aa = aa0.clone().requires_grad_(True)  # camera-space rotation
     trans = t0.clone().requires_grad_(True)
     shape = torch.zeros(rig.n_shape, dtype=dt, requires_grad=True)
     expr = torch.zeros(rig.n_expr, dtype=dt, requires_grad=True)
     jaw = torch.zeros(3, dtype=dt, requires_grad=True)
     offset = torch.zeros(rig.n_verts, 3, dtype=dt, requires_grad=True)
-    lap = _laplacian(faces.numpy(), rig.n_verts)
+    lap = _laplacian(faces.numpy(), rig.n_verts).to(dt)
     scale_px = iod  # residuals in inter-ocular units
     c2 = 0.05**2
 
     def viewmat() -> Tensor:
-        r = axis_angle_to_matrix(aa) @ _FLIP
+        r = axis_angle_to_matrix(aa) @ _FLIP.to(dt)
         top = torch.cat([r, trans[:, None]], 1)
         return torch.cat([top, torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=dt)])
 
     def jaw_axis() -> Tensor:  # opening about x only, never closed past rest
         return torch.stack([jaw[0].clamp_min(0.0), jaw[0] * 0.0, jaw[0] * 0.0])
 
-    def forward() -> tuple[Tensor, Tensor]:
+    def forward() -> tuple[Tensor, Tensor, Tensor]:
         verts = rig(shape=shape, expr=expr, jaw_pose=jaw_axis(),
                     static_offset=offset)[0]  # fmt: skip
-        return verts, project(points_on_mesh(corr, verts, faces), viewmat(), K)
+        pts = points_on_mesh(corr, verts, faces)
+        vm = viewmat()
+        depth = pts @ vm[2, :3] + vm[2, 3]
+        return verts, project(pts, vm, K), depth
 
-    def data_term(proj: Tensor) -> Tensor:
+    def data_term(proj: Tensor, depth: Tensor, depth_weight: float) -> Tensor:
         r2 = ((proj - target) ** 2).sum(-1) / scale_px**2
-        return (weights * r2 / (r2 + c2)).sum() / weights.sum()
+        loss = (weights * r2 / (r2 + c2)).sum() / weights.sum()
+        # the face-mesh model's relative depth (same pixel scale as x, y; ~0.9 of the true relief)
+        rel = (depth - depth.mean()) * f / depth.mean()
+        rz2 = ((rel - DEPTH_SCALE * target_z) / scale_px) ** 2
+        return loss + depth_weight * (weights * rz2 / (rz2 + c2)).sum() / weights.sum()
 
     history: list[float] = []
     # learning rates: radians, metres (translation), coefficients, metres (offsets)
     rigid = [{"params": [aa], "lr": 0.02}, {"params": [trans], "lr": 0.002}]
-    stages = [(rigid, steps // 3)]
+    stages = [(rigid, steps // 3, DEPTH_WEIGHT)]
     if fit_identity:
         full = rigid + [{"params": [shape, expr, jaw], "lr": 0.02}, {"params": [offset], "lr": 5e-4}]
-        stages.append((full, steps - steps // 3))
-    for groups, n in stages:
+        stages.append((full, steps - steps // 3, DEPTH_WEIGHT * 0.2))
+    for groups, n, depth_weight in stages:
         opt = torch.optim.Adam([dict(g) for g in groups])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(n, 1), eta_min=1e-5)
         for _ in range(n):
             opt.zero_grad()
-            _, proj = forward()
-            loss = data_term(proj)
+            _, proj, depth = forward()
+            loss = data_term(proj, depth, depth_weight)
             if fit_identity:
                 loss = loss + 2e-3 * (shape**2).sum() + 2e-3 * (expr**2).sum() + 0.05 * (jaw**2).sum()
                 loss = loss + 1e-3 * torch.relu(-expr).sum()  # the components are one-sided
@@ -169,7 +188,7 @@ def fit_landmarks(
             sched.step()
             history.append(float(loss.detach()))
     with torch.no_grad():
-        verts, proj = forward()
+        verts, proj, _ = forward()
         err = (proj - target).norm(dim=-1).mean() / scale_px
         params = {
             "shape": shape.detach().float(),

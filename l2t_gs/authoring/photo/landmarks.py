@@ -141,11 +141,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
 
 
-def detect_faces(rgb: np.ndarray, min_score: float | None = None) -> list[Face]:
-    """Faces in an RGB uint8 image ``[H, W, 3]``, largest first (both BlazeFace models, weighted NMS)."""
+def _detect_window(rgb: np.ndarray, min_score: float | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Raw candidates (boxes [K, 4], keypoints [K, 6, 2], scores [K]) of both detectors on one image."""
     h, w = rgb.shape[:2]
     side = max(h, w)
-    boxes, kps, scores = [], [], []
+    out = []
     for det in _DETECTORS:
         scale = det.size / side
         resized = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
@@ -155,7 +155,7 @@ def detect_faces(rgb: np.ndarray, min_score: float | None = None) -> list[Face]:
         outs = _run(det.file, canvas[None])
         reg, cls = (outs[0], outs[1]) if outs[0].shape[-1] == 16 else (outs[1], outs[0])
         reg, cls = reg[0], cls[0, :, 0]
-        score = 1.0 / (1.0 + np.exp(-np.clip(cls, -100, 100)))
+        score = 1.0 / (1.0 + np.exp(-np.clip(cls, -50.0, 50.0)))
         keep = score >= (min_score if min_score is not None else det.threshold)
         if not keep.any():
             continue
@@ -169,9 +169,36 @@ def detect_faces(rgb: np.ndarray, min_score: float | None = None) -> list[Face]:
         off = np.array([ox, oy]) / det.size
         box = (box - np.tile(off, 2)) * det.size / scale
         kp = (kp - off) * det.size / scale
-        boxes.append(box)
-        kps.append(kp)
-        scores.append(score[keep])
+        out.append((box, kp, score[keep]))
+    return out
+
+
+def _windows(h: int, w: int) -> list[tuple[int, int, int]]:
+    """(x0, y0, side) of the whole image's square and, for elongated images, half-overlapping squares."""
+    side = min(h, w)
+    out = [(0, 0, max(h, w))]
+    if max(h, w) > 1.2 * side:
+        n = math.ceil((max(h, w) - side) / (side / 2)) + 1
+        for k in range(n):
+            off = round(k * (max(h, w) - side) / max(n - 1, 1))
+            out.append((off, 0, side) if w > h else (0, off, side))
+    return out
+
+
+def detect_faces(rgb: np.ndarray, min_score: float | None = None) -> list[Face]:
+    """Faces in an RGB uint8 image ``[H, W, 3]``, largest first.
+
+    Both BlazeFace models run on the letterboxed image and, for elongated images, on half-overlapping
+    squares along it (small faces); candidates are merged by weighted non-maximum suppression.
+    """
+    h, w = rgb.shape[:2]
+    boxes, kps, scores = [], [], []
+    for x0, y0, side in _windows(h, w):
+        part = rgb[y0 : y0 + side, x0 : x0 + side]
+        for box, kp, score in _detect_window(part, min_score):
+            boxes.append(box + np.array([x0, y0, x0, y0]))
+            kps.append(kp + np.array([x0, y0]))
+            scores.append(score)
     if not boxes:
         return []
     box, kp, score = np.concatenate(boxes), np.concatenate(kps), np.concatenate(scores)
