@@ -286,7 +286,7 @@ def run_cli(argv: list[str]) -> int:
 @pytest.mark.slow
 def test_cli_from_photo_and_render(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "astro"
-    assert run_cli(["avatar", "from-photo", str(ASTRONAUT), "--out", str(out), "--steps", "20"]) == 0
+    assert run_cli(["avatar", "from-photo", str(ASTRONAUT), "--out", str(out)]) == 0
     fit = json.loads((out / "fit.json").read_text())
     assert fit["width"] == 512 and len(fit["K"]) == 3 and len(fit["viewmat"]) == 4
     assert fit["rerender_landmark_error_iod"] <= 0.04 and fit["face_psnr_db"] >= 24
@@ -294,3 +294,23 @@ def test_cli_from_photo_and_render(tmp_path: Path, capsys: pytest.CaptureFixture
                     "--out", str(tmp_path / "x.png")]) == 0  # fmt: skip
     img = np.asarray(Image.open(tmp_path / "x.png"))
     assert img.shape == (512, 512, 3)
+
+
+def test_render_camera_json_equals_the_same_preset(tmp_path: Path, default_avatar: GaussianAvatar) -> None:
+    """`render --camera-json` with the front preset's camera written out gives the front preset's frames."""
+    import itertools
+
+    from l2t_gs.assets import asset_path
+    from l2t_gs.pipeline import RenderConfig, render_frames
+    from l2t_gs.render import head_camera
+
+    view, k = head_camera("front", default_avatar.neutral_vertices(), 64, 64)
+    cam = {"width": 64, "height": 64, "K": k[0].double().tolist(), "viewmat": view[0].double().tolist()}
+    (tmp_path / "fit.json").write_text(json.dumps(cam))
+    cfg = {"size": 64, "fps": 25.0, "backend": "torch", "device": "cpu", "quiet": True}
+    preset = list(itertools.islice(render_frames(asset_path("samples", "hello.wav"), RenderConfig(**cfg)), 3))
+    from_json = RenderConfig(camera_json=str(tmp_path / "fit.json"), **cfg)
+    frames = list(itertools.islice(render_frames(asset_path("samples", "hello.wav"), from_json), 3))
+    assert all(np.array_equal(a, b) for a, b in zip(preset, frames, strict=True))
+    with pytest.raises(L2TError, match="--camera-json not found"):
+        next(render_frames(asset_path("samples", "hello.wav"), RenderConfig(camera_json=str(tmp_path / "no.json"))))

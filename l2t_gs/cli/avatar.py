@@ -213,7 +213,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fp.add_argument("photo", metavar="PHOTO", help="a photo with a face (JPEG, PNG, ...)")
     fp.add_argument("--out", required=True, metavar="DIR", help="avatar folder to write")
     fp.add_argument("--splats", type=int, default=None, metavar="N", help="splats (default 40000)")
-    fp.add_argument("--steps", type=int, default=50, metavar="N", help="photometric refinement steps (default 50)")
+    fp.add_argument("--steps", type=int, default=60, metavar="N", help="photometric refinement steps (default 60)")
     fp.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     fp.add_argument("--face", type=int, default=None, metavar="INDEX", help="which face, largest first (default 0)")
     fp.add_argument(

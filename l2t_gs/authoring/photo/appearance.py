@@ -3,10 +3,11 @@
 1. **Projection** (:func:`photo_colors`): each splat of the fitted neutral frame is projected into
    the photo; it takes the photo's colour where it is visible (its depth agrees with the rendered
    depth map of all splats and its triangle faces the camera), else the colour of its mirror image
-   (x -> -x in the head's frame) where that one is visible, else the default avatar's colour scaled
-   per region (scalp, ears, neck, skin) to the photo's colours of that region. Weights blend the
+   (x -> -x in the head's frame) where that one is visible, else the photo's mean colour of its
+   region (scalp, ears, skin) plus half the template's variation around the template's mean. Weights blend the
    three smoothly by the facing ratio. Eyeballs, teeth, the mouth interior and the eyelid rims keep
-   the template's colours (the photo rarely shows them usefully); the lips take the photo's.
+   the template's colours (the photo rarely shows them usefully); the lips take the photo's; the neck
+   takes the face's skin tone (under a chin the photo shows collars and shadow).
 2. **Photometric refinement** (:func:`refine`): colours, opacities, small local offsets and scales
    of the splats seen in the photo are optimised through the differentiable rasterizer
    (``torch-pure``) against a crop of the photo around the face, masked to the face outline, with
@@ -33,6 +34,8 @@ __all__ = ["KEEP_TEMPLATE", "face_region_mask", "photo_colors", "psnr", "refine"
 #: Regions whose splats keep the template's colours.
 KEEP_TEMPLATE = ("eyes", "eye_left", "eye_right", "teeth_upper", "teeth_lower", "mouth_interior", "eyelid_rims")
 _REGIONS = ("scalp", "ears", "neck")
+#: Height (metres, head frame) above which the scalp's photo colour is taken as the hair colour.
+HAIR_HEIGHT = 0.085
 
 
 def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
@@ -116,7 +119,7 @@ def photo_colors(
         to_cam = centre - p
         facing = (n * to_cam).sum(1) / np.maximum(np.linalg.norm(to_cam, axis=1), 1e-12)
         ok = inside & (a > 0.5) & (cam[:, 2] <= d + 0.004)  # d: expected depth (ED)
-        return xy, np.where(ok, _smoothstep(0.1, 0.45, facing), 0.0), ok
+        return xy, np.where(ok, _smoothstep(0.2, 0.55, facing), 0.0), ok
 
     xy, w_direct, visible = seen(means, normal)
     flip = np.array([-1.0, 1.0, 1.0])
@@ -127,22 +130,32 @@ def photo_colors(
     sh0 = avatar.sh[:, 0].double().numpy()
     default = np.clip(sh0 * SH_C0 + 0.5, 0.0, 1.0)
     keep = _face_mask_of_regions(avatar, KEEP_TEMPLATE)[avatar.binding.numpy()]
-    # per-region colour transfer for what the photo cannot see
-    fallback = default.copy()
+    neck = _face_mask_of_regions(avatar, ("neck",))[avatar.binding.numpy()] & ~_face_mask_of_regions(
+        avatar, ("face",)
+    )[avatar.binding.numpy()]
+    # the photo's neck is usually collar or shadow: the neck takes the face's skin tone instead
+    w_direct[neck] = 0.0
+    w_mirror[neck] = 0.0
+    # what the photo cannot see: the photo's mean colour of the region plus half the template's variation
     region_of = np.zeros(len(means), int)  # 0: skin, k: _REGIONS[k - 1]
     for k, name in enumerate(_REGIONS, start=1):
         region_of[_face_mask_of_regions(avatar, (name,))[avatar.binding.numpy()]] = k
-    skin_gain = None
-    for k in [0, *range(1, len(_REGIONS) + 1)]:
+    region_of[neck] = len(_REGIONS)
+    fallback = default.copy()
+    skin_mean = None
+    for k in range(len(_REGIONS) + 1):
         sel = (region_of == k) & ~keep
         good = sel & (w_direct > 0.6)
-        if good.sum() >= 50:
-            gain = np.median(c_direct[good] + 1e-3, 0) / np.median(default[good] + 1e-3, 0)
+        if k and _REGIONS[k - 1] == "scalp":  # hair: the top of the head, above the hairline
+            good = sel & (w_direct > 0.2) & (means[:, 1] > HAIR_HEIGHT)
+        if good.sum() >= 20:
+            mean = c_direct[good].mean(0)
         else:
-            gain = skin_gain if skin_gain is not None else np.ones(3)
+            mean = skin_mean if skin_mean is not None else default[sel].mean(0) if sel.any() else np.full(3, 0.5)
         if k == 0:
-            skin_gain = gain
-        fallback[sel] = default[sel] * gain
+            skin_mean = mean
+        if sel.any():
+            fallback[sel] = mean + 0.5 * (default[sel] - default[sel].mean(0))
     fallback = np.clip(fallback, 0.0, 1.0)
     colors = w_direct[:, None] * c_direct + (1 - w_direct[:, None]) * (
         w_mirror[:, None] * c_mirror + (1 - w_mirror[:, None]) * fallback
@@ -256,8 +269,13 @@ def refine(
         loss.backward()
         opt.step()
         with torch.no_grad():  # keep splats on their triangles (local units) and sizes near the template
+            base = sh0 * SH_C0 + 0.5  # colours stay displayable
+            d_color.copy_(torch.minimum(torch.maximum(d_color, -base), 1.0 - base))
+            # local axis 1 is the triangle's normal: splats stay flat and near their surface
             d_means.clamp_(-0.3, 0.3)
+            d_means[:, 1].clamp_(-0.05, 0.05)
             d_scales.clamp_(-0.7, 0.7)
+            d_scales[:, 1] = 0.0
         losses.append(float(mse.detach()))
     out_means = avatar.means.clone()
     out_scales = avatar.log_scales.clone()

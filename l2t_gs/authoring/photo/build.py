@@ -38,7 +38,7 @@ class PhotoAvatarConfig:
     """Options of :func:`build_photo_avatar` (the flags of ``l2t-gs avatar from-photo``)."""
 
     splats: int | None = None  # None: the shipped default avatar's splats (40000)
-    steps: int = 50  # photometric refinement steps
+    steps: int = 60  # photometric refinement steps
     seed: int = 0
     face: int | None = None  # which face (largest first); None: the largest
     min_eye_distance: float = MIN_EYE_DISTANCE
@@ -185,7 +185,7 @@ def build_photo_avatar(
             fit.viewmat,
             fit.K,
             region,
-            colors.direct > 0.05,
+            colors.direct > 0.3,
             colors.visible,
             steps=cfg.steps,
             seed=cfg.seed,
