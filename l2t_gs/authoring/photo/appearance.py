@@ -130,9 +130,10 @@ def photo_colors(
     sh0 = avatar.sh[:, 0].double().numpy()
     default = np.clip(sh0 * SH_C0 + 0.5, 0.0, 1.0)
     keep = _face_mask_of_regions(avatar, KEEP_TEMPLATE)[avatar.binding.numpy()]
-    neck = _face_mask_of_regions(avatar, ("neck",))[avatar.binding.numpy()] & ~_face_mask_of_regions(
-        avatar, ("face",)
-    )[avatar.binding.numpy()]
+    neck = (
+        _face_mask_of_regions(avatar, ("neck",))[avatar.binding.numpy()]
+        & ~_face_mask_of_regions(avatar, ("face",))[avatar.binding.numpy()]
+    )
     # the photo's neck is usually collar or shadow: the neck takes the face's skin tone instead
     w_direct[neck] = 0.0
     w_mirror[neck] = 0.0

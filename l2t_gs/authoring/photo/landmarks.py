@@ -34,6 +34,7 @@ __all__ = [
     "Face",
     "FaceMesh",
     "detect_faces",
+    "face_mesh",
     "inter_ocular",
     "model_dir",
 ]
