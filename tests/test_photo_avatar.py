@@ -314,3 +314,19 @@ def test_render_camera_json_equals_the_same_preset(tmp_path: Path, default_avata
     assert all(np.array_equal(a, b) for a, b in zip(preset, frames, strict=True))
     with pytest.raises(L2TError, match="--camera-json not found"):
         next(render_frames(asset_path("samples", "hello.wav"), RenderConfig(camera_json=str(tmp_path / "no.json"))))
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Through the real entry point, file descriptors included (the LiteRT runtime logs in C++)."""
+    from l2t_gs.authoring.photo.landmarks import _interpreter
+    from l2t_gs.cli.main import main
+
+    _interpreter.cache_clear()  # the runtime's start-up message must not reach stderr either
+    yy, xx = np.mgrid[0:256, 0:256]
+    Image.fromarray(np.stack([xx, yy, (xx + yy) // 2], -1).astype(np.uint8)).save(tmp_path / "wall.png")
+    (tmp_path / "text.png").write_text("hello")
+    for photo, message in (("wall.png", "no face found in"), ("text.png", "not a readable image")):
+        assert main(["avatar", "from-photo", str(tmp_path / photo), "--out", str(tmp_path / "out")]) == 1
+        err = capfd.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.png", "wall.png"]

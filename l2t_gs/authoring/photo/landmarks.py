@@ -15,9 +15,13 @@ Everything is numpy + OpenCV (warpAffine) and runs in a few tens of milliseconds
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import math
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,9 +81,29 @@ def _interpreter(name: str):  # noqa: ANN202 - the LiteRT Interpreter
             raise L2TError(
                 f"photo avatars need the LiteRT runtime: pip install 'l2t-gs[{_EXTRA}]' (ai-edge-litert)"
             ) from None
-    it = Interpreter(model_path=str(model_dir() / name), num_threads=1)
-    it.allocate_tensors()
+    path = str(model_dir() / name)
+    with _quiet_stderr():  # the runtime announces its CPU delegate on stderr; errors stay one line
+        it = Interpreter(model_path=path, num_threads=1)
+        it.allocate_tensors()
     return it
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (C++ log lines) for the duration of the block."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _run(name: str, x: np.ndarray) -> list[np.ndarray]:
