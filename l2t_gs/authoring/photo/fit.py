@@ -34,6 +34,8 @@ __all__ = ["FOCAL_OVER_SIZE", "FitResult", "fit_landmarks", "project"]
 
 #: Focal length over the photo's longer side (about a 40 degree field of view across it).
 FOCAL_OVER_SIZE = 1.4
+#: Weight of the face outline's points (they slide along the silhouette as the head turns).
+OVAL_WEIGHT = 0.3
 #: The face-mesh model's relative depth over the true relief (measured on renders of the built-in head).
 DEPTH_SCALE = 0.9
 #: Weight of the depth term against the 2-D reprojection term (a fifth of it once the identity is free).
@@ -111,7 +113,7 @@ def fit_landmarks(
     f = float(focal if focal is not None else FOCAL_OVER_SIZE * max(width, height))
     K = torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], dtype=dt)
     weights = torch.ones(468, dtype=dt)
-    weights[list(FACE_OVAL)] = 0.3
+    weights[list(FACE_OVAL)] = OVAL_WEIGHT
 
     # initial rigid pose: PnP of the rest head's correspondence points (OpenCV, iterative)
     rest = rig().detach()[0].double()
