@@ -36,7 +36,7 @@ from l2t_gs.models.checkpoint import load_model
 from l2t_gs.motion.file import MotionFile, open_motion
 from l2t_gs.motion.transcript import TranscriptTracks, align_transcript, transcript_tracks
 from l2t_gs.render import head_camera, rasterize
-from l2t_gs.render.camera import RENDER_CAMERAS
+from l2t_gs.render.camera import RENDER_CAMERAS, camera_from_json
 from l2t_gs.render.image import to_uint8
 
 
@@ -68,6 +68,7 @@ class RenderConfig:
     waveform: bool = False  # a waveform strip with a moving cursor under the tiles
     captions: str | None = None  # "text": the aligned words of `text`; or a .json of word/phone segments
     export_arkit: str | None = None  # Live Link Face CSV of the 52 ARKit curves (rig-output models)
+    camera_json: str | None = None  # a camera file (photo avatar's fit.json); overrides ``camera``
 
 
 @dataclass
@@ -102,6 +103,8 @@ def _check_config(cfg: RenderConfig) -> None:
         raise L2TError(f"--camera must be one of {', '.join(RENDER_CAMERAS)}, got {cfg.camera!r}")
     if cfg.chunk_seconds <= 0:
         raise L2TError(f"chunk_seconds must be positive, got {cfg.chunk_seconds}")
+    if cfg.camera_json is not None:  # a bad camera file fails before anything is written
+        camera_from_json(cfg.camera_json)
 
 
 def _check_output(out: Path, suffix: str, what: str) -> None:
@@ -308,7 +311,9 @@ def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[
     device, neutral, n_frames = job.device, job.neutral, job.n_frames
     bg = torch.tensor([list(cfg.background)], dtype=torch.float32, device=device)
     fixed_cam = None
-    if cfg.camera != "orbit":
+    if cfg.camera_json is not None:
+        fixed_cam = [t.to(device) for t in camera_from_json(cfg.camera_json, cfg.size, cfg.size)[:2]]
+    elif cfg.camera != "orbit":
         fixed_cam = [t.to(device) for t in head_camera(cfg.camera, neutral, cfg.size, cfg.size)]
     stream = _vertex_chunks(job.model, job.motion, job.avatar, job.audio, neutral, cfg, cfg.style, job.transcript)
     written = 0

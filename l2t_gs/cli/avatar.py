@@ -97,6 +97,33 @@ def run_import_ga(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_from_photo(args: argparse.Namespace) -> int:
+    from l2t_gs.errors import L2TError
+
+    try:
+        import cv2  # noqa: F401  (the photo package needs OpenCV; opencv-python or its headless twin)
+    except ImportError:
+        raise L2TError('avatar from-photo needs OpenCV (cv2): pip install "l2t-gs[photo]"') from None
+    from l2t_gs.authoring.photo.build import PhotoAvatarConfig, build_photo_avatar
+
+    cfg = PhotoAvatarConfig(
+        splats=args.splats, steps=args.steps, seed=args.seed, face=args.face, min_eye_distance=args.min_eye_distance,
+        name=args.name,
+    )  # fmt: skip
+    res = build_photo_avatar(args.photo, args.out, cfg)
+    for note in res.notes:
+        print(f"note: {note}", file=sys.stderr)
+    fit = res.fit
+    rerender = fit["rerender_landmark_error_iod"]
+    print(
+        f"wrote {res.out}: landmark error {fit['landmark_error_iod']:.3f} (fit), "
+        f"{'n/a' if rerender is None else f'{rerender:.3f}'} (re-render) of the eye distance, face PSNR "
+        f"{fit['face_psnr_db']:.1f} dB, {res.seconds:.0f} s; photo view: "
+        f"l2t-gs avatar render --avatar {res.out} --camera-json {res.out}/fit.json --out X.png"
+    )
+    return 0
+
+
 def parse_color(text: str) -> tuple[float, float, float]:
     """``white``/``black``/``gray``, ``#rrggbb`` or ``r,g,b`` in 0..1 -> RGB floats."""
     from l2t_gs.errors import L2TError
@@ -133,9 +160,15 @@ def run_render(args: argparse.Namespace) -> int:
     bg = torch.tensor([parse_color(args.background)], dtype=torch.float32)
     avatar = load_avatar(args.avatar)
     verts = avatar.vertices_from_params(pose_params(args, avatar.head_model))[0]
-    viewmats, ks = head_camera(args.view, avatar.neutral_vertices(), args.size, args.size)
+    width = height = args.size
+    if getattr(args, "camera_json", None):  # the photo's camera of `avatar from-photo` (fit.json), at its size
+        from l2t_gs.render.camera import camera_from_json
+
+        viewmats, ks, width, height = camera_from_json(args.camera_json)
+    else:
+        viewmats, ks = head_camera(args.view, avatar.neutral_vertices(), args.size, args.size)
     rgb, _, _ = rasterize(
-        **avatar.splat_params(verts.float()), viewmats=viewmats, Ks=ks, width=args.size, height=args.size,
+        **avatar.splat_params(verts.float()), viewmats=viewmats, Ks=ks, width=width, height=height,
         backgrounds=bg, backend=args.backend,
     )  # fmt: skip
     img = to_uint8(rgb[0])
@@ -200,8 +233,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--size", type=int, default=512, metavar="PX")
     r.add_argument("--background", default="white", help="white, black, gray, #rrggbb or r,g,b in 0..1")
     r.add_argument("--backend", default="auto", choices=backend_choices(), help="rasterizer (default: auto)")
+    r.add_argument(
+        "--camera-json", metavar="FIT.json", help="camera of a photo avatar (DIR/fit.json): its view and size"
+    )
     add_pose_options(r)
     r.set_defaults(func=run_render)
+
+    fp = avatar_sub.add_parser(
+        "from-photo",
+        help="build a talking avatar from one photo of a face (offline, CPU)",
+        description="Fit the built-in head and a camera to the face-mesh landmarks of PHOTO (MediaPipe models "
+        "run offline with LiteRT), colour the default avatar's splats from the photo and refine them "
+        "photometrically. Writes an avatar folder with fit.json (the photo's camera) and photo.png, "
+        "atomically. Needs the 'photo' extra.",
+    )
+    fp.add_argument("photo", metavar="PHOTO", help="a photo with a face (JPEG, PNG, ...)")
+    fp.add_argument("--out", required=True, metavar="DIR", help="avatar folder to write")
+    fp.add_argument("--splats", type=int, default=None, metavar="N", help="splats (default 40000)")
+    fp.add_argument("--steps", type=int, default=60, metavar="N", help="photometric refinement steps (default 60)")
+    fp.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    fp.add_argument("--face", type=int, default=None, metavar="INDEX", help="which face, largest first (default 0)")
+    fp.add_argument(
+        "--min-eye-distance", type=float, default=30.0, metavar="PX",
+        help="refuse faces whose eye centres are closer than this (default 30 px)",
+    )  # fmt: skip
+    fp.add_argument("--name", help="avatar name (default: the output folder's name)")
+    fp.set_defaults(func=run_from_photo)
 
     e = avatar_sub.add_parser(
         "export-ply",

@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         compare=tuple(args.compare or ()),
         waveform=args.waveform,
         captions=args.captions,
+        camera_json=args.camera_json,
     )
     res = render_video(args.audio, args.out, cfg)
     if not args.quiet:
@@ -92,6 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=512, metavar="PX", help="frame size in pixels (default 512)")
     p.add_argument("--fps", type=float, default=25.0, help="video frame rate (default 25)")
     p.add_argument("--camera", default="front", choices=RENDER_CAMERAS)
+    p.add_argument(
+        "--camera-json", metavar="FIT.json",
+        help="camera from a JSON (a photo avatar's fit.json): the photo's view fitted into --size; overrides --camera",
+    )  # fmt: skip
     p.add_argument("--background", default="white", help="white, black, gray, #rrggbb or r,g,b in 0..1")
     p.add_argument("--backend", default="auto", choices=backend_choices(), help="rasterizer (default: auto)")
     p.add_argument("--style", help="speaking style: a training speaker of the model (default: mean style)")

@@ -209,3 +209,38 @@ def head_camera(
     eye = center + dist * direction
     view = look_at(eye, center, dtype=dtype, device=device)
     return view[None], k.to(dtype=dtype, device=device)[None]
+
+
+def camera_from_json(path: str, width: int | None = None, height: int | None = None) -> tuple[Tensor, Tensor, int, int]:
+    """A camera from a JSON file with ``width``, ``height``, ``K`` (3x3) and ``viewmat`` (4x4 world-to-camera,
+    OpenCV), as ``l2t-gs avatar from-photo`` writes in ``fit.json``: (viewmats [1, 4, 4], Ks [1, 3, 3], W, H).
+
+    With ``width`` and ``height`` the view is scaled to fit that frame, centred (letterboxed).
+    """
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise L2TError(f"--camera-json not found: {path}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        w0, h0 = int(data["width"]), int(data["height"])
+        k = np.asarray(data["K"], dtype=np.float64)
+        view = np.asarray(data["viewmat"], dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise L2TError(
+            f"--camera-json {path}: expected width, height, K and viewmat ({type(exc).__name__}: {exc})"
+        ) from None
+    if k.shape != (3, 3) or view.shape != (4, 4) or not (np.isfinite(k).all() and np.isfinite(view).all()):
+        raise L2TError(f"--camera-json {path}: K must be 3x3 and viewmat 4x4, finite")
+    if w0 <= 0 or h0 <= 0 or k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise L2TError(f"--camera-json {path}: width, height and the focal lengths must be positive")
+    if width is not None and height is not None:
+        s = min(width / w0, height / h0)
+        k = k.copy()
+        k[:2] *= s
+        k[0, 2] += (width - s * w0) / 2
+        k[1, 2] += (height - s * h0) / 2
+        w0, h0 = width, height
+    return torch.as_tensor(view, dtype=torch.float32)[None], torch.as_tensor(k, dtype=torch.float32)[None], w0, h0
