@@ -30,6 +30,8 @@ from l2t_gs.io.atomic import atomic_path
 from l2t_gs.io.video import VideoWriter
 from l2t_gs.models.audio2mesh import Audio2Mesh
 from l2t_gs.models.checkpoint import load_model
+from l2t_gs.models.life import life_track
+from l2t_gs.motion.life import LifeConfig, LifeRig, LifeTrack
 from l2t_gs.motion.transcript import TranscriptTracks, align_transcript, transcript_tracks
 from l2t_gs.render import head_camera, rasterize
 from l2t_gs.render.camera import RENDER_CAMERAS
@@ -55,6 +57,13 @@ class RenderConfig:
     quiet: bool = False
     device: str = "auto"
     text: str | None = None  # transcript: force-aligned, its visemes and contacts join the model's motion
+    head_motion: str = "still"  # still | natural (PoseVAE) | procedural; still + blinks off = speech only
+    blinks: str = "off"  # on: blinks, brow raises on emphasis and gaze (seeded by ``seed``)
+    motion_scale: float = 1.0  # scales head motion and look-aways
+
+    def life(self) -> LifeConfig:
+        """The head-motion, blink and gaze options as a :class:`~l2t_gs.motion.life.LifeConfig`."""
+        return LifeConfig(self.head_motion, self.blinks, self.motion_scale, self.seed)
 
 
 @dataclass
@@ -89,6 +98,7 @@ def _check_config(cfg: RenderConfig) -> None:
         raise L2TError(f"--camera must be one of {', '.join(RENDER_CAMERAS)}, got {cfg.camera!r}")
     if cfg.chunk_seconds <= 0:
         raise L2TError(f"chunk_seconds must be positive, got {cfg.chunk_seconds}")
+    cfg.life().validate()
 
 
 def _check_output(out: Path, suffix: str, what: str) -> None:
@@ -145,6 +155,8 @@ class _Job:
     device: torch.device
     neutral: torch.Tensor  # [V, 3]
     transcript: TranscriptTracks | None = None  # cfg.text's tracks for the whole clip
+    life: LifeTrack | None = None  # head motion, blinks and gaze (None: still + off)
+    life_rig: LifeRig | None = None
 
 
 def _prepare(audio_path: str | os.PathLike, cfg: RenderConfig) -> _Job:
@@ -169,7 +181,9 @@ def _prepare(audio_path: str | os.PathLike, cfg: RenderConfig) -> _Job:
             raise L2TError("--text needs a rig-output model (output = 'rig'); this model predicts vertices")
         segments = align_transcript(audio, cfg.text, 16000)
         transcript = transcript_tracks(segments, cfg.fps, Audio2Mesh.n_frames(audio.shape[0], cfg.fps), model.head)
-    return _Job(audio, seconds, n_frames, avatar.to(device), model, device, neutral, transcript)
+    life = life_track(audio, n_frames, cfg.fps, cfg.life())
+    life_rig = LifeRig(avatar.head_model, neutral) if life is not None else None
+    return _Job(audio, seconds, n_frames, avatar.to(device), model, device, neutral, transcript, life, life_rig)
 
 
 def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
@@ -192,6 +206,8 @@ def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[
             break
         for verts in chunk[: n_frames - written]:
             t = time.perf_counter()
+            if job.life_rig is not None:
+                verts = job.life_rig.apply(verts[None], job.life, written)[0]
             splats = job.avatar.splat_params(verts)
             stages["deform"] += time.perf_counter() - t
             t = time.perf_counter()

@@ -9,6 +9,7 @@ from pathlib import Path
 from l2t_gs.cli.avatar import parse_color
 from l2t_gs.core.device import DEVICE_CHOICES
 from l2t_gs.errors import L2TError
+from l2t_gs.motion.life_options import add_life_arguments
 from l2t_gs.render.backends import backend_choices
 from l2t_gs.render.camera import RENDER_CAMERAS
 
@@ -58,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         device=args.device,
         text=text,
+        head_motion=args.head_motion,
+        blinks=args.blinks,
+        motion_scale=args.motion_scale,
     )
     res = render_video(args.audio, args.out, cfg)
     if not args.quiet:
@@ -95,7 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tx.add_argument("--text-file", metavar="FILE", help="--text read from a UTF-8 file")
     p.add_argument("--export-mesh", metavar="OUT.npz", help="also write per-frame vertices and faces")
     p.add_argument("--export-ply", metavar="DIR", help="also write a world-space 3DGS PLY per frame")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled head motion, blinks and gaze (default 0)")
+    add_life_arguments(p)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)
