@@ -8,7 +8,7 @@ cut into random windows. Loss: MSE of the normalised pose window + 4 x MSE of it
 velocity + beta KL (beta ramps 0 -> ``--beta`` over the first third). Writes ``OUT/posevae.pt`` and
 ``OUT/train.json``::
 
-    l2t-gs train posevae --out runs/posevae --clips 160 --max-steps 3000 --seed 0
+    l2t-gs train posevae --out runs/posevae --clips 160 --max-steps 2000 --seed 0
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def train(
     clips: list[np.ndarray],
     *,
     tracks: int = 4,
-    steps: int = 3000,
+    steps: int = 2000,
     batch: int = 64,
     lr: float = 2e-3,
     beta: float = 0.02,
@@ -154,7 +154,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="DIR", help="speech: every .wav under DIR (default: synthesise with espeak-ng)")
     p.add_argument("--clips", type=int, default=160, metavar="N", help="clips to synthesise without --data (160)")
     p.add_argument("--tracks", type=int, default=4, metavar="K", help="head-motion tracks per clip (4)")
-    p.add_argument("--max-steps", type=int, default=3000, metavar="N", help="optimizer steps (3000)")
+    p.add_argument("--max-steps", type=int, default=2000, metavar="N", help="optimizer steps (2000)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -163,7 +163,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.clips < 1 or args.tracks < 1 or args.max_steps < 1 or args.batch < 1:
         raise L2TError("--clips, --tracks, --max-steps and --batch must be positive")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     clips = wav_clips(Path(args.data)) if args.data else synth_clips(args.clips, args.seed)
     s = train(
         Path(args.out), clips, tracks=args.tracks, steps=args.max_steps, batch=args.batch, seed=args.seed,

@@ -4,14 +4,15 @@ A head pose track is [T, 6]: rotation (axis-angle, radians; x = pitch, + nods th
 + turns to the avatar's left; z = roll) about the neck joint, then translation (metres). It is the sum of
 
 * **stress nods**: at prominence peaks (loudness and pitch above the clip's typical values, at least
-  0.25 s apart) the chin dips by a log-normal amplitude (median 1.6 deg) in a Gaussian bump (sigma 0.12
+  0.25 s apart) the chin dips by a log-normal amplitude (median 1.6 deg times the peak's prominence,
+  clipped to 0.5-2) in a Gaussian bump (sigma 0.12
   s) peaking 50 ms before the acoustic peak, with small random yaw/roll companions (Hadar et al. 1983:
   movements on stressed syllables);
 * **phrase-final movements**: where speech stops for at least 0.25 s, a slower (sigma 0.25 s) nod or
   tilt of median 2.5 deg (Hadar et al. 1983: movements at junctures);
-* **pitch coupling**: the head rises with the smoothed F0 (0.8 deg per octave-normalised unit), the
+* **pitch coupling**: the head rises with the smoothed F0 (1.2 deg per SD of log F0), the
   visual-prosody correlation of Yehia et al. 2002 / Munhall et al. 2004;
-* **drift**: 1/f ("pink") noise per axis, 0.05-2 Hz, SD 1.2 / 2.0 / 0.8 deg (pitch / yaw / roll) and
+* **drift**: 1/f ("pink") noise per axis, 0.05-2 Hz, SD 0.9 / 2.0 / 0.8 deg (pitch / yaw / roll) and
   1.5 / 1.0 / 1.5 mm, 60% of that while silent.
 
 Every part is deterministic for a ``numpy.random.Generator``; ``scale`` multiplies the whole track.
@@ -34,11 +35,11 @@ __all__ = [
     "procedural_head_motion",
 ]
 
-DRIFT_ROT_DEG = (1.2, 2.0, 0.8)
+DRIFT_ROT_DEG = (0.9, 2.0, 0.8)
 DRIFT_TRANS_MM = (1.5, 1.0, 1.5)
 NOD_MEDIAN_DEG = 1.6
 PHRASE_MEDIAN_DEG = 2.5
-F0_COUPLING_DEG = 0.8
+F0_COUPLING_DEG = 1.2
 _DEG = np.pi / 180.0
 
 
@@ -133,7 +134,8 @@ def procedural_head_motion(p: Prosody, rng: np.random.Generator, scale: float = 
     # stress nods
     pk = stress_peaks(p)
     if pk.size:
-        a = NOD_MEDIAN_DEG * np.exp(0.35 * rng.normal(size=pk.size)) * _DEG
+        strength = np.clip(prominence(p)[pk], 0.5, 2.0)  # stronger stress, larger nod
+        a = NOD_MEDIAN_DEG * strength * np.exp(0.35 * rng.normal(size=pk.size)) * _DEG
         amps = np.stack([a, 0.3 * a * rng.normal(size=pk.size), 0.25 * a * rng.normal(size=pk.size)], axis=1)
         out[:, :3] += _bumps(n, fps, pk / fps - 0.05, 0.12, amps)
     # phrase-final nods or tilts

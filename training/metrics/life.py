@@ -182,7 +182,7 @@ def evaluate_motion(
                 p = prosody(audio, fps, n)
                 tr = life_track(audio, n, fps, LifeConfig(kind, "on", motion_scale, s, temperature))
                 poses_by_clip[ci].append(tr.head)
-                st = head_stats(tr.head[p.speech] if p.speech.sum() > fps else tr.head, fps)
+                st = head_stats(tr.head, fps)
                 st.update(prosody_coupling(tr.head, p))
                 st.update({k: v for k, v in blink_stats(tr.lid, fps, p.speech).items() if isinstance(v, float)})
                 rows.append(st)
