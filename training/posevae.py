@@ -129,7 +129,10 @@ def train(
         opt.step()
         sched.step()
         if step % 100 == 0 or step == steps - 1:
-            row = {"step": step, "loss": float(loss), "mse": float(mse), "vel": float(vel), "kl": float(kl)}
+            row = {
+                "step": step,
+                **{k: float(v.detach()) for k, v in (("loss", loss), ("mse", mse), ("vel", vel), ("kl", kl))},
+            }
             log.append(row)
             if progress:
                 print(json.dumps(row), file=sys.stderr, flush=True)
