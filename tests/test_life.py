@@ -291,3 +291,20 @@ def test_still_off_renders_the_reference_frames_and_natural_differs():
         )
         got = np.stack([frames[i] for i in idx])
         assert np.array_equal(got, ref["frames"]) == same
+
+
+def test_eval_motion_reports_statistics_against_the_reference(tmp_path, capsys):
+    from l2t_gs.audio.io import save_wav
+    from l2t_gs.cli.main import main
+
+    wav = tmp_path / "s.wav"
+    save_wav(wav, speechlike(12.0, seed=9), 16000)
+    out = tmp_path / "m.json"
+    assert main(["eval-motion", str(wav), "--head-motion", "procedural", "--seeds", "0", "1", "--json", str(out)]) == 0
+    res = __import__("json").loads(out.read_text())
+    g = res["generated"]
+    assert res["clips"] == 1 and abs(res["seconds"] - 12.0) < 0.01 and res["ba_sigma_s"] == lm.BA_SIGMA_S
+    assert 0.0 <= g["beat_alignment"] <= 1.0 and g["diversity_apd_deg"] > 0.5
+    assert set(g["in_reference_range"]) == set(lm.REFERENCE_RANGES)
+    assert g["in_reference_range"]["rot_sd_deg_max"] and g["in_reference_range"]["power_below_2hz"]
+    assert main(["eval-motion", str(wav), "--head-motion", "still"]) == 1

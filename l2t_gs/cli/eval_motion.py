@@ -47,7 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "next to the procedural reference and the published ranges (docs/life.md).",
     )
     p.add_argument("audio", nargs="*", metavar="AUDIO", help="speech files (default: synthesise --synth-seconds)")
-    p.add_argument("--head-motion", default="natural", choices=[c for c in HEAD_MOTION_CHOICES if c != "still"])
+    p.add_argument(
+        "--head-motion", default="natural", choices=HEAD_MOTION_CHOICES, help="natural (default) or procedural"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--synth-seconds", type=float, default=60.0, metavar="S")
