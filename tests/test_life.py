@@ -308,3 +308,11 @@ def test_eval_motion_reports_statistics_against_the_reference(tmp_path, capsys):
     assert set(g["in_reference_range"]) == set(lm.REFERENCE_RANGES)
     assert g["in_reference_range"]["rot_sd_deg_max"] and g["in_reference_range"]["power_below_2hz"]
     assert main(["eval-motion", str(wav), "--head-motion", "still"]) == 1
+
+
+def test_blockwise_log_mel_equals_the_whole_signal():
+    from l2t_gs.models.posevae import _MEL, _log_mel
+
+    a = np.random.default_rng(0).normal(size=SR * 130).astype(np.float32) * 0.1  # > 2 blocks of 60 s
+    whole = _MEL(torch.as_tensor(a)).numpy().T
+    np.testing.assert_array_equal(_log_mel(a), whole)

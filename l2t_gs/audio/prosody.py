@@ -4,7 +4,9 @@ Analysis runs at 100 frames/s (10 ms hop, 40 ms Hann window) and is then sampled
 times ``i / fps``. Pitch is the lag of the largest normalised autocorrelation (computed with one FFT per
 frame, divided by the autocorrelation of the window so that long lags are not penalised) in 60-400 Hz,
 taking the shortest lag within 90% of the best peak (no octave-down errors), refined by a parabola; a
-frame is voiced when that peak exceeds 0.5 and the frame is within 35 dB of the clip's loudest. This is enough for prosody (stress and phrase ends), not a speech-grade pitch tracker.
+frame is voiced when that peak exceeds 0.5 and the frame is within 35 dB of the clip's loudest. This is
+enough for prosody (stress and phrase ends), not a speech-grade pitch tracker. Blocks of 2048 analysis
+frames keep memory bounded for hour-long audio.
 """
 
 from __future__ import annotations
@@ -45,18 +47,28 @@ class Prosody:
         return lf
 
 
-def _frames(x: np.ndarray, win: int, hop: int) -> np.ndarray:
-    """Centred frames [N, win] of ``x`` (zero padded), N = len(x) // hop + 1."""
-    pad = np.pad(x, (win // 2, win // 2 + hop))
-    n = len(x) // hop + 1
-    idx = np.arange(n)[:, None] * hop + np.arange(win)[None]
-    return pad[idx]
+_BLOCK = 2048  # analysis frames per block: memory stays bounded for hour-long audio
+
+
+def _frames(pad: np.ndarray, j0: int, j1: int, win: int, hop: int) -> np.ndarray:
+    """Frames ``j0 .. j1`` [j1 - j0, win] (float64) of the already centred-and-padded signal ``pad``."""
+    idx = np.arange(j0, j1)[:, None] * hop + np.arange(win)[None]
+    return pad[idx].astype(np.float64)
 
 
 def _analyse(audio: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(energy dB [N], f0 Hz [N], peak normalised autocorrelation [N]) at 100 frames/s."""
+    """(energy dB [N], f0 Hz [N], peak normalised autocorrelation [N]) at 100 frames/s, N = S // hop + 1,
+    frame ``j`` centred on sample ``j * hop``; computed in blocks of :data:`_BLOCK` frames."""
     hop, win = int(round(_HOP_S * sr)), int(round(_WIN_S * sr))
-    fr = _frames(np.asarray(audio, np.float64), win, hop)
+    pad = np.pad(np.asarray(audio, np.float32), (win // 2, win // 2 + hop))
+    n = len(audio) // hop + 1
+    parts = [_analyse_block(_frames(pad, j, min(j + _BLOCK, n), win, hop), sr) for j in range(0, n, _BLOCK)]
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+
+
+def _analyse_block(fr: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(energy dB, f0, autocorrelation peak) [B] of frames ``fr`` [B, win]."""
+    win = fr.shape[1]
     fr = fr - fr.mean(axis=1, keepdims=True)
     w = np.hanning(win)
     xw = fr * w[None]

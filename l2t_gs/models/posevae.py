@@ -66,12 +66,27 @@ class PoseVAEConfig:
 _MEL = LogMel()
 
 
+def _log_mel(audio: np.ndarray, block: int = 6000) -> np.ndarray:
+    """``LogMel`` frames [N, 80] of ``audio``, computed in blocks of ``block`` frames (bounded memory); frames
+    away from the clip's ends equal the whole-signal ones (each block has two hops of context)."""
+    hop, ctx = _MEL.hop_length, 2 * _MEL.hop_length  # context >= half a window (200 samples)
+    n = audio.shape[0] // hop + 1
+    out = []
+    with torch.no_grad():
+        for j0 in range(0, n, block):
+            j1 = min(j0 + block, n)
+            s0 = max(0, j0 * hop - ctx)
+            seg = torch.as_tensor(audio[s0 : (j1 - 1) * hop + ctx + 1])
+            m = _MEL(seg).numpy().T
+            i0 = (j0 * hop - s0) // hop
+            out.append(m[i0 : i0 + (j1 - j0)])
+    return np.concatenate(out)
+
+
 def pose_features(audio: np.ndarray, n_frames: int, fps: float, p: Prosody | None = None) -> np.ndarray:
     """Audio features [T, 24] per video frame: 20 log-mel band groups (clip-normalised), z-scored loudness,
     z-scored log F0 (0 where unvoiced), voicing and speech flags. ``audio``: 16 kHz mono."""
-    a = torch.as_tensor(np.asarray(audio, np.float32).reshape(-1))
-    with torch.no_grad():
-        mel = _MEL(a).numpy().T  # [N, 80] at 100 fps
+    mel = _log_mel(np.asarray(audio, np.float32).reshape(-1))  # [N, 80] at 100 fps
     t = np.clip(np.round(np.arange(n_frames) / fps * 100.0).astype(int), 0, mel.shape[0] - 1)
     # average the analysis frames around each video frame (+- half a frame)
     half = max(1, int(round(50.0 / fps)))

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from l2t_gs.motion.extras import event_windows
+
 __all__ = [
     "BLINK_RATE_SPEAKING",
     "BLINK_RATE_REST",
@@ -102,15 +104,15 @@ def blink_events(
 
 def lid_curve(blinks: Blinks, n_frames: int, fps: float) -> np.ndarray:
     """Lid closure [T] in 0..1 at the frame times (max over overlapping blinks)."""
-    t = np.arange(n_frames) / fps
+    out = np.zeros(n_frames)
     if len(blinks) == 0:
-        return np.zeros(n_frames)
-    d = t[:, None] - blinks.start[None]  # [T, K]
-    close = CLOSE_FRACTION * blinks.duration[None]
-    opening = blinks.duration[None] - close
+        return out
+    frames, d = event_windows(n_frames, fps, blinks.start, blinks.start + blinks.duration)  # [K, W]
+    close = CLOSE_FRACTION * blinks.duration[:, None]
+    opening = blinks.duration[:, None] - close
     down = 0.5 - 0.5 * np.cos(np.pi * np.clip(d / close, 0, 1))
     u = np.clip((d - close) / opening, 0, 1)
     up = (1.0 - u) ** 2 * (1.0 + 2.0 * u)  # smooth, slower reopening (cubic ease)
-    shape = np.where(d < close, down, up)
-    shape = np.where((d >= 0) & (d <= blinks.duration[None]), shape, 0.0) * blinks.depth[None]
-    return shape.max(axis=1)
+    shape = np.nan_to_num(np.where(d < close, down, up)) * blinks.depth[:, None]
+    np.maximum.at(out, frames, shape)
+    return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from l2t_gs.audio.prosody import Prosody
+from l2t_gs.motion.extras import event_windows
 
 __all__ = [
     "DRIFT_ROT_DEG",
@@ -119,12 +120,15 @@ def phrase_ends(p: Prosody, min_pause_s: float = 0.25) -> np.ndarray:
 
 
 def _bumps(n: int, fps: float, centres_s: np.ndarray, sigma_s: float, amps: np.ndarray) -> np.ndarray:
-    """Sum of Gaussian bumps [n, ...] centred at ``centres_s`` with amplitudes ``amps`` [K, ...]."""
-    t = np.arange(n) / fps
+    """Sum of Gaussian bumps [n, D] centred at ``centres_s`` [K] with amplitudes ``amps`` [K, D] (each
+    evaluated within 5 sigma of its centre)."""
+    out = np.zeros((n, amps.shape[1]))
     if centres_s.size == 0:
-        return np.zeros((n,) + amps.shape[1:])
-    g = np.exp(-0.5 * ((t[:, None] - centres_s[None]) / sigma_s) ** 2)  # [n, K]
-    return g @ amps.reshape(len(centres_s), -1)
+        return out
+    frames, dt = event_windows(n, fps, centres_s - 5 * sigma_s, centres_s + 5 * sigma_s)
+    g = np.nan_to_num(np.exp(-0.5 * ((dt - 5 * sigma_s) / sigma_s) ** 2))  # [K, W]
+    np.add.at(out, frames, g[:, :, None] * amps[:, None, :])
+    return out
 
 
 def procedural_head_motion(p: Prosody, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
