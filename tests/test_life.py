@@ -106,6 +106,8 @@ def test_saccades_follow_the_main_sequence_and_eyes_counter_the_head():
     np.testing.assert_allclose(b[:, 1], np.clip(a[:, 1] - head[:, 1], -0.436, 0.436), atol=1e-3)
     assert np.array_equal(a[:, :3], a[:, 3:])
     assert np.abs(a).max() < np.radians(13)
+    st = lm.gaze_stats(gaze_track(3000, FPS, np.random.default_rng(2)), FPS)  # 2 minutes
+    assert 0.5 < st["fixation_median_s"] < 1.6 and 25 < st["saccades_per_min"] < 90
 
 
 # --------------------------------------------------------------------------- head motion

@@ -14,7 +14,9 @@ Definitions (docs/life.md has the sources of the reference ranges):
   distance (s) to the nearest motion beat and ``sigma = 0.1 s``;
 * **diversity**: average pairwise distance (APD) between samples of different seeds: the mean over
   pairs of the RMS rotation difference (deg);
-* **blinks**: rate per minute and duration (s) of lid-closure runs above 0.05 (frames + 1, / fps).
+* **blinks**: rate per minute and duration (s) of lid-closure runs above 0.05 (frames + 1, / fps);
+* **gaze**: saccades per minute (onsets of eye-in-head speed above 40 deg/s) and the median interval
+  between them (fixation duration, s).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "beat_alignment",
     "blink_stats",
     "diversity",
+    "gaze_stats",
     "head_stats",
     "motion_beats",
     "prosody_coupling",
@@ -156,6 +159,19 @@ def blink_stats(lid: np.ndarray, fps: float, speech: np.ndarray | None = None) -
     return out
 
 
+def gaze_stats(eyes: np.ndarray, fps: float) -> dict[str, float]:
+    """Saccade rate (/min) and median inter-saccade interval (s) of eye rotations [T, 6] (left eye used)."""
+    speed = np.concatenate([[0.0], np.linalg.norm(np.diff(eyes[:, :3], axis=0), axis=1) * fps * _DEG])
+    fast = speed > 40.0
+    onsets = np.flatnonzero(fast[1:] & ~fast[:-1]) + 1
+    minutes = len(eyes) / fps / 60.0
+    gaps = np.diff(onsets) / fps
+    return {
+        "saccades_per_min": float(onsets.size / max(minutes, 1e-9)),
+        "fixation_median_s": float(np.median(gaps)) if gaps.size else float("nan"),
+    }
+
+
 def in_range(stats: dict[str, float]) -> dict[str, bool]:
     """For each statistic with a :data:`REFERENCE_RANGES` entry: whether it lies in that range."""
     return {k: bool(lo <= stats[k] <= hi) for k, (lo, hi) in REFERENCE_RANGES.items() if k in stats}
@@ -185,6 +201,7 @@ def evaluate_motion(
                 st = head_stats(tr.head, fps)
                 st.update(prosody_coupling(tr.head, p))
                 st.update({k: v for k, v in blink_stats(tr.lid, fps, p.speech).items() if isinstance(v, float)})
+                st.update(gaze_stats(tr.eyes, fps))
                 rows.append(st)
                 ab, mb = audio_beats(p), motion_beats(tr.head, fps)
                 ba.append(beat_alignment(ab, mb))
