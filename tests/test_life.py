@@ -138,6 +138,24 @@ def test_nods_peak_at_stressed_syllables():
     assert 0.4 < contrast < 3.0, contrast  # nods of 1.6 deg x prominence (about 0.6 here)
 
 
+def test_brows_rise_on_emphasis(long_clip):
+    """Brow raises start shortly before the strongest stresses (prominence > 1) far more often than chance."""
+    from l2t_gs.motion.life import face_life
+
+    _, p = long_clip
+    pr = hm.prominence(p)
+    pk = hm.stress_peaks(p)
+    strong = pk[pr[pk] > 1.0]
+    hits, total = 0, 0
+    for s in range(4):
+        brow = face_life(p, s).brow
+        on = np.flatnonzero((brow[1:] > 0) & (brow[:-1] == 0)) + 1  # raise onsets
+        total += on.size
+        hits += int((np.abs(on[:, None] + int(0.15 * FPS) - strong[None]).min(axis=1) <= 2).sum())
+    chance = len(strong) * 5 / p.n_frames  # share of frames within +-2 of a strong stress
+    assert total > 20 and hits / total > max(0.5, 3 * chance), (hits, total, chance)
+
+
 def test_beat_alignment_analytic():
     a = np.array([1.0, 2.0, 3.0])
     assert lm.beat_alignment(a, a) == pytest.approx(1.0)
