@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from l2t_gs.audio.prosody import prosody
+from l2t_gs.audio.prosody import Prosody, prosody
 from l2t_gs.models.posevae import load_posevae, pose_features
 from l2t_gs.motion.head_motion import procedural_head_motion
 from l2t_gs.motion.life import LifeConfig, LifeTrack, face_life, life_rngs
@@ -16,7 +16,7 @@ from l2t_gs.motion.life import LifeConfig, LifeTrack, face_life, life_rngs
 __all__ = ["head_pose", "life_track"]
 
 
-def head_pose(audio: np.ndarray, n_frames: int, fps: float, cfg: LifeConfig, p=None) -> np.ndarray:
+def head_pose(audio: np.ndarray, n_frames: int, fps: float, cfg: LifeConfig, p: Prosody | None = None) -> np.ndarray:
     """Head pose [T, 6] (rad, m) for ``cfg.head_motion`` (zeros for ``still``), scaled by ``motion_scale``."""
     p = p if p is not None else prosody(audio, fps, n_frames)
     if cfg.head_motion == "still":
