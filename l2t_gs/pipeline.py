@@ -33,7 +33,9 @@ from l2t_gs.io.tempfiles import make_temp_dir
 from l2t_gs.io.video import VideoWriter
 from l2t_gs.models.audio2mesh import Audio2Mesh
 from l2t_gs.models.checkpoint import load_model
+from l2t_gs.models.life import life_track
 from l2t_gs.motion.file import MotionFile, open_motion
+from l2t_gs.motion.life import LifeConfig, LifeRig, LifeTrack
 from l2t_gs.motion.transcript import TranscriptTracks, align_transcript, transcript_tracks
 from l2t_gs.render import head_camera, rasterize
 from l2t_gs.render.camera import RENDER_CAMERAS, camera_from_json
@@ -69,6 +71,13 @@ class RenderConfig:
     captions: str | None = None  # "text": the aligned words of `text`; or a .json of word/phone segments
     export_arkit: str | None = None  # Live Link Face CSV of the 52 ARKit curves (rig-output models)
     camera_json: str | None = None  # a camera file (photo avatar's fit.json); overrides ``camera``
+    head_motion: str = "still"  # still | natural (PoseVAE) | procedural; still + blinks off = speech only
+    blinks: str = "off"  # on: blinks, brow raises on emphasis and gaze (seeded by ``seed``)
+    motion_scale: float = 1.0  # scales head motion and look-aways
+
+    def life(self) -> LifeConfig:
+        """The head-motion, blink and gaze options as a :class:`~l2t_gs.motion.life.LifeConfig`."""
+        return LifeConfig(self.head_motion, self.blinks, self.motion_scale, self.seed)
 
 
 @dataclass
@@ -105,6 +114,7 @@ def _check_config(cfg: RenderConfig) -> None:
         raise L2TError(f"chunk_seconds must be positive, got {cfg.chunk_seconds}")
     if cfg.camera_json is not None:  # a bad camera file fails before anything is written
         camera_from_json(cfg.camera_json)
+    cfg.life().validate()
 
 
 def _check_output(out: Path, suffix: str, what: str) -> None:
@@ -232,9 +242,17 @@ def _export_params(job: _Job, cfg: RenderConfig) -> dict[str, np.ndarray] | None
     p = job.model.predict_params(
         job.audio, style=cfg.style, fps=cfg.fps, chunk_seconds=cfg.chunk_seconds, transcript=job.transcript
     )
-    expr = p["expr"].numpy()[: job.n_frames]
-    pose = np.zeros((expr.shape[0], 5, 3), dtype=np.float32)
+    expr = p["expr"].numpy()[: job.n_frames].copy()
+    n = expr.shape[0]
+    pose = np.zeros((n, 5, 3), dtype=np.float32)
     pose[:, 2] = p["jaw_pose"].numpy()[: job.n_frames]
+    if job.life is not None:  # head motion (about the neck joint), gaze and blinks/brows join the curves
+        pose[:, 1] = job.life.head[:n, :3]
+        pose[:, 3:5] = job.life.eyes[:n].reshape(n, 2, 3)
+        names = list(job.model.head.expr_names or [])
+        for name, curve in (("blink_left", job.life.lid), ("blink_right", job.life.lid), ("brow_raise", job.life.brow)):
+            if name in names and names.index(name) < expr.shape[1]:
+                expr[:, names.index(name)] += curve[:n].astype(expr.dtype)
     return {"expr": expr, "pose": pose}
 
 
@@ -281,6 +299,8 @@ class _Job:
     neutral: torch.Tensor  # [V, 3]
     transcript: TranscriptTracks | None = None  # cfg.text's tracks for the whole clip
     motion: MotionFile | None = None  # cfg.motion, opened
+    life: LifeTrack | None = None  # head motion, blinks and gaze (None: still + off)
+    life_rig: LifeRig | None = None
 
 
 def _prepare(audio_path: str | os.PathLike, cfg: RenderConfig) -> _Job:
@@ -302,7 +322,9 @@ def _prepare(audio_path: str | os.PathLike, cfg: RenderConfig) -> _Job:
             raise L2TError("--text needs a rig-output model (output = 'rig'); this model predicts vertices")
         segments = align_transcript(audio, cfg.text, 16000)
         transcript = transcript_tracks(segments, cfg.fps, Audio2Mesh.n_frames(audio.shape[0], cfg.fps), model.head)
-    return _Job(audio, seconds, n_frames, avatar.to(device), model, device, neutral, transcript, motion)
+    life = life_track(audio, n_frames, cfg.fps, cfg.life())
+    life_rig = LifeRig(avatar.head_model, neutral) if life is not None else None
+    return _Job(audio, seconds, n_frames, avatar.to(device), model, device, neutral, transcript, motion, life, life_rig)
 
 
 def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
@@ -325,6 +347,8 @@ def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[
             break
         for verts in chunk[: n_frames - written]:
             t = time.perf_counter()
+            if job.life_rig is not None:
+                verts = job.life_rig.apply(verts[None], job.life, written)[0]
             splats = job.avatar.splat_params(verts)
             stages["deform"] += time.perf_counter() - t
             t = time.perf_counter()

@@ -188,7 +188,8 @@ def test_cli_text_file_renders_with_closures(tmp_path, short_wav, capsys, pair):
     tf = tmp_path / "t.txt"
     tf.write_text("\ufeff" + SHORT_TEXT + "\n", encoding="utf-8")
     runs = {}
-    for name, extra in (("plain", []), ("text", ["--text-file", tf])):
+    still = ["--head-motion", "still", "--blinks", "off"]  # the speech motion alone (no head motion, blinks)
+    for name, extra in (("plain", still), ("text", [*still, "--text-file", tf])):
         out, mesh = tmp_path / f"{name}.mp4", tmp_path / f"{name}.npz"
         code, err = _run(
             capsys, "render", short_wav, "-o", out, "--size", "16", "--fps", "5", "--quiet", "--export-mesh",

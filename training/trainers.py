@@ -42,6 +42,7 @@ TRAINERS: Registry[Trainer] = Registry(
         "l2t_gs.training.lipreader",
         "l2t_gs.training.ablation",
         "l2t_gs.training.contact_threshold",
+        "l2t_gs.training.posevae",
     ),
 )
 

@@ -32,6 +32,8 @@ from l2t_gs.gaussians import load_avatar
 from l2t_gs.gaussians.avatar_io import resolve_avatar_dir
 from l2t_gs.io.tempfiles import make_temp_dir
 from l2t_gs.models.checkpoint import load_model
+from l2t_gs.models.life import life_track
+from l2t_gs.motion.life import LifeConfig, LifeRig
 
 from .access import LOOPBACK_NAMES, AccessPolicy, choose_port, new_token
 from .render_job import run_render_child
@@ -89,6 +91,14 @@ class ViewerOptions:
     max_total_inflight_bytes: int = MAX_TOTAL_INFLIGHT_BYTES
     #: False (``--no-token``): no token in the URL (the Host and Origin checks stay).
     token: bool = True
+    head_motion: str = "natural"  # still | natural | procedural (l2t_gs.motion.life.LifeConfig)
+    blinks: str = "on"
+    motion_scale: float = 1.0
+    seed: int = 0
+
+    def life(self) -> LifeConfig:
+        """The head-motion, blink and gaze options of the played motion and of "Render MP4"."""
+        return LifeConfig(self.head_motion, self.blinks, self.motion_scale, self.seed)
 
 
 class _Children:
@@ -124,6 +134,7 @@ class AvatarViewer:
 
     def __init__(self, options: ViewerOptions, log: Callable[[str], None] = _log) -> None:
         self.options = options
+        options.life().validate()
         self._log = log
         self.avatar_dir = resolve_avatar_dir(options.avatar).resolve()
         self.avatar = load_avatar(self.avatar_dir)
@@ -473,9 +484,13 @@ class AvatarViewer:
         self._progress.value, self._progress.visible = 0.0, True
         t0 = time.perf_counter()
         chunks, done = [], 0
+        life = life_track(clip.samples, total, model.fps, self.options.life())
+        life_rig = LifeRig(self.avatar.head_model, self.neutral) if life is not None else None
         for chunk in model.predict_stream(clip.samples, self.neutral):
             if self._stopping.is_set():
                 return
+            if life_rig is not None:
+                chunk = life_rig.apply(chunk.detach().float().cpu(), life, done)
             chunks.append((chunk.detach().float().cpu() - self.neutral).half())
             done += int(chunk.shape[0])
             self._progress.value = float(min(100.0, 100.0 * done / max(total, 1)))
@@ -510,6 +525,10 @@ class AvatarViewer:
             "model": str(self.model_path) if self.model_path is not None else None,
             "camera": camera,
             "quiet": False,
+            "head_motion": self.options.head_motion,
+            "blinks": self.options.blinks,
+            "motion_scale": self.options.motion_scale,
+            "seed": self.options.seed,
         }
         self._set_status(f"Rendering '{out.name}' ({camera} camera)...")
         self._progress.value, self._progress.visible = 0.0, True

@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 
 from l2t_gs.errors import L2TError
+from l2t_gs.motion.life_options import add_life_arguments
 
 HELP = "interactive viewer in the browser: the avatar as Gaussian splats, driven by speech"
 DESCRIPTION = (
@@ -38,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="serve without the secret token in the URL (the Host and Origin checks stay; see README)",
     )
+    add_life_arguments(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled head motion, blinks and gaze (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
             token=not args.no_token,
+            head_motion=args.head_motion,
+            blinks=args.blinks,
+            motion_scale=args.motion_scale,
+            seed=args.seed,
         )
     )
     try:

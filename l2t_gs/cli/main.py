@@ -13,7 +13,7 @@ from l2t_gs.cli.runner import run_command
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every sub-command registered."""
-    from l2t_gs.cli import avatar, data, head, info, render, train, view
+    from l2t_gs.cli import avatar, data, eval_motion, head, info, render, train, view
     from l2t_gs.cli import eval as eval_cmd  # 'eval' would shadow the builtin
 
     parser = argparse.ArgumentParser(
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (info, render, view, head, avatar, data, train, eval_cmd):
+    for module in (info, render, view, head, avatar, data, train, eval_cmd, eval_motion):
         module.register(sub)
     return parser
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from l2t_gs.cli.avatar import parse_color
 from l2t_gs.core.device import DEVICE_CHOICES
 from l2t_gs.errors import L2TError
+from l2t_gs.motion.life_options import add_life_arguments
 from l2t_gs.render.backends import backend_choices
 from l2t_gs.render.camera import RENDER_CAMERAS
 
@@ -67,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         waveform=args.waveform,
         captions=args.captions,
         camera_json=args.camera_json,
+        head_motion=args.head_motion,
+        blinks=args.blinks,
+        motion_scale=args.motion_scale,
     )
     res = render_video(args.audio, args.out, cfg)
     if not args.quiet:
@@ -144,7 +148,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="add captions: the words of --text aligned to the audio, or word/phone segments from a JSON file "
         "(e.g. 'l2t-gs data align ... -o segments.json')",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled head motion, blinks and gaze (default 0)")
+    add_life_arguments(p)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)

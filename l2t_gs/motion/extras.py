@@ -30,6 +30,7 @@ __all__ = [
     "emphasis_times",
     "extras_track",
     "add_extras",
+    "event_windows",
 ]
 
 BLINK_INTERVAL_S = (2.0, 6.0)
@@ -57,6 +58,21 @@ def _pulses(n_frames: int, fps: float, times: np.ndarray, width: float, rise: fl
     shape = np.where(d < rise * width, 0.5 - 0.5 * np.cos(np.pi * up), 0.5 - 0.5 * np.cos(np.pi * down))
     shape = np.where((d >= 0) & (d <= width), shape, 0.0)
     return np.clip(shape.sum(axis=1), 0.0, 1.0)
+
+
+def event_windows(n_frames: int, fps: float, start_s: np.ndarray, stop_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frames each event touches, for sparse evaluation of event curves (memory O(events), not
+    O(frames x events)): ``(frames [K, W], dt [K, W])`` with the frame indices from the first frame at or
+    after ``start_s`` to the last at or before ``stop_s`` (W the longest span; shorter rows repeat a frame
+    outside 0..T-1 clipped to it with ``dt`` = NaN), and ``dt`` the time since the event's start (s)."""
+    start_s, stop_s = np.asarray(start_s, np.float64), np.asarray(stop_s, np.float64)
+    first = np.ceil(start_s * fps - 1e-9).astype(np.int64)
+    last = np.floor(stop_s * fps + 1e-9).astype(np.int64)
+    w = int(max(1, (last - first).max(initial=0) + 1))
+    frames = first[:, None] + np.arange(w)[None]
+    dt = frames / fps - start_s[:, None]
+    bad = (frames > last[:, None]) | (frames < 0) | (frames >= n_frames)
+    return np.clip(frames, 0, max(n_frames - 1, 0)), np.where(bad, np.nan, dt)
 
 
 def blink_curve(n_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
@@ -97,10 +113,13 @@ def brow_curve(n_frames: int, fps: float, rng: np.random.Generator, emphasis: np
     times = np.concatenate([emph[take] - 0.15, rand])  # the raise leads the vowel a little
     width = 0.5
     amp = rng.uniform(0.25, 0.4, size=times.size)
-    t = np.arange(n_frames) / fps
-    d = (t[:, None] - times[None]) / width
-    shape = np.where((d >= 0) & (d <= 1), 0.5 - 0.5 * np.cos(2 * np.pi * d), 0.0)
-    return np.clip((shape * amp[None]).sum(axis=1), 0.0, 0.4) if times.size else np.zeros(n_frames)
+    out = np.zeros(n_frames)
+    if times.size:
+        frames, dt = event_windows(n_frames, fps, times, times + width)
+        d = dt / width
+        shape = np.where((d >= 0) & (d <= 1), 0.5 - 0.5 * np.cos(2 * np.pi * d), 0.0)  # NaN -> 0
+        np.add.at(out, frames, shape * amp[:, None])
+    return np.clip(out, 0.0, 0.4)
 
 
 def head_motion(n_frames: int, fps: float, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
