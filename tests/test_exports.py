@@ -196,7 +196,9 @@ def clip(tmp_path_factory):
     save_checkpoint(out / "model.pt", Audio2Mesh(cfg, ["spk_a"], 7931))
     audio, sr = sf.read(asset_path("samples", "hello.wav"))
     sf.write(out / "hello12.wav", audio[: int(1.2 * sr)], sr)
-    common = [str(out / "hello12.wav"), "--model", str(out / "model.pt"), "--size", "16", "--fps", str(FPS), "--quiet"]
+    # speech motion only: the rig's expression/jaw basis reproduces it exactly (head motion: see test_glb_with_life)
+    common = [str(out / "hello12.wav"), "--model", str(out / "model.pt"), "--size", "16", "--fps", str(FPS), "--quiet",
+              "--head-motion", "still", "--blinks", "off"]  # fmt: skip
     assert main(["render", *common, "-o", str(out / "a.mp4"), "--export-mesh", str(out / "a.npz")]) == 0
     assert (
         main(
@@ -214,6 +216,19 @@ def clip(tmp_path_factory):
         == 0
     )
     return out
+
+
+def test_glb_with_life(clip, tmp_path):
+    """With head motion, blinks and gaze (the CLI default) the .glb carries them as neck/eye rotations and
+    morph weights; the fit stays within 3 mm of the rendered vertices (the life rig is not FLAME's skinning)."""
+    common = [str(clip / "hello12.wav"), "--model", str(clip / "model.pt"), "--size", "16", "--fps", str(FPS),
+              "--quiet", "--head-motion", "natural", "--blinks", "on"]  # fmt: skip
+    out = tmp_path / "life.glb"
+    assert main(["render", *common, "-o", str(tmp_path / "l.mp4"), "--export-mesh", str(out)]) == 0
+    doc, _ = read_glb(out)
+    still, _ = read_glb(clip / "b.glb")
+    assert doc["asset"]["extras"]["max_vertex_error_m"] < 3e-3
+    assert doc["asset"]["extras"]["frames"] == still["asset"]["extras"]["frames"]
 
 
 def test_render_glb_matches_npz(clip):
