@@ -52,8 +52,14 @@ _PIXEL_SLACK = 1e-3
 TILE_W = 16
 TILE_H = 16
 # Columns of the per-splat record: mean x, y; conic a, b, c; sigma level where alpha = 1/255
-# (slackened); half-extents x, y of that ellipse; log(opacity); exp(-a); 1 / a.
-_REC = 11
+# (slackened); half-extents x, y of that ellipse; log(opacity); 1 / a; exp(-a), exp(a), exp(-b),
+# exp(b), exp(-c) (the factors that move o exp(-sigma) and its pixel-to-pixel ratios by one pixel).
+_REC = 16
+# Most pixel steps (rows down plus columns across) between two exact evaluations of a splat's
+# o exp(-sigma) and its ratios in one tile; in between they are advanced by multiplication.
+_MAX_WALK = 8
+#: Largest |conic| entry for which a splat is walked (exp(+-30) and 8 steps stay far from overflow).
+_WALK_CONIC = 30.0
 # numba's "workqueue" threading layer must not be entered from two threads at once.
 _LOCK = threading.Lock()
 
@@ -248,7 +254,9 @@ if AVAILABLE:
             rec[i, 0], rec[i, 1] = means2d[g, 0], means2d[g, 1]
             rec[i, 2], rec[i, 3], rec[i, 4] = a, b, c
             rec[i, 5], rec[i, 6], rec[i, 7] = lv, ex, ey
-            rec[i, 8], rec[i, 9], rec[i, 10] = math.log(op), math.exp(-a), 1.0 / a
+            rec[i, 8], rec[i, 9] = math.log(op), 1.0 / a
+            rec[i, 10], rec[i, 11], rec[i, 12] = math.exp(-a), math.exp(a), math.exp(-b)
+            rec[i, 13], rec[i, 14] = math.exp(b), math.exp(-c)
             x0, x1 = _pixel_span(means2d[g, 0], ex, 0, width)
             y0, y1 = _pixel_span(means2d[g, 1], ey, 0, height)
             if x1 > x0 and y1 > y0:
@@ -305,8 +313,11 @@ if AVAILABLE:
     ) -> None:
         """Front-to-back compositing; tiles are dealt round-robin to the threads.
 
-        Along a pixel row, ``g = o exp(-sigma)`` is advanced by multiplication: sigma is quadratic in
-        x, so g(x+1) = g(x) e(x) with e(x+1) = e(x) exp(-conic_xx); two exps per row, not per pixel.
+        ``g = o exp(-sigma)`` is advanced by multiplication: sigma is quadratic in x and y, so
+        g(x+1, y) = g h with h = g(x+1, y) / g(x, y), h(x+1, y) = h exp(-a), h(x, y+1) = h exp(-b),
+        and likewise downwards with v = g(x, y+1) / g(x, y). Within a tile a splat's first visited
+        row start is evaluated with exps; later row starts are reached from the previous one by at
+        most :data:`_MAX_WALK` such steps (else evaluated again), so most rows take no exp at all.
         ``done[row]`` holds one bit per pixel of the tile row that ran out of transmittance: a row
         (or a whole splat) whose pixels are all done is skipped before its exps.
         """
@@ -338,7 +349,13 @@ if AVAILABLE:
                     box = ((1 << (bx1 - x0)) - 1) ^ ((1 << (bx0 - x0)) - 1)
                     ry0, ry1 = _pixel_span(my, rec[i, 7], y0, y1)
                     ca, cb, cc, lv = rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5]
-                    log_op, f_ca, inv_ca = rec[i, 8], rec[i, 9], rec[i, 10]
+                    log_op, inv_ca = rec[i, 8], rec[i, 9]
+                    e_ma, e_pa, e_mb, e_pb, e_mc = rec[i, 10], rec[i, 11], rec[i, 12], rec[i, 13], rec[i, 14]
+                    # walk state at pixel (xa, ya): g, h = g(x+1)/g(x), hi = 1/h, v = g(y+1)/g(y)
+                    xa, ya = -(1 << 30), -(1 << 30)
+                    g0, h0, hi0, v0 = 0.0, 0.0, 0.0, 0.0
+                    # steep conics (tiny splats with eps2d ~ 0) would over/underflow exp(+-a): no walk
+                    walk = _MAX_WALK if max(ca, abs(cb), cc) < _WALK_CONIC else -1
                     for y in range(ry0, ry1):
                         ly = y - y0
                         dn = done[ly]
@@ -356,15 +373,39 @@ if AVAILABLE:
                         span = ((1 << (rx1 - x0)) - 1) ^ ((1 << (rx0 - x0)) - 1)
                         if dn & span == span:
                             continue
-                        dx = mx - (rx0 + 0.5)
-                        sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-                        gval = math.exp(log_op - sigma)  # o exp(-sigma) at rx0
-                        step = math.exp(ca * dx - 0.5 * ca + cb * dy)  # g(rx0 + 1) / g(rx0)
+                        if (y - ya) + abs(rx0 - xa) > walk:
+                            dx = mx - (rx0 + 0.5)
+                            sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+                            g0 = math.exp(log_op - sigma)  # o exp(-sigma) at (rx0, y)
+                            h0 = math.exp(ca * dx - 0.5 * ca + cb * dy)
+                            hi0 = 1.0 / h0
+                            v0 = math.exp(cc * dy - 0.5 * cc + cb * dx)
+                            xa, ya = rx0, y
+                        else:
+                            while ya < y:
+                                g0 *= v0
+                                v0 *= e_mc
+                                h0 *= e_mb
+                                hi0 *= e_pb
+                                ya += 1
+                            while xa < rx0:
+                                g0 *= h0
+                                h0 *= e_ma
+                                hi0 *= e_pa
+                                v0 *= e_mb
+                                xa += 1
+                            while xa > rx0:
+                                h0 *= e_pa
+                                hi0 *= e_ma
+                                g0 *= hi0
+                                v0 *= e_pb
+                                xa -= 1
+                        gval, step = g0, h0
                         row = ly * tile_w - x0
                         for x in range(rx0, rx1):
                             alpha = min(ALPHA_MAX, gval)
                             gval *= step
-                            step *= f_ca
+                            step *= e_ma
                             bit = 1 << (x - x0)
                             if dn & bit or alpha < ALPHA_MIN:
                                 continue
