@@ -49,12 +49,18 @@ _SIGMA_SLACK = 1e-3
 _PIXEL_SLACK = 1e-3
 #: Compositing tile (pixels); a tile row's "done" pixels are bits of one int64, so TILE_W <= 62.
 #: The image does not depend on it (every pixel a splat can reach is visited whatever the tiling).
-TILE_W = 16
-TILE_H = 16
+TILE_W = 32
+TILE_H = 32
 # Columns of the per-splat record: mean x, y; conic a, b, c; sigma level where alpha = 1/255
 # (slackened); half-extents x, y of that ellipse; log(opacity); 1 / a; exp(-a), exp(a), exp(-b),
-# exp(b), exp(-c) (the factors that move o exp(-sigma) and its pixel-to-pixel ratios by one pixel).
+# exp(b), exp(-c) (the factors that move o exp(-sigma) and its pixel-to-pixel ratios by one pixel);
+# 1.0 when the splat is visited over its whole bounding box (see _BOX_RATIO), else 0.0.
 _REC = 16
+#: A small splat whose bounding box is at most this many times its ellipse's area is visited over
+#: the box (the alpha test rejects the corners), which saves solving every row for its x-range.
+_BOX_RATIO = 1.6
+#: Largest half-extent (pixels) of a box-visited splat.
+_BOX_MAX = 8.0
 # Most pixel steps (rows down plus columns across) between two exact evaluations of a splat's
 # o exp(-sigma) and its ratios in one tile; in between they are advanced by multiplication.
 _MAX_WALK = 8
@@ -255,8 +261,11 @@ if AVAILABLE:
             rec[i, 2], rec[i, 3], rec[i, 4] = a, b, c
             rec[i, 5], rec[i, 6], rec[i, 7] = lv, ex, ey
             rec[i, 8], rec[i, 9] = math.log(op), 1.0 / a
-            rec[i, 10], rec[i, 11], rec[i, 12] = math.exp(-a), math.exp(a), math.exp(-b)
-            rec[i, 13], rec[i, 14] = math.exp(b), math.exp(-c)
+            e_a, e_b = math.exp(-a), math.exp(-b)
+            rec[i, 10], rec[i, 11], rec[i, 12], rec[i, 13], rec[i, 14] = e_a, 1.0 / e_a, e_b, 1.0 / e_b, math.exp(-c)
+            area = 2.0 * math.pi * lv / math.sqrt(det)  # of the ellipse sigma <= lv
+            small = ex <= _BOX_MAX and ey <= _BOX_MAX and max(a, abs(b), c) < _WALK_CONIC
+            rec[i, 15] = 1.0 if small and 4.0 * ex * ey <= _BOX_RATIO * area else 0.0
             x0, x1 = _pixel_span(means2d[g, 0], ex, 0, width)
             y0, y1 = _pixel_span(means2d[g, 1], ey, 0, height)
             if x1 > x0 and y1 > y0:
@@ -356,23 +365,29 @@ if AVAILABLE:
                     g0, h0, hi0, v0 = 0.0, 0.0, 0.0, 0.0
                     # steep conics (tiny splats with eps2d ~ 0) would over/underflow exp(+-a): no walk
                     walk = _MAX_WALK if max(ca, abs(cb), cc) < _WALK_CONIC else -1
+                    boxed = rec[i, 15] != 0.0
+                    if boxed:  # rows start at bx0: the walk only goes down, within the box
+                        walk = 2 * _BOX_MAX + 2
                     for y in range(ry0, ry1):
                         ly = y - y0
                         dn = done[ly]
                         if dn & box == box:  # every pixel the splat can reach in this row is done
                             continue
                         dy = my - (y + 0.5)
-                        # x-range of the row: 0.5 ca dx^2 + cb dy dx + 0.5 cc dy^2 <= lv
-                        disc = cb * cb * dy * dy - ca * (cc * dy * dy - 2.0 * lv)
-                        if disc < 0.0:
-                            continue
-                        half = math.sqrt(disc) * inv_ca + _PIXEL_SLACK
-                        rx0, rx1 = _pixel_span(mx + cb * dy * inv_ca, half, x0, x1)
-                        if rx0 >= rx1:
-                            continue
-                        span = ((1 << (rx1 - x0)) - 1) ^ ((1 << (rx0 - x0)) - 1)
-                        if dn & span == span:
-                            continue
+                        if boxed:
+                            rx0, rx1 = bx0, bx1
+                        else:
+                            # x-range of the row: 0.5 ca dx^2 + cb dy dx + 0.5 cc dy^2 <= lv
+                            disc = cb * cb * dy * dy - ca * (cc * dy * dy - 2.0 * lv)
+                            if disc < 0.0:
+                                continue
+                            half = math.sqrt(disc) * inv_ca + _PIXEL_SLACK
+                            rx0, rx1 = _pixel_span(mx + cb * dy * inv_ca, half, x0, x1)
+                            if rx0 >= rx1:
+                                continue
+                            span = ((1 << (rx1 - x0)) - 1) ^ ((1 << (rx0 - x0)) - 1)
+                            if dn & span == span:
+                                continue
                         if (y - ya) + abs(rx0 - xa) > walk:
                             dx = mx - (rx0 + 0.5)
                             sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
