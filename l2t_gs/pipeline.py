@@ -202,7 +202,7 @@ def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[
                 viewmats, ks = fixed_cam
             rgb, _, _ = rasterize(
                 **splats, viewmats=viewmats, Ks=ks, width=cfg.size, height=cfg.size, backgrounds=bg,
-                backend=cfg.backend,
+                backend=cfg.backend, packed=False,  # dense meta: nothing to gather, it is not used
             )  # fmt: skip
             img = to_uint8(rgb[0])
             stages["rasterize"] += time.perf_counter() - t
@@ -256,7 +256,9 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
             if not parent.is_dir():
                 raise L2TError(f"--export-ply parent directory does not exist: {parent}")
             ply_tmp = Path(tempfile.mkdtemp(prefix=f".{ply_dir.name}.", dir=parent))
-        with VideoWriter(out, cfg.fps, cfg.size, cfg.size, audio=job.audio, sample_rate=16000) as video:
+        # encoding runs in a worker thread, overlapped with the next frames ("encode" = time waiting on it)
+        video = VideoWriter(out, cfg.fps, cfg.size, cfg.size, audio=job.audio, sample_rate=16000, background=True)
+        with video:
             for verts, img in _frames(job, cfg, stages):
                 if mesh_writer is not None:
                     mesh_writer.write(verts[None].cpu().numpy())

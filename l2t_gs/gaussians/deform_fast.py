@@ -34,7 +34,7 @@ if AVAILABLE:
         """sqrt(max(|v|^2, eps)), as binding.safe_normalize divides by."""
         return np.sqrt(max(x * x + y * y + z * z, eps))
 
-    @njit(parallel=True, cache=True)
+    @njit(parallel=True, cache=True, nogil=True)
     def _faces(verts: np.ndarray, faces: np.ndarray, eps: np.ndarray, out: np.ndarray) -> None:
         """Per face: rotation columns a0, a1, a2 (9), unit quaternion wxyz (4), scale k, centroid (3)."""
         one, two, three = verts.dtype.type(1.0), verts.dtype.type(2.0), verts.dtype.type(3.0)
@@ -92,7 +92,7 @@ if AVAILABLE:
             out[f, 15] = (verts[i0, 1] + verts[i1, 1] + verts[i2, 1]) / three
             out[f, 16] = (verts[i0, 2] + verts[i1, 2] + verts[i2, 2]) / three
 
-    @njit(parallel=True, cache=True)
+    @njit(parallel=True, cache=True, nogil=True)
     def _splats(
         frames: np.ndarray,
         binding: np.ndarray,

@@ -98,7 +98,7 @@ if AVAILABLE:
                 )
         return val
 
-    @njit(parallel=True, cache=True, error_model="numpy")
+    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
     def _project(
         means: np.ndarray,
         quats: np.ndarray,
@@ -226,7 +226,7 @@ if AVAILABLE:
         last = math.floor(min(center + half - 0.5, float(hi)))
         return max(int(first), lo), min(int(last) + 1, hi)
 
-    @njit(parallel=True, cache=True, error_model="numpy")
+    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
     def _pack(
         order: np.ndarray,
         means2d: np.ndarray,
@@ -273,7 +273,7 @@ if AVAILABLE:
                 spans[i, 2], spans[i, 3] = y0 // tile_h, (y1 - 1) // tile_h + 1
         return rec, fr, spans
 
-    @njit(cache=True, error_model="numpy")
+    @njit(cache=True, nogil=True, error_model="numpy")
     def _bin_tiles(
         cams: np.ndarray, spans: np.ndarray, n_cameras: int, tile_width: int, tile_height: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -302,7 +302,7 @@ if AVAILABLE:
                     cursor[t] += 1
         return counts, offsets, ids
 
-    @njit(parallel=True, cache=True, error_model="numpy")
+    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
     def _composite_tiles(
         counts: np.ndarray,
         offsets: np.ndarray,
