@@ -9,12 +9,11 @@ numba is optional: :data:`AVAILABLE` tells whether this module can run.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import torch
 from torch import Tensor
 
+from l2t_gs.core.numba_lock import NUMBA_LOCK
 from l2t_gs.gaussians.binding import NORM_EPS
 
 try:  # numba is an optional dependency
@@ -25,7 +24,7 @@ except ImportError:  # pragma: no cover - exercised only without numba
     AVAILABLE = False
 
 # numba's "workqueue" threading layer must not be entered from two threads at once.
-_LOCK = threading.Lock()
+_LOCK = NUMBA_LOCK
 
 if AVAILABLE:
 

@@ -9,7 +9,8 @@ transmittance early stop); the work is organised for a CPU instead:
   tile's list reads memory forwards) and bins them to the tiles their alpha >= 1/255 ellipse
   touches (tighter than the 3.33-sigma box);
 * tiles are composited in parallel; within a tile only that ellipse's pixels are visited (solved
-  per pixel row), with ``o exp(-sigma)`` advanced by multiplication along a row;
+  per pixel row; small round splats simply over their bounding box, the alpha test rejecting the
+  corners), with ``o exp(-sigma)`` advanced by multiplication along rows and from row to row;
 * per tile row a bit mask of the pixels that ran out of transmittance lets occluded splats and rows
   be skipped before any exp is taken (early termination per pixel row, not only per tile);
 * arithmetic is float64 inside the kernels (the float64 tests compare to a brute force at 1e-8);
@@ -24,13 +25,13 @@ can run.
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from l2t_gs.core.numba_lock import NUMBA_LOCK
 from l2t_gs.render.sh import SH_C0, SH_C1, SH_C2, SH_C3
 from l2t_gs.render.torch_raster import ALPHA_MAX, ALPHA_MIN, MAX_EXTENT, T_MIN
 
@@ -67,7 +68,7 @@ _MAX_WALK = 8
 #: Largest |conic| entry for which a splat is walked (exp(+-30) and 8 steps stay far from overflow).
 _WALK_CONIC = 30.0
 # numba's "workqueue" threading layer must not be entered from two threads at once.
-_LOCK = threading.Lock()
+_LOCK = NUMBA_LOCK
 
 if AVAILABLE:
 
