@@ -37,7 +37,7 @@ if AVAILABLE:
     def _faces(verts: np.ndarray, faces: np.ndarray, eps: np.ndarray, out: np.ndarray) -> None:
         """Per face: rotation columns a0, a1, a2 (9), unit quaternion wxyz (4), scale k, centroid (3)."""
         one, two, three = verts.dtype.type(1.0), verts.dtype.type(2.0), verts.dtype.type(3.0)
-        half = verts.dtype.type(0.5)
+        half, zero = verts.dtype.type(0.5), verts.dtype.type(0.0)
         e = eps[0]
         for f in prange(faces.shape[0]):
             i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
@@ -84,7 +84,7 @@ if AVAILABLE:
             if qw < 0:
                 qw, qx, qy, qz = -qw, -qx, -qy, -qz
             if qw * qw + qx * qx + qy * qy + qz * qz < half:
-                qw, qx, qy, qz = one, qx * 0, qy * 0, qz * 0
+                qw, qx, qy, qz = one, zero, zero, zero
             out[f, 9], out[f, 10], out[f, 11], out[f, 12] = qw, qx, qy, qz
             out[f, 13] = (base + height) / two
             out[f, 14] = (verts[i0, 0] + verts[i1, 0] + verts[i2, 0]) / three
