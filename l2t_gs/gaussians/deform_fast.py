@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from l2t_gs.core.numba_lock import NUMBA_LOCK
+from l2t_gs.core.numba_support import NUMBA_LOCK, cached_njit
 from l2t_gs.gaussians.binding import NORM_EPS
 
 try:  # numba is an optional dependency
-    from numba import njit, prange
+    from numba import prange
 
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised only without numba
@@ -28,12 +28,12 @@ _LOCK = NUMBA_LOCK
 
 if AVAILABLE:
 
-    @njit(cache=True, inline="always")
+    @cached_njit(inline="always")
     def _length(x: float, y: float, z: float, eps: float) -> float:
         """sqrt(max(|v|^2, eps)), as binding.safe_normalize divides by."""
         return np.sqrt(max(x * x + y * y + z * z, eps))
 
-    @njit(parallel=True, cache=True, nogil=True)
+    @cached_njit(parallel=True, nogil=True)
     def _faces(verts: np.ndarray, faces: np.ndarray, eps: np.ndarray, out: np.ndarray) -> None:
         """Per face: rotation columns a0, a1, a2 (9), unit quaternion wxyz (4), scale k, centroid (3)."""
         one, two, three = verts.dtype.type(1.0), verts.dtype.type(2.0), verts.dtype.type(3.0)
@@ -91,7 +91,7 @@ if AVAILABLE:
             out[f, 15] = (verts[i0, 1] + verts[i1, 1] + verts[i2, 1]) / three
             out[f, 16] = (verts[i0, 2] + verts[i1, 2] + verts[i2, 2]) / three
 
-    @njit(parallel=True, cache=True, nogil=True)
+    @cached_njit(parallel=True, nogil=True)
     def _splats(
         frames: np.ndarray,
         binding: np.ndarray,

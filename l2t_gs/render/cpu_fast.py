@@ -16,9 +16,9 @@ transmittance early stop); the work is organised for a CPU instead:
 * arithmetic is float64 inside the kernels (the float64 tests compare to a brute force at 1e-8);
   results are written straight in the input dtype.
 
-Kernels are compiled with ``cache=True``: numba keeps them next to this module, or under
-``NUMBA_CACHE_DIR`` / the user cache directory when the install is read-only, so that only the very
-first process pays the compilation. numba is optional: :data:`AVAILABLE` tells whether this module
+Kernels are compiled with ``cache=True`` (:func:`l2t_gs.core.numba_support.cached_njit`): numba keeps
+them next to this module, or under ``NUMBA_CACHE_DIR`` / the user cache directory when the install is
+read-only (else a private temp directory), so that only the very first process pays the compilation. numba is optional: :data:`AVAILABLE` tells whether this module
 can run.
 """
 
@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from l2t_gs.core.numba_lock import NUMBA_LOCK
+from l2t_gs.core.numba_support import NUMBA_LOCK, cached_njit
 from l2t_gs.render.sh import SH_C0, SH_C1, SH_C2, SH_C3
 from l2t_gs.render.torch_raster import ALPHA_MAX, ALPHA_MIN, MAX_EXTENT, T_MIN
 
 try:  # numba is an optional dependency
     import numba
-    from numba import njit, prange
+    from numba import prange
 
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised only without numba
@@ -72,7 +72,7 @@ _LOCK = NUMBA_LOCK
 
 if AVAILABLE:
 
-    @njit(cache=True, error_model="numpy", inline="always")
+    @cached_njit(error_model="numpy", inline="always")
     def _sh_value(x: float, y: float, z: float, degree: int, cf: np.ndarray, i: int, ch: int) -> float:
         """SH sum of splat i, channel ch at the unit direction (x, y, z) (INRIA basis order); cf [N, K, 3]."""
         val = SH_C0 * cf[i, 0, ch]
@@ -99,7 +99,7 @@ if AVAILABLE:
                 )
         return val
 
-    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+    @cached_njit(parallel=True, nogil=True, error_model="numpy")
     def _project(
         means: np.ndarray,
         quats: np.ndarray,
@@ -220,14 +220,14 @@ if AVAILABLE:
                     for ch in range(3):
                         out_rgb[c, i, ch] = max(_sh_value(x, y, z, sh_degree, cf, i, ch) + 0.5, 0.0)
 
-    @njit(cache=True, error_model="numpy")
+    @cached_njit(error_model="numpy")
     def _pixel_span(center: float, half: float, lo: int, hi: int) -> tuple[int, int]:
         """Pixels j in [lo, hi) whose centre j + 0.5 lies in [center - half, center + half]."""
         first = math.ceil(max(center - half - 0.5, lo - 1.0))
         last = math.floor(min(center + half - 0.5, float(hi)))
         return max(int(first), lo), min(int(last) + 1, hi)
 
-    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+    @cached_njit(parallel=True, nogil=True, error_model="numpy")
     def _pack(
         order: np.ndarray,
         means2d: np.ndarray,
@@ -274,7 +274,7 @@ if AVAILABLE:
                 spans[i, 2], spans[i, 3] = y0 // tile_h, (y1 - 1) // tile_h + 1
         return rec, fr, spans
 
-    @njit(cache=True, nogil=True, error_model="numpy")
+    @cached_njit(nogil=True, error_model="numpy")
     def _bin_tiles(
         cams: np.ndarray, spans: np.ndarray, n_cameras: int, tile_width: int, tile_height: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -303,7 +303,7 @@ if AVAILABLE:
                     cursor[t] += 1
         return counts, offsets, ids
 
-    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+    @cached_njit(parallel=True, nogil=True, error_model="numpy")
     def _composite_tiles(
         counts: np.ndarray,
         offsets: np.ndarray,
