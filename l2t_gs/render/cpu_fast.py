@@ -18,8 +18,8 @@ transmittance early stop); the work is organised for a CPU instead:
 
 Kernels are compiled with ``cache=True`` (:func:`l2t_gs.core.numba_support.cached_njit`): numba keeps
 them next to this module, or under ``NUMBA_CACHE_DIR`` / the user cache directory when the install is
-read-only (else a private temp directory), so that only the very first process pays the compilation. numba is optional: :data:`AVAILABLE` tells whether this module
-can run.
+read-only (else a private temp directory), so that only the very first process pays the compilation.
+numba is optional: :data:`AVAILABLE` tells whether this module can run.
 """
 
 from __future__ import annotations
