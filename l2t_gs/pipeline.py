@@ -416,7 +416,9 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
                 mesh_writer = _MeshWriter(Path(cfg.export_mesh), n_frames, faces, avatar.n_verts)
         if cfg.export_ply:
             ply_tmp = make_temp_dir(Path(cfg.export_ply).parent, "plys", mode=0o777)  # umask applies
-        with VideoWriter(out, cfg.fps, cfg.size, cfg.size, audio=job.audio, sample_rate=16000) as video:
+        # encoding runs in a worker thread, overlapped with the next frames ("encode" = time waiting on it)
+        video = VideoWriter(out, cfg.fps, cfg.size, cfg.size, audio=job.audio, sample_rate=16000, background=True)
+        with video:
             for verts, img in _frames(job, cfg, stages):
                 if mesh_writer is not None:
                     mesh_writer.write(verts[None].cpu().numpy())
@@ -505,6 +507,7 @@ def _render_view(
         viewmats, ks = fixed_cam
     rgb, _, _ = rasterize(
         **splats, viewmats=viewmats, Ks=ks, width=cfg.size, height=cfg.size, backgrounds=bg, backend=cfg.backend,
+        packed=False,  # dense meta: nothing to gather, it is not used
     )  # fmt: skip
     return to_uint8(rgb[0])
 

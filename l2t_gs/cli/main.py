@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -10,26 +11,53 @@ from l2t_gs import __version__
 from l2t_gs.cli.prog import PROG
 from l2t_gs.cli.runner import run_command
 
+#: Sub-commands and the modules that register them, in help order. A module is imported only when
+#: its command runs (or for the full help), so that light commands never pay for torch.
+COMMANDS: dict[str, str] = {
+    "info": "l2t_gs.cli.info",
+    "render": "l2t_gs.cli.render",
+    "view": "l2t_gs.cli.view",
+    "head": "l2t_gs.cli.head",
+    "avatar": "l2t_gs.cli.avatar",
+    "data": "l2t_gs.cli.data",
+    "train": "l2t_gs.cli.train",
+    "eval": "l2t_gs.cli.eval",
+    "eval-motion": "l2t_gs.cli.eval_motion",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every sub-command registered."""
-    from l2t_gs.cli import avatar, data, eval_motion, head, info, render, train, view
-    from l2t_gs.cli import eval as eval_cmd  # 'eval' would shadow the builtin
+    return _parser(None)
 
+
+def _parser(command: str | None) -> argparse.ArgumentParser:
+    """The argument parser with every sub-command registered, or only ``command``'s."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Speech to talking 3D Gaussian Splatting head avatars.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (info, render, view, head, avatar, data, train, eval_cmd, eval_motion):
-        module.register(sub)
+    for name, module in COMMANDS.items():
+        if command is None or name == command:
+            importlib.import_module(module).register(sub)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names (its first argument), when it is a known one."""
+    return argv[0] if argv and argv[0] in COMMANDS else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; user errors print one line on stderr and return a non-zero code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:  # answered before any sub-command module (and torch) is imported
+        print(f"{PROG} {__version__}")
+        return 0
+    command = _command_of(argv)
+    parser = _parser(command) if command else build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -7,6 +7,8 @@ with the avatar's topology, vectorised over frames and splats.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +91,21 @@ def _pad_coefficients(params: dict[str, Tensor], head_model: HeadModel) -> dict[
         if value is not None and value.dim() == 1 and value.shape[0] < size:
             params[key] = torch.nn.functional.pad(value, (0, size - value.shape[0]))
     return params
+
+
+def _compiled_deform_usable(vertices: Tensor, *local: Tensor) -> bool:
+    """Whether :mod:`l2t_gs.gaussians.deform_fast` can take this deformation: CPU float tensors, no
+    gradient wanted, numba installed (checked last: its import is the slow part)."""
+    if vertices.device.type != "cpu" or vertices.dtype not in (torch.float32, torch.float64):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (vertices, *local)):
+        return False
+    return _numba_available()
+
+
+@functools.lru_cache(maxsize=1)
+def _numba_available() -> bool:
+    return importlib.util.find_spec("numba") is not None
 
 
 @dataclass
@@ -274,14 +291,15 @@ class GaussianAvatar:
             raise L2TError(f"vertices must have shape [B, V, 3], got {list(vertices.shape)}")
         self.check_topology(int(vertices.shape[1]), faces)
         dtype, device = vertices.dtype, vertices.device
-        frames = triangle_frames(vertices, self.faces.to(device))
-        means, quats, log_scales = local_to_world(
-            frames,
-            self.binding.to(device),
-            self.means.to(device, dtype),
-            self.log_scales.to(device, dtype),
-            self.quats.to(device, dtype),
-        )
+        local = (self.means.to(device, dtype), self.log_scales.to(device, dtype), self.quats.to(device, dtype))
+        if _compiled_deform_usable(vertices, *local):
+            from l2t_gs.gaussians.deform_fast import deform_one
+
+            per_frame = [deform_one(v, self.faces, self.binding, *local) for v in vertices]
+            means, quats, log_scales = (torch.stack(t) for t in zip(*per_frame, strict=True))
+        else:
+            frames = triangle_frames(vertices, self.faces.to(device))
+            means, quats, log_scales = local_to_world(frames, self.binding.to(device), local[0], local[1], local[2])
         return SplatFrames(
             means=means,
             quats=quats,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import threading
 from pathlib import Path
 from types import TracebackType
 
@@ -19,6 +21,11 @@ class VideoWriter:
     The file appears at ``path`` only after :meth:`close` succeeds; an exception inside a ``with``
     block leaves nothing behind. Audio (float32 [n] at ``sample_rate``) is muxed progressively,
     aligned with the frames written so far, so memory stays bounded for long videos.
+
+    With ``background=True`` frames are encoded by a worker thread fed through a queue of at most
+    ``queue_frames`` frames, so encoding overlaps with whatever produces the next frame (the
+    rasterizer releases the GIL); an encoder error is raised by the next :meth:`write` or by
+    :meth:`close`.
     """
 
     def __init__(
@@ -32,6 +39,8 @@ class VideoWriter:
         sample_rate: int = 16000,
         crf: int = 20,
         preset: str = "veryfast",
+        background: bool = False,
+        queue_frames: int = 8,
     ) -> None:
         import av
 
@@ -63,6 +72,45 @@ class VideoWriter:
         if self.audio is not None:
             self._astream = self._container.add_stream("aac", rate=self.sample_rate)
             self._astream.layout = "mono"
+        self._queue: queue.Queue | None = None
+        self._worker: threading.Thread | None = None
+        self._error: BaseException | None = None
+        if background:
+            self._queue = queue.Queue(maxsize=max(1, int(queue_frames)))
+            self._worker = threading.Thread(target=self._drain, name="l2t-video-encoder", daemon=True)
+            self._worker.start()
+
+    def _drain(self) -> None:
+        """Worker thread: encode queued frames until the ``None`` sentinel; keep the first error."""
+        while True:
+            img = self._queue.get()
+            if img is None:
+                return
+            if self._error is None:
+                try:
+                    self._encode(img)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self._error = exc
+
+    def _raise_worker_error(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join()
+            self._worker = None
+
+    def _encode(self, img: np.ndarray) -> None:
+        """Encode and mux one uint8 [H, W, 3] frame, then the audio up to its end."""
+        import av
+
+        for packet in self._video.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            self._container.mux(packet)
+        self.frames_written += 1
+        self._mux_audio_until(int(round(self.frames_written / self.fps * self.sample_rate)))
 
     def _mux_audio_until(self, sample: int) -> None:
         import av
@@ -82,8 +130,6 @@ class VideoWriter:
 
     def write(self, frames: np.ndarray) -> None:
         """Append frames: uint8 [H,W,3] or [B,H,W,3] (RGB)."""
-        import av
-
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -92,15 +138,22 @@ class VideoWriter:
         if frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8, got {frames.dtype}")
         for img in frames:
-            for packet in self._video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
-                self._container.mux(packet)
-            self.frames_written += 1
-            self._mux_audio_until(int(round(self.frames_written / self.fps * self.sample_rate)))
+            if self._queue is None:
+                self._encode(np.ascontiguousarray(img))
+            else:
+                self._raise_worker_error()
+                self._queue.put(np.array(img, order="C"))  # a copy: the caller may reuse its buffer
 
     def close(self) -> None:
         """Flush encoders and move the finished file into place."""
         if self._container is None:
             return
+        self._stop_worker()
+        try:
+            self._raise_worker_error()
+        except BaseException:
+            self.abort()
+            raise
         self._mux_audio_until(self.audio.shape[0] if self.audio is not None else 0)
         for packet in self._video.encode():
             self._container.mux(packet)
@@ -113,6 +166,9 @@ class VideoWriter:
 
     def abort(self, exc: BaseException | None = None) -> None:
         """Drop the partial output (``exc``: the failure that stops the encoding, if any)."""
+        if self._worker is not None:
+            self._error = self._error or RuntimeError("aborted")  # the worker skips what is queued
+            self._stop_worker()
         if self._container is not None:
             with contextlib.suppress(Exception):
                 self._container.close()

@@ -4,32 +4,40 @@ Same semantics as the pure path (:mod:`l2t_gs.render.torch_raster`: EWA projecti
 FOV clamp, eps2d dilation, opacity-aware extent and culling, SH colours, alpha cap, 1/255 cut-off,
 transmittance early stop); the work is organised for a CPU instead:
 
-* projection and SH run per splat in parallel (``prange``), without temporaries;
-* each splat is binned to the 16x16 tiles its alpha >= 1/255 ellipse touches (tighter than the
-  3.33-sigma box), tiles are composited in parallel, and within a tile only that ellipse's pixels
-  are visited (solved per pixel row), with ``o exp(-sigma)`` advanced by multiplication along a row;
-* arithmetic is float64 inside the kernels; results are cast back to the input dtype.
+* one parallel pass per splat does the quaternion, the projection and the SH colour, without
+  temporaries; a second packs the visible splats in depth order into one record array (so that a
+  tile's list reads memory forwards) and bins them to the tiles their alpha >= 1/255 ellipse
+  touches (tighter than the 3.33-sigma box);
+* tiles are composited in parallel; within a tile only that ellipse's pixels are visited (solved
+  per pixel row; small round splats simply over their bounding box, the alpha test rejecting the
+  corners), with ``o exp(-sigma)`` advanced by multiplication along rows and from row to row;
+* per tile row a bit mask of the pixels that ran out of transmittance lets occluded splats and rows
+  be skipped before any exp is taken (early termination per pixel row, not only per tile);
+* arithmetic is float64 inside the kernels (the float64 tests compare to a brute force at 1e-8);
+  results are written straight in the input dtype.
 
+Kernels are compiled with ``cache=True`` (:func:`l2t_gs.core.numba_support.cached_njit`): numba keeps
+them next to this module, or under ``NUMBA_CACHE_DIR`` / the user cache directory when the install is
+read-only (else a private temp directory), so that only the very first process pays the compilation.
 numba is optional: :data:`AVAILABLE` tells whether this module can run.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from l2t_gs.core.rotation import quat_to_matrix
+from l2t_gs.core.numba_support import NUMBA_LOCK, cached_njit
 from l2t_gs.render.sh import SH_C0, SH_C1, SH_C2, SH_C3
 from l2t_gs.render.torch_raster import ALPHA_MAX, ALPHA_MIN, MAX_EXTENT, T_MIN
 
 try:  # numba is an optional dependency
     import numba
-    from numba import njit, prange
+    from numba import prange
 
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised only without numba
@@ -40,15 +48,61 @@ except ImportError:  # pragma: no cover - exercised only without numba
 # pixel the exact alpha test would keep; the per-pixel alpha test still decides.
 _SIGMA_SLACK = 1e-3
 _PIXEL_SLACK = 1e-3
+#: Compositing tile (pixels); a tile row's "done" pixels are bits of one int64, so TILE_W <= 62.
+#: The image does not depend on it (every pixel a splat can reach is visited whatever the tiling).
+TILE_W = 32
+TILE_H = 32
+# Columns of the per-splat record: mean x, y; conic a, b, c; sigma level where alpha = 1/255
+# (slackened); half-extents x, y of that ellipse; log(opacity); 1 / a; exp(-a), exp(a), exp(-b),
+# exp(b), exp(-c) (the factors that move o exp(-sigma) and its pixel-to-pixel ratios by one pixel);
+# 1.0 when the splat is visited over its whole bounding box (see _BOX_RATIO), else 0.0.
+_REC = 16
+#: A small splat whose bounding box is at most this many times its ellipse's area is visited over
+#: the box (the alpha test rejects the corners), which saves solving every row for its x-range.
+_BOX_RATIO = 1.6
+#: Largest half-extent (pixels) of a box-visited splat.
+_BOX_MAX = 8.0
+# Most pixel steps (rows down plus columns across) between two exact evaluations of a splat's
+# o exp(-sigma) and its ratios in one tile; in between they are advanced by multiplication.
+_MAX_WALK = 8
+#: Largest |conic| entry for which a splat is walked (exp(+-30) and 8 steps stay far from overflow).
+_WALK_CONIC = 30.0
 # numba's "workqueue" threading layer must not be entered from two threads at once.
-_LOCK = threading.Lock()
+_LOCK = NUMBA_LOCK
 
 if AVAILABLE:
 
-    @njit(parallel=True, cache=True, error_model="numpy")
+    @cached_njit(error_model="numpy", inline="always")
+    def _sh_value(x: float, y: float, z: float, degree: int, cf: np.ndarray, i: int, ch: int) -> float:
+        """SH sum of splat i, channel ch at the unit direction (x, y, z) (INRIA basis order); cf [N, K, 3]."""
+        val = SH_C0 * cf[i, 0, ch]
+        if degree >= 1:
+            val += -SH_C1 * y * cf[i, 1, ch] + SH_C1 * z * cf[i, 2, ch] - SH_C1 * x * cf[i, 3, ch]
+        if degree >= 2:
+            xx, yy, zz = x * x, y * y, z * z
+            val += (
+                SH_C2[0] * x * y * cf[i, 4, ch]
+                + SH_C2[1] * y * z * cf[i, 5, ch]
+                + SH_C2[2] * (2.0 * zz - xx - yy) * cf[i, 6, ch]
+                + SH_C2[3] * x * z * cf[i, 7, ch]
+                + SH_C2[4] * (xx - yy) * cf[i, 8, ch]
+            )
+            if degree >= 3:
+                val += (
+                    SH_C3[0] * y * (3.0 * xx - yy) * cf[i, 9, ch]
+                    + SH_C3[1] * x * y * z * cf[i, 10, ch]
+                    + SH_C3[2] * y * (4.0 * zz - xx - yy) * cf[i, 11, ch]
+                    + SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy) * cf[i, 12, ch]
+                    + SH_C3[4] * x * (4.0 * zz - xx - yy) * cf[i, 13, ch]
+                    + SH_C3[5] * z * (xx - yy) * cf[i, 14, ch]
+                    + SH_C3[6] * x * (xx - 3.0 * yy) * cf[i, 15, ch]
+                )
+        return val
+
+    @cached_njit(parallel=True, nogil=True, error_model="numpy")
     def _project(
         means: np.ndarray,
-        rotmats: np.ndarray,
+        quats: np.ndarray,
         scales: np.ndarray,
         opacities: np.ndarray,
         viewmats: np.ndarray,
@@ -60,21 +114,36 @@ if AVAILABLE:
         far_plane: float,
         radius_clip: float,
         antialiased: bool,
+        sh_coeffs: np.ndarray,
+        sh_degree: int,
+        campos: np.ndarray,
         out_radii: np.ndarray,
         out_means2d: np.ndarray,
         out_depths: np.ndarray,
         out_conics: np.ndarray,
         out_opacities: np.ndarray,
+        out_rgb: np.ndarray,
     ) -> None:
-        """EWA projection of N splats into C cameras; outputs are [C, N, ...] (radii 0 = culled)."""
+        """EWA projection of N splats into C cameras; outputs are [C, N, ...] (radii 0 = culled).
+
+        ``quats`` [N, 4] wxyz need not be unit. With ``sh_degree >= 0`` the SH colours of the visible
+        splats are written to ``out_rgb`` [C, N, 3] (``sh_coeffs`` [1 or C, N, K, 3], view direction
+        from ``campos`` [C, 3]).
+        """
         n = means.shape[0]
         n_cams = viewmats.shape[0]
         for i in prange(n):
+            # rotation of the normalised quaternion (as l2t_gs.core.rotation.quat_to_matrix)
+            qn = max(math.sqrt(quats[i, 0] ** 2 + quats[i, 1] ** 2 + quats[i, 2] ** 2 + quats[i, 3] ** 2), 1e-12)
+            qw, qx, qy, qz = quats[i, 0] / qn, quats[i, 1] / qn, quats[i, 2] / qn, quats[i, 3] / qn
+            r00, r01, r02 = 1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qw * qz), 2 * (qx * qz + qw * qy)
+            r10, r11, r12 = 2 * (qx * qy + qw * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qw * qx)
+            r20, r21, r22 = 2 * (qx * qz - qw * qy), 2 * (qy * qz + qw * qx), 1 - 2 * (qx * qx + qy * qy)
             # M = R diag(scale); world covariance = M M^T
             sx, sy, sz = scales[i, 0], scales[i, 1], scales[i, 2]
-            m00, m01, m02 = rotmats[i, 0, 0] * sx, rotmats[i, 0, 1] * sy, rotmats[i, 0, 2] * sz
-            m10, m11, m12 = rotmats[i, 1, 0] * sx, rotmats[i, 1, 1] * sy, rotmats[i, 1, 2] * sz
-            m20, m21, m22 = rotmats[i, 2, 0] * sx, rotmats[i, 2, 1] * sy, rotmats[i, 2, 2] * sz
+            m00, m01, m02 = r00 * sx, r01 * sy, r02 * sz
+            m10, m11, m12 = r10 * sx, r11 * sy, r12 * sz
+            m20, m21, m22 = r20 * sx, r21 * sy, r22 * sz
             for c in range(n_cams):
                 out_radii[c, i, 0] = 0
                 out_radii[c, i, 1] = 0
@@ -141,74 +210,46 @@ if AVAILABLE:
                 out_conics[c, i, 1] = -b / det
                 out_conics[c, i, 2] = a / det
                 out_opacities[c, i] = op
+                if sh_degree >= 0:  # colour of the view direction mean - camera centre
+                    cf = sh_coeffs[min(c, sh_coeffs.shape[0] - 1)]
+                    x = means[i, 0] - campos[c, 0]
+                    y = means[i, 1] - campos[c, 1]
+                    z = means[i, 2] - campos[c, 2]
+                    nrm = 1.0 / max(math.sqrt(x * x + y * y + z * z), 1e-12)
+                    x, y, z = x * nrm, y * nrm, z * nrm
+                    for ch in range(3):
+                        out_rgb[c, i, ch] = max(_sh_value(x, y, z, sh_degree, cf, i, ch) + 0.5, 0.0)
 
-    @njit(cache=True, error_model="numpy", inline="always")
-    def _sh_value(x: float, y: float, z: float, degree: int, cf: np.ndarray, i: int, ch: int) -> float:
-        """SH sum of splat i, channel ch at the unit direction (x, y, z) (INRIA basis order)."""
-        val = SH_C0 * cf[i, 0, ch]
-        if degree >= 1:
-            val += -SH_C1 * y * cf[i, 1, ch] + SH_C1 * z * cf[i, 2, ch] - SH_C1 * x * cf[i, 3, ch]
-        if degree >= 2:
-            xx, yy, zz = x * x, y * y, z * z
-            val += (
-                SH_C2[0] * x * y * cf[i, 4, ch]
-                + SH_C2[1] * y * z * cf[i, 5, ch]
-                + SH_C2[2] * (2.0 * zz - xx - yy) * cf[i, 6, ch]
-                + SH_C2[3] * x * z * cf[i, 7, ch]
-                + SH_C2[4] * (xx - yy) * cf[i, 8, ch]
-            )
-            if degree >= 3:
-                val += (
-                    SH_C3[0] * y * (3.0 * xx - yy) * cf[i, 9, ch]
-                    + SH_C3[1] * x * y * z * cf[i, 10, ch]
-                    + SH_C3[2] * y * (4.0 * zz - xx - yy) * cf[i, 11, ch]
-                    + SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy) * cf[i, 12, ch]
-                    + SH_C3[4] * x * (4.0 * zz - xx - yy) * cf[i, 13, ch]
-                    + SH_C3[5] * z * (xx - yy) * cf[i, 14, ch]
-                    + SH_C3[6] * x * (xx - 3.0 * yy) * cf[i, 15, ch]
-                )
-        return val
-
-    @njit(parallel=True, cache=True, error_model="numpy")
-    def _sh_colors(
-        means: np.ndarray, coeffs: np.ndarray, degree: int, campos: np.ndarray, mask: np.ndarray, out: np.ndarray
-    ) -> None:
-        """out[i] = max(SH(dir_i) + 0.5, 0) for splats with mask[i]; dir = mean - camera centre."""
-        for i in prange(means.shape[0]):
-            if not mask[i]:
-                continue
-            x = means[i, 0] - campos[0]
-            y = means[i, 1] - campos[1]
-            z = means[i, 2] - campos[2]
-            nrm = 1.0 / max(math.sqrt(x * x + y * y + z * z), 1e-12)
-            x, y, z = x * nrm, y * nrm, z * nrm
-            for ch in range(3):
-                out[i, ch] = max(_sh_value(x, y, z, degree, coeffs, i, ch) + 0.5, 0.0)
-
-    @njit(cache=True, error_model="numpy")
+    @cached_njit(error_model="numpy")
     def _pixel_span(center: float, half: float, lo: int, hi: int) -> tuple[int, int]:
         """Pixels j in [lo, hi) whose centre j + 0.5 lies in [center - half, center + half]."""
         first = math.ceil(max(center - half - 0.5, lo - 1.0))
         last = math.floor(min(center + half - 0.5, float(hi)))
         return max(int(first), lo), min(int(last) + 1, hi)
 
-    @njit(parallel=True, cache=True, error_model="numpy")
-    def _splat_setup(
+    @cached_njit(parallel=True, nogil=True, error_model="numpy")
+    def _pack(
         order: np.ndarray,
         means2d: np.ndarray,
         conics: np.ndarray,
         opacities: np.ndarray,
+        feat: np.ndarray,
         width: int,
         height: int,
-        tile_size: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """For the visible flat splats ``order`` [M]: constants [C*N, 6] (sigma level where
-        alpha = 1/255, slackened; half-extents x, y of that ellipse; log(opacity); exp(-conic_xx);
-        1 / conic_xx) and tile spans [M, 4] (tx0, tx1, ty0, ty1; empty when off-image)."""
-        consts = np.zeros((conics.shape[0], 6))
-        spans = np.zeros((order.shape[0], 4), dtype=np.int64)
-        for i in prange(order.shape[0]):
+        tile_w: int,
+        tile_h: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Records of the visible flat splats ``order`` [M] (depth order): ``rec`` [M, _REC] (see
+        :data:`_REC`), features ``feat`` [M, D] in the same order, and tile spans [M, 4] (tx0, tx1,
+        ty0, ty1; empty when off-image or degenerate)."""
+        m = order.shape[0]
+        rec = np.zeros((m, _REC))
+        fr = np.empty((m, feat.shape[1]))
+        spans = np.zeros((m, 4), dtype=np.int64)
+        for i in prange(m):
             g = order[i]
+            for ch in range(feat.shape[1]):
+                fr[i, ch] = feat[g, ch]
             a, b, c = conics[g, 0], conics[g, 1], conics[g, 2]
             op = max(opacities[g], ALPHA_MIN)
             lv = math.log(op / ALPHA_MIN) + _SIGMA_SLACK
@@ -217,25 +258,32 @@ if AVAILABLE:
                 continue
             ex = math.sqrt(2.0 * lv * c / det) + _PIXEL_SLACK
             ey = math.sqrt(2.0 * lv * a / det) + _PIXEL_SLACK
-            consts[g, 0], consts[g, 1], consts[g, 2] = lv, ex, ey
-            consts[g, 3], consts[g, 4], consts[g, 5] = math.log(op), math.exp(-a), 1.0 / a
+            rec[i, 0], rec[i, 1] = means2d[g, 0], means2d[g, 1]
+            rec[i, 2], rec[i, 3], rec[i, 4] = a, b, c
+            rec[i, 5], rec[i, 6], rec[i, 7] = lv, ex, ey
+            rec[i, 8], rec[i, 9] = math.log(op), 1.0 / a
+            e_a, e_b = math.exp(-a), math.exp(-b)
+            rec[i, 10], rec[i, 11], rec[i, 12], rec[i, 13], rec[i, 14] = e_a, 1.0 / e_a, e_b, 1.0 / e_b, math.exp(-c)
+            area = 2.0 * math.pi * lv / math.sqrt(det)  # of the ellipse sigma <= lv
+            small = ex <= _BOX_MAX and ey <= _BOX_MAX and max(a, abs(b), c) < _WALK_CONIC
+            rec[i, 15] = 1.0 if small and 4.0 * ex * ey <= _BOX_RATIO * area else 0.0
             x0, x1 = _pixel_span(means2d[g, 0], ex, 0, width)
             y0, y1 = _pixel_span(means2d[g, 1], ey, 0, height)
             if x1 > x0 and y1 > y0:
-                spans[i, 0], spans[i, 1] = x0 // tile_size, (x1 - 1) // tile_size + 1
-                spans[i, 2], spans[i, 3] = y0 // tile_size, (y1 - 1) // tile_size + 1
-        return consts, spans
+                spans[i, 0], spans[i, 1] = x0 // tile_w, (x1 - 1) // tile_w + 1
+                spans[i, 2], spans[i, 3] = y0 // tile_h, (y1 - 1) // tile_h + 1
+        return rec, fr, spans
 
-    @njit(cache=True, error_model="numpy")
+    @cached_njit(nogil=True, error_model="numpy")
     def _bin_tiles(
-        order: np.ndarray, spans: np.ndarray, n_splats: int, n_cameras: int, tile_width: int, tile_height: int
+        cams: np.ndarray, spans: np.ndarray, n_cameras: int, tile_width: int, tile_height: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Tile lists (counts [C*T], offsets [C*T], ids [n_isects]) of flat [C*N] splat indices, filled
-        in ``order`` (camera, then depth) so that every list is depth-sorted."""
+        """Tile lists (counts [C*T], offsets [C*T], ids [n_isects] int32) of record indices; records
+        are in (camera, depth) order, so every list is depth-sorted and increasing."""
         n_tiles = tile_width * tile_height
         counts = np.zeros(n_cameras * n_tiles, dtype=np.int64)
-        for i in range(order.shape[0]):
-            base = (order[i] // n_splats) * n_tiles
+        for i in range(spans.shape[0]):
+            base = cams[i] * n_tiles
             for ty in range(spans[i, 2], spans[i, 3]):
                 for tx in range(spans[i, 0], spans[i, 1]):
                     counts[base + ty * tile_width + tx] += 1
@@ -244,31 +292,29 @@ if AVAILABLE:
         for t in range(counts.shape[0]):
             offsets[t] = total
             total += counts[t]
-        ids = np.empty(total, dtype=np.int64)
+        ids = np.empty(total, dtype=np.int32)
         cursor = offsets.copy()
-        for i in range(order.shape[0]):
-            g = order[i]
-            base = (g // n_splats) * n_tiles
+        for i in range(spans.shape[0]):
+            base = cams[i] * n_tiles
             for ty in range(spans[i, 2], spans[i, 3]):
                 for tx in range(spans[i, 0], spans[i, 1]):
                     t = base + ty * tile_width + tx
-                    ids[cursor[t]] = g
+                    ids[cursor[t]] = i
                     cursor[t] += 1
         return counts, offsets, ids
 
-    @njit(parallel=True, cache=True, error_model="numpy")
+    @cached_njit(parallel=True, nogil=True, error_model="numpy")
     def _composite_tiles(
         counts: np.ndarray,
         offsets: np.ndarray,
         ids: np.ndarray,
-        means2d: np.ndarray,
-        conics: np.ndarray,
-        consts: np.ndarray,
-        colors: np.ndarray,
+        rec: np.ndarray,
+        feat: np.ndarray,
         backgrounds: np.ndarray,
         width: int,
         height: int,
-        tile_size: int,
+        tile_w: int,
+        tile_h: int,
         tile_width: int,
         tile_height: int,
         out_colors: np.ndarray,
@@ -277,71 +323,126 @@ if AVAILABLE:
     ) -> None:
         """Front-to-back compositing; tiles are dealt round-robin to the threads.
 
-        Along a pixel row, ``g = o exp(-sigma)`` is advanced by multiplication: sigma is quadratic in
-        x, so g(x+1) = g(x) e(x) with e(x+1) = e(x) exp(-conic_xx); two exps per row, not per pixel.
+        ``g = o exp(-sigma)`` is advanced by multiplication: sigma is quadratic in x and y, so
+        g(x+1, y) = g h with h = g(x+1, y) / g(x, y), h(x+1, y) = h exp(-a), h(x, y+1) = h exp(-b),
+        and likewise downwards with v = g(x, y+1) / g(x, y). Within a tile a splat's first visited
+        row start is evaluated with exps; later row starts are reached from the previous one by at
+        most :data:`_MAX_WALK` such steps (else evaluated again), so most rows take no exp at all.
+        ``done[row]`` holds one bit per pixel of the tile row that ran out of transmittance: a row
+        (or a whole splat) whose pixels are all done is skipped before its exps.
         """
         n_tiles = tile_width * tile_height
         n_total = counts.shape[0]
-        n_ch = colors.shape[1]
-        n_pix = tile_size * tile_size
+        n_ch = feat.shape[1]
         for w in prange(n_threads):
-            trans = np.empty(n_pix)
-            acc = np.empty((n_pix, n_ch))
-            done = np.empty(n_pix, dtype=np.bool_)
+            trans = np.empty(tile_w * tile_h)
+            acc = np.empty((tile_w * tile_h, n_ch))
+            done = np.empty(tile_h, dtype=np.int64)
             for t in range(w, n_total, n_threads):
                 cam = t // n_tiles
                 local = t - cam * n_tiles
-                x0 = (local % tile_width) * tile_size
-                y0 = (local // tile_width) * tile_size
-                x1 = min(x0 + tile_size, width)
-                y1 = min(y0 + tile_size, height)
-                in_tile = (x1 - x0) * (y1 - y0)
+                x0 = (local % tile_width) * tile_w
+                y0 = (local // tile_width) * tile_h
+                x1 = min(x0 + tile_w, width)
+                y1 = min(y0 + tile_h, height)
+                full = (1 << (x1 - x0)) - 1
+                rows_left = y1 - y0
                 trans[:] = 1.0
                 acc[:, :] = 0.0
-                done[:] = False
-                n_done = 0
+                done[:] = 0
                 for k in range(offsets[t], offsets[t] + counts[t]):
-                    g = ids[k]
-                    mx, my = means2d[g, 0], means2d[g, 1]
-                    ca, cb, cc = conics[g, 0], conics[g, 1], conics[g, 2]
-                    lv, log_op, f_ca, inv_ca = consts[g, 0], consts[g, 3], consts[g, 4], consts[g, 5]
-                    ry0, ry1 = _pixel_span(my, consts[g, 2], y0, y1)
+                    i = ids[k]
+                    mx, my = rec[i, 0], rec[i, 1]
+                    bx0, bx1 = _pixel_span(mx, rec[i, 6], x0, x1)
+                    if bx0 >= bx1:
+                        continue
+                    box = ((1 << (bx1 - x0)) - 1) ^ ((1 << (bx0 - x0)) - 1)
+                    ry0, ry1 = _pixel_span(my, rec[i, 7], y0, y1)
+                    ca, cb, cc, lv = rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5]
+                    log_op, inv_ca = rec[i, 8], rec[i, 9]
+                    e_ma, e_pa, e_mb, e_pb, e_mc = rec[i, 10], rec[i, 11], rec[i, 12], rec[i, 13], rec[i, 14]
+                    # walk state at pixel (xa, ya): g, h = g(x+1)/g(x), hi = 1/h, v = g(y+1)/g(y)
+                    xa, ya = -(1 << 30), -(1 << 30)
+                    g0, h0, hi0, v0 = 0.0, 0.0, 0.0, 0.0
+                    # steep conics (tiny splats with eps2d ~ 0) would over/underflow exp(+-a): no walk
+                    walk = _MAX_WALK if max(ca, abs(cb), cc) < _WALK_CONIC else -1
+                    boxed = rec[i, 15] != 0.0
+                    if boxed:  # rows start at bx0: the walk only goes down, within the box
+                        walk = 2 * _BOX_MAX + 2
                     for y in range(ry0, ry1):
+                        ly = y - y0
+                        dn = done[ly]
+                        if dn & box == box:  # every pixel the splat can reach in this row is done
+                            continue
                         dy = my - (y + 0.5)
-                        # x-range of the row: 0.5 ca dx^2 + cb dy dx + 0.5 cc dy^2 <= lv
-                        disc = cb * cb * dy * dy - ca * (cc * dy * dy - 2.0 * lv)
-                        if disc < 0.0:
-                            continue
-                        half = math.sqrt(disc) * inv_ca + _PIXEL_SLACK
-                        rx0, rx1 = _pixel_span(mx + cb * dy * inv_ca, half, x0, x1)
-                        if rx0 >= rx1:
-                            continue
-                        dx = mx - (rx0 + 0.5)
-                        sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-                        gval = math.exp(log_op - sigma)  # o exp(-sigma) at rx0
-                        step = math.exp(ca * dx - 0.5 * ca + cb * dy)  # g(rx0 + 1) / g(rx0)
-                        row = (y - y0) * tile_size - x0
+                        if boxed:
+                            rx0, rx1 = bx0, bx1
+                        else:
+                            # x-range of the row: 0.5 ca dx^2 + cb dy dx + 0.5 cc dy^2 <= lv
+                            disc = cb * cb * dy * dy - ca * (cc * dy * dy - 2.0 * lv)
+                            if disc < 0.0:
+                                continue
+                            half = math.sqrt(disc) * inv_ca + _PIXEL_SLACK
+                            rx0, rx1 = _pixel_span(mx + cb * dy * inv_ca, half, x0, x1)
+                            if rx0 >= rx1:
+                                continue
+                            span = ((1 << (rx1 - x0)) - 1) ^ ((1 << (rx0 - x0)) - 1)
+                            if dn & span == span:
+                                continue
+                        if (y - ya) + abs(rx0 - xa) > walk:
+                            dx = mx - (rx0 + 0.5)
+                            sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+                            g0 = math.exp(log_op - sigma)  # o exp(-sigma) at (rx0, y)
+                            h0 = math.exp(ca * dx - 0.5 * ca + cb * dy)
+                            hi0 = 1.0 / h0
+                            v0 = math.exp(cc * dy - 0.5 * cc + cb * dx)
+                            xa, ya = rx0, y
+                        else:
+                            while ya < y:
+                                g0 *= v0
+                                v0 *= e_mc
+                                h0 *= e_mb
+                                hi0 *= e_pb
+                                ya += 1
+                            while xa < rx0:
+                                g0 *= h0
+                                h0 *= e_ma
+                                hi0 *= e_pa
+                                v0 *= e_mb
+                                xa += 1
+                            while xa > rx0:
+                                h0 *= e_pa
+                                hi0 *= e_ma
+                                g0 *= hi0
+                                v0 *= e_pb
+                                xa -= 1
+                        gval, step = g0, h0
+                        row = ly * tile_w - x0
                         for x in range(rx0, rx1):
-                            p = row + x
                             alpha = min(ALPHA_MAX, gval)
                             gval *= step
-                            step *= f_ca
-                            if done[p] or alpha < ALPHA_MIN:
+                            step *= e_ma
+                            bit = 1 << (x - x0)
+                            if dn & bit or alpha < ALPHA_MIN:
                                 continue
+                            p = row + x
                             t_next = trans[p] * (1.0 - alpha)
                             if t_next <= T_MIN:
-                                done[p] = True
-                                n_done += 1
+                                dn |= bit
                                 continue
                             wgt = alpha * trans[p]
                             for ch in range(n_ch):
-                                acc[p, ch] += wgt * colors[g, ch]
+                                acc[p, ch] += wgt * feat[i, ch]
                             trans[p] = t_next
-                    if n_done == in_tile:
+                        if dn != done[ly]:
+                            done[ly] = dn
+                            if dn == full:
+                                rows_left -= 1
+                    if rows_left == 0:
                         break
                 for y in range(y0, y1):
                     for x in range(x0, x1):
-                        p = (y - y0) * tile_size + (x - x0)
+                        p = (y - y0) * tile_w + (x - x0)
                         out_alphas[cam, y, x, 0] = 1.0 - trans[p]
                         for ch in range(n_ch):
                             out_colors[cam, y, x, ch] = acc[p, ch] + trans[p] * backgrounds[cam, ch]
@@ -385,6 +486,9 @@ def render(
 ) -> tuple[Tensor, Tensor, FastProjection]:
     """Render on the CPU without autograd; inputs as :func:`l2t_gs.render.rasterize` (validated).
 
+    ``tile_size`` is accepted for the API's sake: the compositing tiles are :data:`TILE_W` x
+    :data:`TILE_H` and the image does not depend on them.
+
     Returns:
         accumulated features [C, H, W, D'] (depth not yet divided by alpha for "ED" modes),
         alphas [C, H, W, 1], and the dense projection.
@@ -400,36 +504,37 @@ def render(
     depths = np.zeros((c, n))
     conics = np.zeros((c, n, 3))
     ops = np.zeros((c, n))
-    rotmats = _np64(quat_to_matrix(quats.detach().double()))  # [N, 3, 3]
+    wants_rgb = render_mode in ("RGB", "RGB+D", "RGB+ED")
+    if wants_rgb and sh_degree is not None:
+        coeffs = _np64(colors)
+        coeffs = coeffs[None] if coeffs.ndim == 3 else coeffs  # [1 or C, N, K, 3]
+        campos = np.ascontiguousarray(np.linalg.inv(vms)[:, :3, 3])
+        rgb = np.zeros((c, n, 3))
+        degree = int(sh_degree)
+    else:
+        coeffs, campos, rgb, degree = np.zeros((1, 1, 1, 3)), np.zeros((c, 3)), np.zeros((1, 1, 3)), -1
     with _LOCK:
         _project(
-            mu3, rotmats, _np64(scales), _np64(opacities), vms, _np64(Ks), width, height,
+            mu3, _np64(quats), _np64(scales), _np64(opacities), vms, _np64(Ks), width, height,
             float(eps2d), float(near_plane), float(far_plane), float(radius_clip), bool(antialiased),
-            radii, means2d, depths, conics, ops,
+            coeffs, degree, campos, radii, means2d, depths, conics, ops, rgb,
         )  # fmt: skip
     visible = (radii > 0).all(axis=-1)  # [C, N]
 
     feats: list[np.ndarray] = []
-    if render_mode in ("RGB", "RGB+D", "RGB+ED"):
+    if wants_rgb:
         if sh_degree is None:
             col = colors.detach().cpu().numpy()
             rgb = np.broadcast_to(col, (c, n, col.shape[-1])) if col.ndim == 2 else col
-        else:
-            rgb = np.zeros((c, n, 3))
-            coeffs = colors.detach().cpu().numpy()
-            campos = np.linalg.inv(vms)[:, :3, 3]
-            with _LOCK:
-                for ci in range(c):
-                    cf = coeffs if coeffs.ndim == 3 else coeffs[ci]
-                    _sh_colors(mu3, np.ascontiguousarray(cf), sh_degree, campos[ci], visible[ci], rgb[ci])
         feats.append(rgb.reshape(c * n, rgb.shape[-1]))
     if render_mode != "RGB":
         feats.append(depths.reshape(c * n, 1))
-    # a writeable C-contiguous float64 copy, so that one compiled kernel variant serves every call
-    feat = np.require(np.concatenate(feats, axis=1), np.float64, ["C", "W"])
+    # a C-contiguous float64 array, so that one compiled kernel variant serves every call
+    feat = feats[0] if len(feats) == 1 else np.concatenate(feats, axis=1)
+    feat = np.require(feat, np.float64, ["C"])
     d = feat.shape[1]
     bg = np.zeros((c, d))
-    if backgrounds is not None and render_mode in ("RGB", "RGB+D", "RGB+ED"):
+    if backgrounds is not None and wants_rgb:
         bg[:, : backgrounds.shape[1]] = _np64(backgrounds)
 
     # Visible splats as flat [C * N] indices, ordered by camera then depth (stable).
@@ -438,24 +543,24 @@ def render(
     cams = flat_vis // max(n, 1)
     # (numpy's default sort is deterministic; only exact depth ties may order differently from the pure path)
     order = flat_vis[np.lexsort((flat_depth, cams))] if c > 1 else flat_vis[np.argsort(flat_depth)]
-    tw = (width + tile_size - 1) // tile_size
-    th = (height + tile_size - 1) // tile_size
+    order = order.astype(np.int64)
+    tw = (width + TILE_W - 1) // TILE_W
+    th = (height + TILE_H - 1) // TILE_H
     m2 = means2d.reshape(c * n, 2)
     con = conics.reshape(c * n, 3)
     out_dtype = np.float32 if dtype == torch.float32 else np.float64
-    out_colors = np.empty((c, height, width, d))
-    out_alphas = np.empty((c, height, width, 1))
+    out_colors = np.empty((c, height, width, d), dtype=out_dtype)
+    out_alphas = np.empty((c, height, width, 1), dtype=out_dtype)
     with _LOCK:
-        order = order.astype(np.int64)
-        consts, spans = _splat_setup(order, m2, con, ops.reshape(-1), width, height, tile_size)
-        counts, offsets, ids = _bin_tiles(order, spans, n, c, tw, th)
+        rec, feat_r, spans = _pack(order, m2, con, ops.reshape(-1), feat, width, height, TILE_W, TILE_H)
+        counts, offsets, ids = _bin_tiles(order // max(n, 1), spans, c, tw, th)
         _composite_tiles(
-            counts, offsets, ids, m2, con, consts, feat, bg,
-            width, height, tile_size, tw, th, out_colors, out_alphas, numba.get_num_threads(),
+            counts, offsets, ids, rec, feat_r, bg, width, height, TILE_W, TILE_H, tw, th,
+            out_colors, out_alphas, numba.get_num_threads(),
         )  # fmt: skip
 
     def t(x: np.ndarray) -> Tensor:
         return torch.from_numpy(x.astype(out_dtype, copy=False))
 
     proj = FastProjection(torch.from_numpy(radii), t(means2d), t(depths), t(conics), t(ops))
-    return t(out_colors), t(out_alphas), proj
+    return torch.from_numpy(out_colors), torch.from_numpy(out_alphas), proj
