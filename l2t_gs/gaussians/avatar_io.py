@@ -449,14 +449,9 @@ def load_avatar(
 
 
 # ---------------------------------------------------------------------------- saving
-def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
-    """Write ``avatar`` as an avatar folder, atomically (built in a temporary sibling, then renamed).
-
-    An existing ``out_dir`` is replaced only if it is empty or an avatar folder. A file-based head
-    model is copied into the folder as ``head_model<suffix>``; one without a file is written as
-    ``head_model.npz``.
-    """
-    avatar.validate()
+def check_avatar_out_dir(out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` as a Path if an avatar folder may be written there (its parent exists; it is absent,
+    empty or an avatar folder, which is then replaced); else a one-line L2TError."""
     out = Path(out_dir)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
@@ -465,6 +460,19 @@ def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
         raise L2TError(f"{out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not (out / AVATAR_JSON).is_file():
         raise L2TError(f"refusing to replace {out}: it is not empty and not an avatar folder")
+    return out
+
+
+def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
+    """Write ``avatar`` as an avatar folder, atomically (built in a temporary sibling, then renamed).
+
+    An existing ``out_dir`` is replaced only if it is empty or an avatar folder. A file-based head
+    model is copied into the folder as ``head_model<suffix>``; one without a file is written as
+    ``head_model.npz``.
+    """
+    avatar.validate()
+    out = check_avatar_out_dir(out_dir)
+    parent = out.parent
     spec = avatar.head_model_spec or ""
     if spec not in ("", "builtin") and not Path(spec).is_file():
         raise L2TError(f"avatar '{avatar.name}': head model file {spec} not found (needed to save the avatar)")

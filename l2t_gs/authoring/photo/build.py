@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from l2t_gs.errors import L2TError
+from l2t_gs.io.tempfiles import make_temp_dir
 
 __all__ = ["MIN_EYE_DISTANCE", "PhotoAvatarConfig", "PhotoAvatarResult", "build_photo_avatar", "load_photo"]
 
@@ -137,19 +137,13 @@ def build_photo_avatar(
     from l2t_gs.authoring.photo.appearance import face_region_mask, photo_colors, psnr, refine, render_view
     from l2t_gs.authoring.photo.fit import fit_landmarks
     from l2t_gs.gaussians.avatar import GaussianAvatar, default_neutral_params
-    from l2t_gs.gaussians.avatar_io import AVATAR_JSON, load_avatar, save_avatar
+    from l2t_gs.gaussians.avatar_io import check_avatar_out_dir, load_avatar, save_avatar
     from l2t_gs.render.sh import rgb_to_sh
 
     cfg = cfg or PhotoAvatarConfig()
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise L2TError(f"output directory does not exist: {parent}")
-    if out.exists() and not out.is_dir():
-        raise L2TError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / AVATAR_JSON).is_file():
-        raise L2TError(f"refusing to replace {out}: it is not empty and not an avatar folder")
+    out = check_avatar_out_dir(out_dir)
+    parent = out.parent
     if cfg.steps < 0 or cfg.fit_steps < 3:
         raise L2TError(f"steps must be >= 0 and fit steps >= 3, got {cfg.steps}, {cfg.fit_steps}")
 
@@ -215,7 +209,7 @@ def build_photo_avatar(
         "notes": notes,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    tmp = make_temp_dir(parent, out.name)
     backup: Path | None = None
     try:
         folder = tmp / "avatar"
@@ -223,7 +217,7 @@ def build_photo_avatar(
         Image.fromarray(rgb).save(folder / PHOTO_PNG, format="PNG")
         (folder / FIT_JSON).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         if out.is_dir():
-            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+            backup = make_temp_dir(parent, f"{out.name}.old")
             backup.rmdir()
             os.replace(out, backup)
         os.replace(folder, out)
