@@ -380,3 +380,17 @@ def test_transformers_encoder_errors(tmp_path, hf_dirs):
         tiny_model(encoder="wav2vec2", encoder_path=str(tmp_path / "nowhere"))
     with pytest.raises(L2TError, match="holds a 'hubert' model"):
         tiny_model(encoder="wav2vec2", encoder_path=str(hf_dirs["hubert"]))
+
+
+def test_a_stream_left_unfinished_leaves_the_caller_out_of_inference_mode():
+    """predict_stream computes chunks in inference mode but must not hold it across a yield: a caller that
+    stops early (a renderer aborting, a test taking one chunk) would otherwise stay in inference mode and
+    lose autograd for everything after it."""
+    model = tiny_model()
+    stream = model.predict_stream(speechy(3.0), torch.zeros(40, 3), chunk_seconds=1.0)
+    first = next(stream)
+    assert first.is_inference()  # the frames themselves come from inference mode
+    assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+    x = torch.ones(2, requires_grad=True)
+    assert (x * 2).sum().requires_grad  # autograd works between chunks
+    del stream

@@ -60,7 +60,7 @@ def test_train_subcommands_come_from_the_trainer_registry():
     from l2t_gs.cli.train import register
     from l2t_gs.training.trainers import TRAINERS, trainer_names
 
-    assert trainer_names() == ("audio2mesh", "syncnet3d", "lipreader", "ablation", "contact-threshold")
+    assert trainer_names() == ("audio2mesh", "syncnet3d", "lipreader", "ablation", "contact-threshold", "posevae")
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     for name in trainer_names():

@@ -654,10 +654,17 @@ class Audio2Mesh(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            with torch.inference_mode():
-                stream = self._raw_stream(a, sidx, chunk_seconds, context_seconds, crossfade_seconds)
-                for raw, probs in self._motion_stream(stream, a.shape[0], fps, contacts, transcript):
-                    yield self.vertices_from_raw(raw, tmpl), probs
+            stream = self._raw_stream(a, sidx, chunk_seconds, context_seconds, crossfade_seconds)
+            motion = self._motion_stream(stream, a.shape[0], fps, contacts, transcript)
+            while True:
+                # inference mode only while a chunk is computed, never across the yield: a caller that stops
+                # early (or handles frames between chunks) must not be left in inference mode
+                with torch.inference_mode():
+                    item = next(motion, None)
+                    if item is None:
+                        break
+                    verts, probs = self.vertices_from_raw(item[0], tmpl), item[1]
+                yield verts, probs
         finally:
             self.train(was_training)
 
