@@ -321,7 +321,8 @@ def test_killed_training_process_resumes_from_last_checkpoint(dataset, tmp_path)
     out = tmp_path / "run"
     args = ["--data", str(dataset), "--out", str(out), "--config", str(cfg), "--no-progress"]
     cmd = [sys.executable, "-m", "l2t_gs.cli.train", "audio2mesh", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # cwd: `python -m` puts it first on sys.path, and a source checkout must not shadow the installed package
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     deadline = time.time() + 120
     while time.time() < deadline:
         if (out / "last.pt").is_file() and read_checkpoint(out / "last.pt")["train"]["step"] >= 10:
@@ -331,7 +332,7 @@ def test_killed_training_process_resumes_from_last_checkpoint(dataset, tmp_path)
     proc.wait()
     killed_at = read_checkpoint(out / "last.pt")["train"]["step"]
     assert 10 <= killed_at < 120
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"resuming {out}" in res.stderr
     assert read_checkpoint(out / "last.pt")["train"]["step"] == 40 * 3
