@@ -57,6 +57,7 @@ from l2t_gs.gaussians.avatar import (
     head_model_spec_of,
 )
 from l2t_gs.gaussians.ply import GaussianPly, read_gaussian_ply, write_gaussian_ply
+from l2t_gs.io.atomic import replace_dir
 from l2t_gs.io.npz import read_npz
 from l2t_gs.io.tempfiles import make_temp_dir
 from l2t_gs.rig import (
@@ -478,7 +479,6 @@ def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
         raise L2TError(f"avatar '{avatar.name}': head model file {spec} not found (needed to save the avatar)")
 
     tmp = make_temp_dir(parent, out.name)
-    backup: Path | None = None
     try:
         head_entry = "builtin"
         extensions = list(avatar.head_model.extensions)
@@ -515,20 +515,10 @@ def save_avatar(avatar: GaussianAvatar, out_dir: str | os.PathLike) -> Path:
         }
         (tmp / AVATAR_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)
-        if out.is_dir():
-            backup = make_temp_dir(parent, f"{out.name}.old")
-            backup.rmdir()
-            os.replace(out, backup)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
-        if backup is not None and backup.exists() and not out.exists():
-            os.replace(backup, out)
-            backup = None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
     return out
 
 

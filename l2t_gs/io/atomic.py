@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from l2t_gs.errors import L2TError
-from l2t_gs.io.tempfiles import make_temp_file
+from l2t_gs.io.tempfiles import make_temp_dir, make_temp_file
 
 
 @contextlib.contextmanager
@@ -64,3 +65,24 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Rename the finished folder ``src`` onto ``dst``. An existing ``dst`` is first moved aside (to a
+    recognisable temporary name in the same folder), put back if the rename fails, and removed after."""
+    src, dst = Path(src), Path(dst)
+    backup: Path | None = None
+    if dst.is_dir():
+        backup = make_temp_dir(dst.parent, f"{dst.name}.old")
+        backup.rmdir()
+        os.replace(dst, backup)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        if backup is not None and backup.exists() and not dst.exists():
+            os.replace(backup, dst)
+            backup = None
+        raise
+    finally:
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)

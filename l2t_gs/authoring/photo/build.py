@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from l2t_gs.errors import L2TError
+from l2t_gs.io.atomic import replace_dir
 from l2t_gs.io.tempfiles import make_temp_dir
 
 __all__ = ["MIN_EYE_DISTANCE", "PhotoAvatarConfig", "PhotoAvatarResult", "build_photo_avatar", "load_photo"]
@@ -210,24 +211,12 @@ def build_photo_avatar(
         "seconds": round(time.perf_counter() - t0, 2),
     }
     tmp = make_temp_dir(parent, out.name)
-    backup: Path | None = None
     try:
         folder = tmp / "avatar"
         save_avatar(avatar, folder)
         Image.fromarray(rgb).save(folder / PHOTO_PNG, format="PNG")
         (folder / FIT_JSON).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        if out.is_dir():
-            backup = make_temp_dir(parent, f"{out.name}.old")
-            backup.rmdir()
-            os.replace(out, backup)
-        os.replace(folder, out)
-    except BaseException:
-        if backup is not None and backup.exists() and not out.exists():
-            os.replace(backup, out)
-            backup = None
-        raise
+        replace_dir(folder, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
     return PhotoAvatarResult(out, info, notes, time.perf_counter() - t0)
