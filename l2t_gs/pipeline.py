@@ -28,7 +28,7 @@ from l2t_gs.core.device import resolve_device
 from l2t_gs.errors import L2TError
 from l2t_gs.gaussians import GaussianAvatar, export_world_ply, load_avatar
 from l2t_gs.gaussians.export import world_ply_bytes
-from l2t_gs.io.atomic import atomic_path, disk_full
+from l2t_gs.io.atomic import atomic_path, disk_full, output_parent
 from l2t_gs.io.tempfiles import make_temp_dir
 from l2t_gs.io.video import VideoWriter
 from l2t_gs.models.audio2mesh import Audio2Mesh
@@ -120,11 +120,7 @@ def _check_config(cfg: RenderConfig) -> None:
 def _check_output(out: Path, suffix: str, what: str) -> None:
     if out.suffix.lower() != suffix:
         raise L2TError(f"{what} must end in {suffix}, got {out}")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise L2TError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise L2TError(f"output directory is not writable: {parent}")
+    output_parent(out)
     if out.is_dir():
         raise L2TError(f"{what} is a directory: {out}")
 
@@ -135,11 +131,7 @@ def _check_ply_folder(folder: Path) -> None:
         raise L2TError(f"--export-ply must name a folder, but {folder} is a file")
     if folder.is_dir() and any(folder.iterdir()):
         raise L2TError(f"--export-ply folder exists and is not empty: {folder}")
-    parent = folder.parent if str(folder.parent) else Path(".")
-    if not parent.is_dir():
-        raise L2TError(f"--export-ply parent directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise L2TError(f"--export-ply parent directory is not writable: {parent}")
+    output_parent(folder, "--export-ply parent directory")
 
 
 def _check_ply_space(folder: Path, frame_bytes: int, n_frames: int) -> None:

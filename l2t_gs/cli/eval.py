@@ -11,6 +11,7 @@ from pathlib import Path
 
 from l2t_gs.core.device import resolve_device
 from l2t_gs.errors import L2TError
+from l2t_gs.io.atomic import output_parent
 
 _UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 
@@ -68,9 +69,7 @@ class PredictionWriter:
 
     def __init__(self, folder: str, multi_style: bool, meta: dict) -> None:
         self.dir = Path(folder)
-        parent = self.dir.parent if str(self.dir.parent) else Path(".")
-        if not parent.is_dir():
-            raise L2TError(f"--save-predictions: parent directory does not exist: {parent}")
+        output_parent(self.dir, "--save-predictions: parent directory", writable=False)
         if self.dir.exists() and not self.dir.is_dir():
             raise L2TError(f"--save-predictions is not a directory: {self.dir}")
         self.dir.mkdir(exist_ok=True)
@@ -111,9 +110,7 @@ def run(args: argparse.Namespace) -> int:
     unit_m = parse_units(args.units)
     lip_pair = parse_lip_pair(args.lip_pair)
     if args.json is not None:
-        parent = Path(args.json).parent
-        if not parent.is_dir():
-            raise L2TError(f"--json: output directory does not exist: {parent}")
+        output_parent(args.json, "--json: output directory", writable=False)
     if args.limit is not None and args.limit < 1:
         raise L2TError(f"--limit must be at least 1, got {args.limit}")
     names = [n.strip() for n in args.metrics.split(",") if n.strip()]

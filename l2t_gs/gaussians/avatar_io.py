@@ -57,7 +57,7 @@ from l2t_gs.gaussians.avatar import (
     head_model_spec_of,
 )
 from l2t_gs.gaussians.ply import GaussianPly, read_gaussian_ply, write_gaussian_ply
-from l2t_gs.io.atomic import replace_dir
+from l2t_gs.io.atomic import output_parent, replace_dir
 from l2t_gs.io.npz import read_npz
 from l2t_gs.io.tempfiles import make_temp_dir
 from l2t_gs.rig import (
@@ -454,9 +454,7 @@ def check_avatar_out_dir(out_dir: str | os.PathLike) -> Path:
     """``out_dir`` as a Path if an avatar folder may be written there (its parent exists; it is absent,
     empty or an avatar folder, which is then replaced); else a one-line L2TError."""
     out = Path(out_dir)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise L2TError(f"output directory does not exist: {parent}")
+    output_parent(out, writable=False)
     if out.exists() and not out.is_dir():
         raise L2TError(f"{out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not (out / AVATAR_JSON).is_file():

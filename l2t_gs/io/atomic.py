@@ -13,6 +13,18 @@ from l2t_gs.errors import L2TError
 from l2t_gs.io.tempfiles import make_temp_dir, make_temp_file
 
 
+def output_parent(path: str | os.PathLike, label: str = "output directory", writable: bool = True) -> Path:
+    """The folder ``path`` will be written in; a one-line :class:`L2TError` (``"<label> does not exist: ..."``,
+    ``"<label> is not writable: ..."``) when it is missing or, with ``writable``, not writable."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise L2TError(f"{label} does not exist: {parent}")
+    if writable and not os.access(parent, os.W_OK):
+        raise L2TError(f"{label} is not writable: {parent}")
+    return parent
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -22,11 +34,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     ``suffix`` adds another one. A full disk (``ENOSPC``/``EDQUOT``) becomes a one-line :class:`L2TError`.
     """
     target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise L2TError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise L2TError(f"output directory is not writable: {parent}")
+    parent = output_parent(target)
     label = target.name + (suffix if suffix and not target.name.endswith(suffix) else "")
     tmp_path = make_temp_file(parent, label)
     try:
