@@ -23,8 +23,6 @@ try:  # numba is an optional dependency
 except ImportError:  # pragma: no cover - exercised only without numba
     AVAILABLE = False
 
-# numba's "workqueue" threading layer must not be entered from two threads at once.
-_LOCK = NUMBA_LOCK
 
 if AVAILABLE:
 
@@ -143,7 +141,7 @@ def deform_one(
     out_means = np.empty((n, 3), dtype=np_dtype)
     out_quats = np.empty((n, 4), dtype=np_dtype)
     out_k = np.empty(n, dtype=np_dtype)
-    with _LOCK:
+    with NUMBA_LOCK:  # numba's workqueue layer: one caller at a time
         _faces(verts, np.ascontiguousarray(faces.numpy(), dtype=np.int64), eps, frames)
         _splats(
             frames, np.ascontiguousarray(binding.numpy(), dtype=np.int64),

@@ -67,8 +67,6 @@ _BOX_MAX = 8.0
 _MAX_WALK = 8
 #: Largest |conic| entry for which a splat is walked (exp(+-30) and 8 steps stay far from overflow).
 _WALK_CONIC = 30.0
-# numba's "workqueue" threading layer must not be entered from two threads at once.
-_LOCK = NUMBA_LOCK
 
 if AVAILABLE:
 
@@ -513,7 +511,7 @@ def render(
         degree = int(sh_degree)
     else:
         coeffs, campos, rgb, degree = np.zeros((1, 1, 1, 3)), np.zeros((c, 3)), np.zeros((1, 1, 3)), -1
-    with _LOCK:
+    with NUMBA_LOCK:  # numba's workqueue layer: one caller at a time
         _project(
             mu3, _np64(quats), _np64(scales), _np64(opacities), vms, _np64(Ks), width, height,
             float(eps2d), float(near_plane), float(far_plane), float(radius_clip), bool(antialiased),
@@ -551,7 +549,7 @@ def render(
     out_dtype = np.float32 if dtype == torch.float32 else np.float64
     out_colors = np.empty((c, height, width, d), dtype=out_dtype)
     out_alphas = np.empty((c, height, width, 1), dtype=out_dtype)
-    with _LOCK:
+    with NUMBA_LOCK:  # numba's workqueue layer: one caller at a time
         rec, feat_r, spans = _pack(order, m2, con, ops.reshape(-1), feat, width, height, TILE_W, TILE_H)
         counts, offsets, ids = _bin_tiles(order // max(n, 1), spans, c, tw, th)
         _composite_tiles(
