@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from l2t_gs.errors import L2TError
-from l2t_gs.io.atomic import write_text_atomic
+from l2t_gs.io.atomic import output_parent, write_text_atomic
 from l2t_gs.models.checkpoint import load_model, save_checkpoint
 from l2t_gs.motion.contacts import apply_contacts
 from l2t_gs.training.data.datasets import load_dataset
@@ -76,8 +76,7 @@ def calibrate(
     out = Path(out)
     if out.suffix != ".pt":
         raise L2TError(f"--out must end in .pt, got {out}")
-    if not out.parent.is_dir():
-        raise L2TError(f"output directory does not exist: {out.parent}")
+    output_parent(out, writable=False)
     if not all(0.0 < t < 1.0 for t in thresholds):
         raise L2TError(f"thresholds must lie in (0, 1), got {thresholds}")
     model = load_model(model_path)

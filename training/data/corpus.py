@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from l2t_gs.errors import L2TError
+from l2t_gs.io.atomic import output_parent
 from l2t_gs.io.tempfiles import make_temp_dir
 from l2t_gs.training.data.channels import ChannelConfig, apply_random_channel
 
@@ -394,8 +395,7 @@ def build_corpus(cfg: CorpusConfig, out_dir: str | os.PathLike, *, progress: boo
     out = Path(out_dir)
     if out.exists():
         raise L2TError(f"output folder already exists: {out} (choose a new one)")
-    if not out.parent.is_dir():
-        raise L2TError(f"output directory does not exist: {out.parent}")
+    output_parent(out, writable=False)
     if cfg.minutes <= 0:
         raise L2TError(f"--minutes must be positive, got {cfg.minutes}")
     voices = resolve_voices(cfg)

@@ -48,6 +48,7 @@ import numpy as np
 
 from l2t_gs.audio.io import load_audio, resample
 from l2t_gs.errors import L2TError
+from l2t_gs.io.atomic import output_parent
 from l2t_gs.motion.articulation import articulate
 from l2t_gs.rig import FlameRig, load_head_model
 from l2t_gs.speech import espeak
@@ -436,8 +437,7 @@ def build_human_corpus(cfg: HumanCorpusConfig, out_dir: str | os.PathLike, progr
     out = Path(out_dir)
     if out.exists():
         raise L2TError(f"output folder already exists: {out} (choose a new one)")
-    if not out.parent.is_dir():
-        raise L2TError(f"output directory does not exist: {out.parent}")
+    output_parent(out, writable=False)
     prompts = _collect(cfg)
     speakers = sorted({p.speaker for p in prompts})
     split = {s: "val" if any(fnmatch.fnmatch(s, pat) for pat in cfg.val_speakers) else "train" for s in speakers}
