@@ -84,7 +84,11 @@ class TrainConfig(BaseTrainConfig):
     loading); ``unit_scale`` (factor applied to positions in the losses; 0: automatic, metres ->
     millimetres); ``schedule_steps`` (length of the learning-rate schedule; 0: the run's total steps; a
     run stopped early on a longer schedule, e.g. the shared warm start of an ablation, sets it);
-    ``val_every_epochs`` (validate, and update ``best.pt``, every N epochs and when the run ends)."""
+    ``val_every_epochs`` (validate, and update ``best.pt``, every N epochs and when the run ends);
+    ``init_from`` (a trained run directory or checkpoint whose weights a new run starts from, with a fresh
+    optimizer, step count and learning-rate schedule: a second training stage; its ``[model]`` config,
+    vertex count and training subjects must equal this run's; a run that already has ``last.pt``
+    resumes from that instead)."""
 
     epochs: int = 100
     crop_s: float = 0.0
@@ -93,6 +97,7 @@ class TrainConfig(BaseTrainConfig):
     unit_scale: float = 0.0
     schedule_steps: int = 0
     val_every_epochs: int = 1
+    init_from: str = ""
 
     def validate(self) -> TrainConfig:
         super().validate()
@@ -446,6 +451,8 @@ class _Trainer:
                 raise L2TError(
                     f"{where} was trained at {self.model.fps:g} fps, dataset {self.data} is {self.train_ds.fps:g} fps"
                 )
+        elif self.cfg.init_from:
+            self.model = self._initial_weights(n_verts)
         else:
             mcfg = Audio2MeshConfig.from_dict(
                 _model_table_config(self.recipe["model"], self.train_ds.fps, self.scale), where="[model]"
@@ -461,6 +468,27 @@ class _Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.losses = build_losses(self.recipe["loss"], self.model, self.device)
+
+    def _initial_weights(self, n_verts: int) -> Audio2Mesh:
+        """The model of ``[train] init_from`` (a run directory's ``last.pt`` or a checkpoint file), checked
+        against this run's ``[model]`` table, vertex count and training subjects."""
+        src = Path(self.cfg.init_from).expanduser()
+        path = src / "last.pt" if src.is_dir() else src
+        if not path.is_file():
+            raise L2TError(f"[train] init_from: {src} is neither a checkpoint nor a run directory with last.pt")
+        ckpt = read_checkpoint(path)
+        wanted = _comparable(_model_table_config(self.recipe["model"], self.train_ds.fps, self.scale))
+        have = _comparable(dict(ckpt["config"]))
+        diff = sorted(k for k, v in wanted.items() if have.get(k) != v)
+        if diff:
+            raise L2TError(f"[train] init_from: {path} has a different [model] config ({', '.join(diff)})")
+        model = model_from_checkpoint(ckpt, where=str(path))
+        if model.n_verts != n_verts:
+            raise L2TError(f"[train] init_from: {path} predicts {model.n_verts} vertices, the dataset has {n_verts}")
+        if list(model.subjects) != list(self.styles_list):
+            raise L2TError(f"[train] init_from: {path} was trained on other subjects than {self.data}'s training split")
+        self._say(f"[train] starting from the weights of {path}")
+        return model
 
     # ------------------------------------------------------------------ helpers
     def _say(self, msg: str) -> None:
