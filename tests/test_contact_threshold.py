@@ -39,3 +39,19 @@ def test_calibrating_a_model_without_contact_head_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "no contact head" in err[0], err
     assert not out.exists()
+
+
+def test_contact_gate_is_validated_and_stored_only_when_set(tmp_path):
+    from l2t_gs.models.audio2mesh import Audio2Mesh
+    from l2t_gs.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+
+    with pytest.raises(L2TError, match="contact_gate_mm"):
+        Audio2MeshConfig(contact_head=True, output="rig", contact_gate_mm=-1.0).validate()
+    kw = dict(output="rig", head="builtin", enc_dim=16, enc_layers=1, enc_heads=2, d_model=16, n_heads=2)
+    model = Audio2Mesh(Audio2MeshConfig(contact_head=True, **kw), subjects=["a"], n_verts=7931)
+    save_checkpoint(tmp_path / "plain.pt", model)
+    assert "contact_gate_mm" not in read_checkpoint(tmp_path / "plain.pt")["config"]  # readable by older versions
+    model.config.contact_gate_mm = 3.0
+    save_checkpoint(tmp_path / "gated.pt", model)
+    assert read_checkpoint(tmp_path / "gated.pt")["config"]["contact_gate_mm"] == 3.0
+    assert load_model(tmp_path / "gated.pt").config.contact_gate_mm == 3.0

@@ -134,6 +134,40 @@ def test_apply_contacts_leaves_open_vowels_open(closed, head):
     assert false_closures(after, s, FPS) == 0
 
 
+def test_the_lip_gap_gate_keeps_only_contacts_the_motion_agrees_with(head):
+    """With ``gate_mm`` a contact frame closes only where the incoming lip gap is under the gate: motion
+    that nearly closes at one bilabial and is wide open at another keeps just the first closure."""
+    hm = head[0]
+    s = segs(SEQ)
+    n = _n(s)
+    # nearly closed at the first bilabial (b), wide open elsewhere: the real phones with only 'b' kept
+    track = art.articulate(
+        segs(SEQ.replace("m:90", "aa:90").replace("p:70", "ah:70").replace("m:100", "aa:100")),
+        fps=FPS,
+        n_frames=n,
+        model=hm,
+    )
+    params = {"expr": track.expr, "jaw_pose": track.jaw_pose}
+    probs = contact_targets(s, FPS, n)
+    before = _gap_mm(head, params)
+    bil = [seg for seg in s if seg[0] in ("p", "b", "m")]
+    near, wide = [_mid(x) for x in bil if before[_mid(x)] < 3.0], [_mid(x) for x in bil if before[_mid(x)] >= 5.0]
+    assert near and len(wide) >= 2, before[[_mid(x) for x in bil]]
+    ungated = _gap_mm(head, apply_contacts(params, probs, hm, fps=FPS))
+    gated_params = apply_contacts(params, probs, hm, fps=FPS, gate_mm=3.0)
+    gated = _gap_mm(head, gated_params)
+    assert ungated[near + wide].max() < 1.0  # without a gate every bilabial closes
+    assert gated[near].max() < 1.0  # the gate keeps the closure the motion agrees with
+    np.testing.assert_allclose(gated[wide], before[wide], atol=1e-9)  # and leaves the others as they were
+    # the gate is the only difference: frames beyond the ramps of the kept closure and of f/v are untouched
+    on = probs[:, 0] > 0.5
+    run = np.cumsum(np.diff(np.concatenate([[0], on.astype(int)])) == 1) * on  # run id per contact frame
+    kept = np.isin(run, run[near]) & on
+    far = (contact_weights(probs[:, 1] > 0.5, FPS) == 0) & (contact_weights(kept, FPS) == 0)
+    assert far[wide].all()
+    np.testing.assert_array_equal(gated_params["expr"][far], params["expr"][far])
+
+
 def test_apply_contacts_ramps_are_smooth(head):
     """At 60 fps the approach and release spread over several frames: the per-frame change of the lip
     gap stays within the raised cosine's slope times the opening it closes."""

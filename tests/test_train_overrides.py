@@ -90,3 +90,45 @@ def test_cli_unknown_key_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 1 and err.startswith("l2t-gs: error:") and "train.batch_size" in err and "\n" not in err
     assert not (tmp_path / "r" / "config.toml").exists()
+
+
+def test_init_from_starts_a_new_run_from_trained_weights(tmp_path, capsys):
+    """``[train] init_from``: a second stage starts from the first run's weights (fresh step count); a
+    different ``[model]`` table is refused in one line before anything is written."""
+    import torch
+
+    from l2t_gs.models.checkpoint import read_checkpoint
+
+    data = make_dataset(tmp_path / "data", sentences=2)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(dump_toml(recipe(train={"epochs": 1})))
+    first = tmp_path / "first"
+    common = ("--data", str(data), "--config", str(cfg), "--device", "cpu", "--no-progress")
+    assert run_cli("train", "audio2mesh", "--out", str(first), *common, "--max-steps", "2") == 0
+    src = read_checkpoint(first / "last.pt")
+    # lr so small that one step leaves the weights where they were (to float precision)
+    second = tmp_path / "second"
+    rc = run_cli(
+        "train", "audio2mesh", "--out", str(second), *common, "--max-steps", "1",
+        "--set", f"train.init_from={first}", "--set", "train.lr=1e-12", "--set", "train.warmup_steps=0",
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    out = read_checkpoint(second / "last.pt")
+    assert out["train"]["step"] == 1  # a fresh run, not a resumed one
+    fresh = tmp_path / "fresh"
+    assert (
+        run_cli("train", "audio2mesh", "--out", str(fresh), *common, "--max-steps", "1", "--set", "train.lr=1e-12") == 0
+    )
+    other = read_checkpoint(fresh / "last.pt")["model"]
+    for k, v in src["model"].items():
+        torch.testing.assert_close(out["model"][k], v, rtol=0, atol=1e-6)
+    assert any(not torch.equal(other[k], v) for k, v in src["model"].items())  # unlike a run from scratch
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    rc = run_cli(
+        "train", "audio2mesh", "--out", str(bad), *common, "--max-steps", "1",
+        "--set", f"train.init_from={first}", "--set", "model.d_model=24",
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "init_from" in err[0] and "d_model" in err[0], err
+    assert not (bad / "last.pt").exists()

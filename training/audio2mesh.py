@@ -329,7 +329,13 @@ def _auto_unit_scale(templates: list[Tensor]) -> float:
     return 1.0 if diag[len(diag) // 2] > 10.0 else 1000.0
 
 
-_UNCOMPARED = ("encoder_path", "encoder_normalize", "extra")  # may move / are resolved when the model loads
+_UNCOMPARED = (
+    "encoder_path",
+    "encoder_normalize",
+    "extra",
+    "contact_threshold",
+    "contact_gate_mm",
+)  # may move / are resolved when the model loads / are calibrated after training
 
 
 def _comparable(model_config: dict[str, Any]) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 The contact loss weighs contact frames up (``pos_weight`` w), which inflates the predicted odds by about
 w: a frame the head calls 50 % is rarer than that. ``l2t-gs train contact-threshold`` runs the model once
-per clip of the split (raw rig parameters and contact probabilities), then for every threshold of a grid
-applies the contacts exactly as inference does (:func:`l2t_gs.motion.contacts.apply_contacts`), skins the
-head and scores the lip gap against the clip's phones (:mod:`l2t_gs.training.metrics.lipsync`): closure
-recall (< 1 mm) and false closures per open vowel. It picks the threshold with the highest recall whose
+per clip of the split (raw rig parameters and contact probabilities), then for every threshold and lip-gap
+gate of a grid (the gate: a contact frame closes only where the decoder's own lip gap is under it; 0: no
+gate) applies the contacts exactly as inference does (:func:`l2t_gs.motion.contacts.apply_contacts`),
+skins the head and scores the lip gap against the clip's phones (:mod:`l2t_gs.training.metrics.lipsync`):
+closure recall (< 1 mm) and false closures per open vowel. It picks the pair with the highest recall whose
 false-closure rate stays within ``--max-false`` (else the one with the fewest false closures) and writes
-a copy of the checkpoint with ``contact_threshold`` set, plus the whole sweep as JSON beside it::
+a copy of the checkpoint with ``contact_threshold`` and ``contact_gate_mm`` set, plus the whole sweep as
+JSON beside it::
 
     l2t-gs train contact-threshold --model runs/default12 --data runs/human --split val --out runs/default12/model.pt
 """
@@ -34,30 +36,40 @@ from l2t_gs.training.trainers import TRAINERS, Trainer
 
 HELP = "calibrate a contact head's threshold on a validation split (recall vs false closures)"
 GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+#: Lip-gap gates swept (mm; 0: no gate).
+GATES = (0.0, 2.0, 3.0, 4.0)
 
 
-def sweep(model: Any, clips: list[Any], thresholds: tuple[float, ...], pair: tuple[int, int]) -> list[dict[str, float]]:
-    """Aggregated lip-sync scores (:func:`lipsync.aggregate`) of ``model`` on ``clips`` for each threshold."""
-    rows: dict[float, list[dict[str, float]]] = {t: [] for t in thresholds}
+def sweep(
+    model: Any,
+    clips: list[Any],
+    thresholds: tuple[float, ...],
+    pair: tuple[int, int],
+    gates: tuple[float, ...] = (0.0,),
+) -> list[dict[str, float]]:
+    """Aggregated lip-sync scores (:func:`lipsync.aggregate`) of ``model`` on ``clips`` for each
+    (threshold, gate) pair, one row each with ``threshold`` and ``gate_mm``."""
+    grid = [(t, g) for g in gates for t in thresholds]
+    rows: dict[tuple[float, float], list[dict[str, float]]] = {k: [] for k in grid}
     up, lo = pair
     for clip in clips:
         params = model.predict_params(clip.audio, fps=clip.fps, contacts=False)
         probs = params.pop("contacts")
-        for t in thresholds:
-            p = apply_contacts(params, probs, model.head, t, fps=clip.fps)
+        for t, g in grid:
+            p = apply_contacts(params, probs, model.head, t, fps=clip.fps, gate_mm=g)
             with torch.no_grad():
                 verts = model.rig(expr=p["expr"], jaw_pose=p["jaw_pose"])  # [T, V, 3] metres
             gap = (verts[:, up] - verts[:, lo]).norm(dim=-1).numpy() * 1000.0
-            rows[t].append(lipsync.score_clip(gap, clip.phones, clip.fps))
-    return [{"threshold": t, **lipsync.aggregate(rows[t])} for t in thresholds]
+            rows[t, g].append(lipsync.score_clip(gap, clip.phones, clip.fps))
+    return [{"threshold": t, "gate_mm": g, **lipsync.aggregate(rows[t, g])} for t, g in grid]
 
 
 def choose(table: list[dict[str, float]], max_false: float) -> dict[str, float]:
     """The row with the highest closure recall whose false-closure rate is within ``max_false`` (ties: the
-    higher threshold); when none is, the row with the fewest false closures."""
+    fewer false closures, then the higher threshold); when none is, the row with the fewest false closures."""
     ok = [r for r in table if r["false_closure_rate"] <= max_false]
     if ok:
-        return max(ok, key=lambda r: (r["recall1"], r["threshold"]))
+        return max(ok, key=lambda r: (r["recall1"], -r["false_closure_rate"], r["threshold"]))
     return min(table, key=lambda r: (r["false_closure_rate"], -r["recall1"]))
 
 
@@ -71,6 +83,7 @@ def calibrate(
     limit: int | None = None,
     subjects: list[str] | None = None,
     thresholds: tuple[float, ...] = GRID,
+    gates: tuple[float, ...] = GATES,
 ) -> dict[str, Any]:
     """Sweep, choose, write ``out`` (the checkpoint with ``contact_threshold``) and ``out``.json."""
     out = Path(out)
@@ -79,6 +92,8 @@ def calibrate(
     output_parent(out, writable=False)
     if not all(0.0 < t < 1.0 for t in thresholds):
         raise L2TError(f"thresholds must lie in (0, 1), got {thresholds}")
+    if not gates or not all(0.0 <= g < 100.0 for g in gates):
+        raise L2TError(f"--gates must be lip gaps in [0, 100) mm, got {list(gates)}")
     model = load_model(model_path)
     if not model.config.contact_head:
         raise L2TError(f"{model_path}: the model has no contact head (contact_head = true in [model])")
@@ -89,9 +104,10 @@ def calibrate(
     clips = [c for c in clips if c.phones][:limit]
     if not clips:
         raise L2TError(f"{data}: no clip of split {split!r} has phone segments to score contacts against")
-    table = sweep(model, clips, tuple(sorted(set(thresholds))), builtin_regions().lip_pair)
+    table = sweep(model, clips, tuple(sorted(set(thresholds))), builtin_regions().lip_pair, tuple(sorted(set(gates))))
     best = choose(table, max_false)
     model.config.contact_threshold = float(best["threshold"])
+    model.config.contact_gate_mm = float(best["gate_mm"])
     save_checkpoint(out, model)
     report = {
         "model": str(model_path),
@@ -115,6 +131,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-false", type=float, default=0.05, help="false closures per open vowel allowed (0.05)")
     p.add_argument("--limit", type=int, help="first N clips of the split only")
     p.add_argument("--subjects", nargs="+", metavar="PATTERN", help="only these subjects (fnmatch patterns)")
+    p.add_argument(
+        "--gates",
+        nargs="+",
+        type=float,
+        default=list(GATES),
+        metavar="MM",
+        help="lip-gap gates to sweep, mm (0: none; default 0 2 3 4)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,17 +150,22 @@ def run(args: argparse.Namespace) -> int:
         max_false=args.max_false,
         limit=args.limit,
         subjects=args.subjects,
+        gates=tuple(args.gates),
     )
     for row in report["sweep"]:
         print(
-            f"threshold {row['threshold']:.2f}: closure<1mm {row['recall1']:.3f}  mid {row['recall1_mid']:.3f}  "
+            f"threshold {row['threshold']:.2f} gate {row['gate_mm']:g} mm: closure<1mm {row['recall1']:.3f}  "
+            f"mid {row['recall1_mid']:.3f}  "
             f"false/ov {row['false_closure_rate']:.3f}  r {row['r']:.3f}",
             file=sys.stderr,
         )
-    print(f"chose {report['chosen']['threshold']:.2f}; wrote {args.out}", file=sys.stderr)
+    chosen = report["chosen"]
+    print(
+        f"chose threshold {chosen['threshold']:.2f}, gate {chosen['gate_mm']:g} mm; wrote {args.out}", file=sys.stderr
+    )
     return 0
 
 
 TRAINERS.add("contact-threshold", Trainer(add_arguments, run), help=HELP)
 
-__all__ = ["GRID", "calibrate", "choose", "sweep"]
+__all__ = ["GATES", "GRID", "calibrate", "choose", "sweep"]

@@ -87,8 +87,10 @@ class Audio2MeshConfig:
 
     Contacts: ``contact_head`` (rig output only) adds two per-frame logits (bilabial closure,
     labiodental contact) read from the decoder's features; inference closes the lips where their
-    probability exceeds ``contact_threshold`` (:func:`l2t_gs.motion.contacts.apply_contacts`; calibrated
-    on validation by ``l2t-gs train contact-threshold``).
+    probability exceeds ``contact_threshold`` and, when ``contact_gate_mm`` > 0, the decoder's own
+    midline lip gap at that frame is under ``contact_gate_mm`` (the two must agree, which keeps the head
+    from shutting a mouth the regressor holds wide open; :func:`l2t_gs.motion.contacts.apply_contacts`;
+    both calibrated on validation by ``l2t-gs train contact-threshold``).
     """
 
     fps: float = 30.0
@@ -107,6 +109,9 @@ class Audio2MeshConfig:
     offset_scale: float = 0.0
     contact_head: bool = False
     contact_threshold: float = 0.5  # contact probability above which a frame is a contact (calibrated on val)
+    contact_gate_mm: float = (
+        0.0  # a bilabial contact frame closes only where the decoder's lip gap is below this (0: off)
+    )
     encoder: str = "builtin"
     encoder_path: str = ""
     encoder_freeze: str = "cnn"
@@ -160,6 +165,8 @@ class Audio2MeshConfig:
             raise bad("contact_head needs output = 'rig' (contacts are applied through the rig)")
         if not 0.0 < self.contact_threshold < 1.0:
             raise bad(f"contact_threshold must be in (0, 1), got {self.contact_threshold}")
+        if not (self.contact_gate_mm >= 0.0 and math.isfinite(self.contact_gate_mm)):
+            raise bad(f"contact_gate_mm must be a finite number >= 0, got {self.contact_gate_mm}")
         if self.encoder not in ENCODERS:
             raise bad(f"encoder must be one of {', '.join(ENCODERS.choices())}, got {self.encoder!r}")
         if self.encoder_freeze not in ("cnn", "all", "none"):
@@ -824,5 +831,6 @@ class Audio2Mesh(nn.Module):
             self.head,
             self.config.contact_threshold,
             fps=fps,
+            gate_mm=self.config.contact_gate_mm,
         )
         return torch.cat([out["expr"], out["jaw_pose"]], dim=1)

@@ -8,10 +8,11 @@ labiodental contact (f, v).
   contact length, raised-cosine edges of up to ``EDGE_S``; bilabial wins over a labiodental
   neighbour, so the labiodental column is multiplied by ``1 - bilabial``).
 * :func:`apply_contacts`: given contact probabilities [T, 2] (e.g. an Audio2Mesh contact head), the
-  frames with ``p > threshold`` become contact frames; around them a raised-cosine weight falls from
-  1 to 0 over ``edge_s`` seconds (smooth approach and release). The articulation module's closure
-  math (:func:`~l2t_gs.motion.articulation.enforce_contacts`) then closes the lips (bilabial weight)
-  and puts the lower lip on the upper teeth (labiodental weight). The closure uses the lip gap's
+  frames with ``p > threshold`` (and, with ``gate_mm``, an incoming lip gap under it) become contact
+  frames; around them a raised-cosine weight falls from 1 to 0 over ``edge_s`` seconds (smooth
+  approach and release). The articulation module's closure math
+  (:func:`~l2t_gs.motion.articulation.enforce_contacts`) then closes the lips (bilabial weight) and
+  puts the lower lip on the upper teeth (labiodental weight). The closure uses the lip gap's
   linear model (:func:`~l2t_gs.motion.articulation.lip_gap_coefficients`) plus a per-frame offset
   measured on the skinned head, iterated until the midline lip gap of every contact frame is below
   ``tol_mm`` (the parameters the linear model does not cover, e.g. ``mouth_corners_down``, and its
@@ -103,6 +104,7 @@ def apply_contacts(
     edge_s: float = art.EDGE_S,
     tol_mm: float = 0.5,
     max_iter: int = 4,
+    gate_mm: float = 0.0,
 ) -> dict[str, Any]:
     """Close the lips (and place f/v contacts) where contact probabilities exceed ``threshold``.
 
@@ -117,6 +119,9 @@ def apply_contacts(
         edge_s: length of the raised-cosine approach/release around contact frames.
         tol_mm: the closure iterates until the skinned midline lip gap of every full-weight bilabial
             frame is below this (at most ``max_iter`` passes).
+        gate_mm: when > 0, a frame is a bilabial contact frame only if, besides ``p > threshold``, the
+            skinned midline lip gap of the incoming parameters is under ``gate_mm`` there (labiodental
+            contacts are not gated).
     Returns:
         A new dict of the same kind (tensors stay tensors, on their device and dtype) with
         ``expr`` and ``jaw_pose`` changed only near contact frames.
@@ -141,6 +146,12 @@ def apply_contacts(
     if max(cols) >= e:
         raise ValueError(f"apply_contacts needs the first {max(cols) + 1} expression components, got {e}")
     on_b, on_f = p[:, 0] > threshold, p[:, 1] > threshold
+    if gate_mm > 0 and on_b.any():
+        cand = np.nonzero(on_b)[0]
+        ex = np.zeros((cand.size, model.n_expr))
+        ex[:, :e] = expr[cand]
+        gap_mm = np.linalg.norm(_lip_vectors(_lip_rig(model), ex, jaw[cand]), axis=1) * 1000.0
+        on_b[cand[gap_mm >= gate_mm]] = False
     cb = contact_weights(on_b, fps, edge_s)
     cf = contact_weights(on_f, fps, edge_s) * (1.0 - cb)
     act = np.nonzero((cb > 0) | (cf > 0))[0]
