@@ -80,7 +80,8 @@ def test_contact_head_closes_the_sample_clips_bilabials(model, head):
     bil = bilabial_segments(segs)
     closed = closure_flags(gap / 1000, bil, FPS, threshold=1.0 / 1000)
     assert closed.mean() >= CONTACT_RECALL_MIN, (closed, len(bil))
-    assert false_closures(gap, segs, FPS) <= 1
+    # at most 2 of its 20 long open vowels (one clip; the split-level rates are in the model card)
+    assert false_closures(gap, segs, FPS) <= 2
 
 
 def test_silence_gives_a_still_closed_mouth(model, head):
