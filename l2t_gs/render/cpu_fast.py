@@ -5,9 +5,10 @@ FOV clamp, eps2d dilation, opacity-aware extent and culling, SH colours, alpha c
 transmittance early stop); the work is organised for a CPU instead:
 
 * one parallel pass per splat does the quaternion, the projection and the SH colour, without
-  temporaries; a second packs the visible splats in depth order into one record array (so that a
-  tile's list reads memory forwards) and bins them to the tiles their alpha >= 1/255 ellipse
-  touches (tighter than the 3.33-sigma box);
+  temporaries; a second packs the visible splats in depth order into one record array and bins
+  them to the tiles their alpha >= 1/255 ellipse touches (tighter than the 3.33-sigma box),
+  copying each splat's record into every tile list it joins (so that a tile reads one contiguous
+  block forwards, not records scattered over the whole array);
 * tiles are composited in parallel; within a tile only that ellipse's pixels are visited (solved
   per pixel row; small round splats simply over their bounding box, the alpha test rejecting the
   corners), with ``o exp(-sigma)`` advanced by multiplication along rows and from row to row;
@@ -274,10 +275,19 @@ if AVAILABLE:
 
     @cached_njit(nogil=True, error_model="numpy")
     def _bin_tiles(
-        cams: np.ndarray, spans: np.ndarray, n_cameras: int, tile_width: int, tile_height: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Tile lists (counts [C*T], offsets [C*T], ids [n_isects] int32) of record indices; records
-        are in (camera, depth) order, so every list is depth-sorted and increasing."""
+        cams: np.ndarray,
+        spans: np.ndarray,
+        rec: np.ndarray,
+        feat: np.ndarray,
+        n_cameras: int,
+        tile_width: int,
+        tile_height: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Tile lists: counts [C*T], offsets [C*T], and the records ``rec`` [M, _REC] and features
+        ``feat`` [M, D] copied into them (tile t's entries are rows offsets[t]:offsets[t]+counts[t]
+        of the returned [n_isects, _REC] and [n_isects, D] arrays). Records are in (camera, depth)
+        order, so every list is depth-sorted; compositing then reads each tile's records forwards
+        from one contiguous block instead of gathering them from all over ``rec``."""
         n_tiles = tile_width * tile_height
         counts = np.zeros(n_cameras * n_tiles, dtype=np.int64)
         for i in range(spans.shape[0]):
@@ -290,22 +300,24 @@ if AVAILABLE:
         for t in range(counts.shape[0]):
             offsets[t] = total
             total += counts[t]
-        ids = np.empty(total, dtype=np.int32)
+        trec = np.empty((total, rec.shape[1]))
+        tfeat = np.empty((total, feat.shape[1]))
         cursor = offsets.copy()
         for i in range(spans.shape[0]):
             base = cams[i] * n_tiles
             for ty in range(spans[i, 2], spans[i, 3]):
                 for tx in range(spans[i, 0], spans[i, 1]):
                     t = base + ty * tile_width + tx
-                    ids[cursor[t]] = i
-                    cursor[t] += 1
-        return counts, offsets, ids
+                    k = cursor[t]
+                    trec[k, :] = rec[i, :]
+                    tfeat[k, :] = feat[i, :]
+                    cursor[t] = k + 1
+        return counts, offsets, trec, tfeat
 
     @cached_njit(parallel=True, nogil=True, error_model="numpy")
     def _composite_tiles(
         counts: np.ndarray,
         offsets: np.ndarray,
-        ids: np.ndarray,
         rec: np.ndarray,
         feat: np.ndarray,
         backgrounds: np.ndarray,
@@ -319,7 +331,8 @@ if AVAILABLE:
         out_alphas: np.ndarray,
         n_threads: int,
     ) -> None:
-        """Front-to-back compositing; tiles are dealt round-robin to the threads.
+        """Front-to-back compositing of the per-tile lists of :func:`_bin_tiles` (``rec`` and ``feat``
+        are its tile-ordered copies); tiles are dealt round-robin to the threads.
 
         ``g = o exp(-sigma)`` is advanced by multiplication: sigma is quadratic in x and y, so
         g(x+1, y) = g h with h = g(x+1, y) / g(x, y), h(x+1, y) = h exp(-a), h(x, y+1) = h exp(-b),
@@ -332,6 +345,7 @@ if AVAILABLE:
         n_tiles = tile_width * tile_height
         n_total = counts.shape[0]
         n_ch = feat.shape[1]
+        rgb = n_ch == 3  # the common case, unrolled (the channel count is not known at compile time)
         for w in prange(n_threads):
             trans = np.empty(tile_w * tile_h)
             acc = np.empty((tile_w * tile_h, n_ch))
@@ -348,8 +362,7 @@ if AVAILABLE:
                 trans[:] = 1.0
                 acc[:, :] = 0.0
                 done[:] = 0
-                for k in range(offsets[t], offsets[t] + counts[t]):
-                    i = ids[k]
+                for i in range(offsets[t], offsets[t] + counts[t]):
                     mx, my = rec[i, 0], rec[i, 1]
                     bx0, bx1 = _pixel_span(mx, rec[i, 6], x0, x1)
                     if bx0 >= bx1:
@@ -365,6 +378,7 @@ if AVAILABLE:
                     # steep conics (tiny splats with eps2d ~ 0) would over/underflow exp(+-a): no walk
                     walk = _MAX_WALK if max(ca, abs(cb), cc) < _WALK_CONIC else -1
                     boxed = rec[i, 15] != 0.0
+                    f0, f1, f2 = feat[i, 0], feat[i, 1 % n_ch], feat[i, 2 % n_ch]
                     if boxed:  # rows start at bx0: the walk only goes down, within the box
                         walk = 2 * _BOX_MAX + 2
                     for y in range(ry0, ry1):
@@ -429,8 +443,13 @@ if AVAILABLE:
                                 dn |= bit
                                 continue
                             wgt = alpha * trans[p]
-                            for ch in range(n_ch):
-                                acc[p, ch] += wgt * feat[i, ch]
+                            if rgb:
+                                acc[p, 0] += wgt * f0
+                                acc[p, 1] += wgt * f1
+                                acc[p, 2] += wgt * f2
+                            else:
+                                for ch in range(n_ch):
+                                    acc[p, ch] += wgt * feat[i, ch]
                             trans[p] = t_next
                         if dn != done[ly]:
                             done[ly] = dn
@@ -551,9 +570,9 @@ def render(
     out_alphas = np.empty((c, height, width, 1), dtype=out_dtype)
     with NUMBA_LOCK:  # numba's workqueue layer: one caller at a time
         rec, feat_r, spans = _pack(order, m2, con, ops.reshape(-1), feat, width, height, TILE_W, TILE_H)
-        counts, offsets, ids = _bin_tiles(order // max(n, 1), spans, c, tw, th)
+        counts, offsets, trec, tfeat = _bin_tiles(order // max(n, 1), spans, rec, feat_r, c, tw, th)
         _composite_tiles(
-            counts, offsets, ids, rec, feat_r, bg, width, height, TILE_W, TILE_H, tw, th,
+            counts, offsets, trec, tfeat, bg, width, height, TILE_W, TILE_H, tw, th,
             out_colors, out_alphas, numba.get_num_threads(),
         )  # fmt: skip
 
