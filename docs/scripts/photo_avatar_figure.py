@@ -1,6 +1,6 @@
-"""Build photo avatars and draw docs/photo-avatar.png: photo, re-render, three-quarter, side, talking.
+"""Build photo avatars and draw docs/photo-avatar.jpg: photo, re-render, three-quarter, side, talking.
 
-Usage: python docs/scripts/photo_avatar_figure.py [--out docs/photo-avatar.png] [--work DIR]
+Usage: python docs/scripts/photo_avatar_figure.py [--out docs/photo-avatar.jpg] [--work DIR]
 Rows: scikit-image's astronaut photo (tests/data/photos/astronaut.jpg), the same photo mirrored and
 turned by 12 degrees in the image plane, and the official 2012 portrait of Barack Obama
 (tests/data/photos/obama.jpg, see tests/data/photos/README.md). Avatars already built in --work
@@ -55,7 +55,7 @@ def crop_face(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=str(ROOT / "docs" / "photo-avatar.png"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "photo-avatar.jpg"))
     ap.add_argument("--work", default=None)
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="photo-avatar-"))
@@ -77,7 +77,7 @@ def main() -> None:
         # photo-sized tiles (photo, re-render, talking) cropped around the face; preset views as rendered
         ys, xs = np.nonzero(np.abs(tiles[1].astype(int) - 255).sum(-1) > 30)
         cx, cy = int(np.median(xs)), int(np.median(ys))
-        half = int(0.32 * max(fit["width"], fit["height"]))
+        half = int(2.8 * fit["eye_distance_px"])  # the head and a little around it
         cx = min(max(cx, half), fit["width"] - half) if 2 * half <= fit["width"] else cx
         cy = min(max(cy, half), fit["height"] - half) if 2 * half <= fit["height"] else cy
         box = (max(cx - half, 0), max(cy - half, 0), cx + half, cy + half)
@@ -85,7 +85,10 @@ def main() -> None:
         rows.append(np.concatenate(row, 1))
     figure = np.concatenate(rows, 0)
     with atomic_path(args.out) as tmp:
-        Image.fromarray(figure).save(tmp, format="PNG")
+        if Path(args.out).suffix.lower() in (".jpg", ".jpeg"):  # a JPEG keeps the docs picture small
+            Image.fromarray(figure).save(tmp, format="JPEG", quality=85, optimize=True)
+        else:
+            Image.fromarray(figure).save(tmp, format="PNG")
     print("wrote", args.out)
 
 
