@@ -26,6 +26,7 @@ from l2t_gs.render.camera import camera_from_json
 from l2t_gs.render.sh import rgb_to_sh
 
 ASTRONAUT = Path(__file__).parent / "data" / "photos" / "astronaut.jpg"
+OBAMA = Path(__file__).parent / "data" / "photos" / "obama.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,19 @@ def test_landmark_model_finds_the_astronaut(astronaut: np.ndarray) -> None:
     assert p[33, 0] < p[1, 0] < p[263, 0]
     assert eyes_y < p[1, 1] < p[13, 1] < p[14, 1] < p[152, 1]
     assert abs(p[1, 0] - 222) < 8 and abs(p[1, 1] - 128) < 8
+
+
+def test_landmark_model_reads_a_second_portrait() -> None:
+    """Obama's official portrait (512x640): one face, the nose tip where located by hand, the smile open."""
+    photo = np.asarray(Image.open(OBAMA).convert("RGB"))
+    faces = lm.detect_faces(photo)
+    assert len(faces) == 1
+    mesh = lm.face_mesh(photo, faces[0])
+    p = mesh.points
+    assert mesh.score > 0.9 and 50 < mesh.iod < 70  # eye centres about 63 px apart by hand
+    assert abs(p[1, 0] - 272) < 8 and abs(p[1, 1] - 157) < 8  # nose tip, located by hand
+    assert p[33, 0] < p[1, 0] < p[263, 0] and p[61, 0] < p[13, 0] < p[291, 0]
+    assert (p[14, 1] - p[13, 1]) / mesh.iod > 0.2  # his teeth show: the inner lips are apart
 
 
 # ------------------------------------------------------------------------------------------ correspondence
