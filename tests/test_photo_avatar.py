@@ -26,6 +26,7 @@ from l2t_gs.render.camera import camera_from_json
 from l2t_gs.render.sh import rgb_to_sh
 
 ASTRONAUT = Path(__file__).parent / "data" / "photos" / "astronaut.jpg"
+OBAMA = Path(__file__).parent / "data" / "photos" / "obama.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,19 @@ def test_landmark_model_finds_the_astronaut(astronaut: np.ndarray) -> None:
     assert p[33, 0] < p[1, 0] < p[263, 0]
     assert eyes_y < p[1, 1] < p[13, 1] < p[14, 1] < p[152, 1]
     assert abs(p[1, 0] - 222) < 8 and abs(p[1, 1] - 128) < 8
+
+
+def test_landmark_model_reads_a_second_portrait() -> None:
+    """Obama's official portrait (512x640): one face, the nose tip where located by hand, the smile open."""
+    photo = np.asarray(Image.open(OBAMA).convert("RGB"))
+    faces = lm.detect_faces(photo)
+    assert len(faces) == 1
+    mesh = lm.face_mesh(photo, faces[0])
+    p = mesh.points
+    assert mesh.score > 0.9 and 50 < mesh.iod < 70  # eye centres about 63 px apart by hand
+    assert abs(p[1, 0] - 272) < 8 and abs(p[1, 1] - 157) < 8  # nose tip, located by hand
+    assert p[33, 0] < p[1, 0] < p[263, 0] and p[61, 0] < p[13, 0] < p[291, 0]
+    assert (p[14, 1] - p[13, 1]) / mesh.iod > 0.2  # his teeth show: the inner lips are apart
 
 
 # ------------------------------------------------------------------------------------------ correspondence
@@ -122,6 +136,28 @@ def test_fit_recovers_pose_of_a_rendered_head(default_avatar: GaussianAvatar) ->
     assert np.linalg.norm(fit.projected - truth, axis=1).mean() / iod < 0.1
     # the camera distance is recovered up to the identity's scale
     assert abs(float(fit.viewmat[2, 3]) - 0.9) < 0.15
+
+
+@pytest.mark.parametrize(("yaw", "pitch"), [(0.0, 0.0), (40.0, -8.0)])
+def test_fit_recovers_pose_from_exact_landmarks(default_avatar: GaussianAvatar, yaw: float, pitch: float) -> None:
+    """The fitter alone: landmarks that are the true mesh's correspondence points (and their relative
+    depth, as the face-mesh model reports it) give back the pose, with the identity unknown to the fit."""
+    from l2t_gs.authoring.photo.fit import DEPTH_SCALE
+
+    shape = torch.tensor([0.6, -0.5, 0.4, 0.0, 0.3, 0.0, -0.4, 0.0])
+    verts = default_avatar.vertices_from_params({"shape": shape})[0].double()
+    pts = points_on_mesh(load_correspondence(), verts, default_avatar.faces)
+    size = 384
+    az, el = math.radians(yaw), math.radians(pitch)
+    eye = np.array([math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)]) * 0.9
+    view = look_at(eye + np.array([0.0, -0.01, 0.0]), (0.0, -0.01, 0.0)).double()
+    k = intrinsics(None, size, size, focal=1.4 * size).double()
+    depth = pts @ view[2, :3] + view[2, 3]
+    rel_z = (depth - depth.mean()) * k[0, 0] / depth.mean() / DEPTH_SCALE
+    marks = torch.cat([project(pts, view, k), rel_z[:, None]], 1).numpy()
+    fit = fit_landmarks(marks, size, size, default_avatar.head_model, steps=90)
+    assert _angle_deg(fit.viewmat[:3, :3].double().numpy(), view[:3, :3].numpy()) < 1.0  # 0.2 measured
+    assert fit.error_iod < 0.01
 
 
 @pytest.mark.slow

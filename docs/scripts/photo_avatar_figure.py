@@ -1,8 +1,10 @@
-"""Build photo avatars and draw docs/photo-avatar.png: photo, re-render, three-quarter, side, talking.
+"""Build photo avatars and draw docs/photo-avatar.jpg: photo, re-render, three-quarter, side, talking.
 
-Usage: python docs/scripts/photo_avatar_figure.py [--out docs/photo-avatar.png] [--work DIR]
-Rows: scikit-image's astronaut photo (tests/data/photos/astronaut.jpg) and the same photo mirrored
-and turned by 12 degrees in the image plane (a second pose of the one public-domain portrait at hand).
+Usage: python docs/scripts/photo_avatar_figure.py [--out docs/photo-avatar.jpg] [--work DIR]
+Rows: scikit-image's astronaut photo (tests/data/photos/astronaut.jpg), the same photo mirrored and
+turned by 12 degrees in the image plane, and the official 2012 portrait of Barack Obama
+(tests/data/photos/obama.jpg, see tests/data/photos/README.md). Avatars already built in --work
+(a folder with fit.json) are reused.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def crop_face(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=str(ROOT / "docs" / "photo-avatar.png"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "photo-avatar.jpg"))
     ap.add_argument("--work", default=None)
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="photo-avatar-"))
@@ -66,21 +68,27 @@ def main() -> None:
     Image.fromarray(turned).save(work / "astronaut-mirrored-turned.png")
     rows = []
     for name, path in (("astronaut", ROOT / "tests/data/photos/astronaut.jpg"),
-                       ("turned", work / "astronaut-mirrored-turned.png")):  # fmt: skip
-        res = build_photo_avatar(path, work / name)
+                       ("turned", work / "astronaut-mirrored-turned.png"),
+                       ("obama", ROOT / "tests/data/photos/obama.jpg")):  # fmt: skip
+        if not (work / name / "fit.json").is_file():
+            build_photo_avatar(path, work / name)
         tiles, fit = tiles_for(work / name)
         print(name, json.dumps({k: fit[k] for k in ("rerender_landmark_error_iod", "face_psnr_db", "seconds")}))
         # photo-sized tiles (photo, re-render, talking) cropped around the face; preset views as rendered
         ys, xs = np.nonzero(np.abs(tiles[1].astype(int) - 255).sum(-1) > 30)
         cx, cy = int(np.median(xs)), int(np.median(ys))
-        half = int(0.32 * max(fit["width"], fit["height"]))
+        half = int(2.8 * fit["eye_distance_px"])  # the head and a little around it
+        cx = min(max(cx, half), fit["width"] - half) if 2 * half <= fit["width"] else cx
+        cy = min(max(cy, half), fit["height"] - half) if 2 * half <= fit["height"] else cy
         box = (max(cx - half, 0), max(cy - half, 0), cx + half, cy + half)
         row = [crop_face(tiles[0], box), crop_face(tiles[1], box), tiles[2], tiles[3], crop_face(tiles[4], box)]
         rows.append(np.concatenate(row, 1))
-        print("wrote", res.out)
     figure = np.concatenate(rows, 0)
     with atomic_path(args.out) as tmp:
-        Image.fromarray(figure).save(tmp, format="PNG")
+        if Path(args.out).suffix.lower() in (".jpg", ".jpeg"):  # a JPEG keeps the docs picture small
+            Image.fromarray(figure).save(tmp, format="JPEG", quality=85, optimize=True)
+        else:
+            Image.fromarray(figure).save(tmp, format="PNG")
     print("wrote", args.out)
 
 
