@@ -2,9 +2,9 @@
 
 Usage: python docs/scripts/photo_avatar_figure.py [--out docs/photo-avatar.jpg] [--work DIR]
 Rows: scikit-image's astronaut photo (tests/data/photos/astronaut.jpg), the same photo mirrored and
-turned by 12 degrees in the image plane, and the official 2012 portrait of Barack Obama
-(tests/data/photos/obama.jpg, see tests/data/photos/README.md). Avatars already built in --work
-(a folder with fit.json) are reused.
+turned by 12 degrees in the image plane. (The second real photo, tests/data/photos/obama.jpg, is used for
+tests and measurement only: a talking avatar of a real public figure is not published; see
+docs/photo-avatar.md.) Avatars already built in --work (a folder with fit.json) are reused.
 """
 
 from __future__ import annotations
@@ -68,8 +68,7 @@ def main() -> None:
     Image.fromarray(turned).save(work / "astronaut-mirrored-turned.png")
     rows = []
     for name, path in (("astronaut", ROOT / "tests/data/photos/astronaut.jpg"),
-                       ("turned", work / "astronaut-mirrored-turned.png"),
-                       ("obama", ROOT / "tests/data/photos/obama.jpg")):  # fmt: skip
+                       ("turned", work / "astronaut-mirrored-turned.png")):  # fmt: skip
         if not (work / name / "fit.json").is_file():
             build_photo_avatar(path, work / name)
         tiles, fit = tiles_for(work / name)
