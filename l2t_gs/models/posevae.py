@@ -4,8 +4,8 @@ A conditional VAE over windows of ``window`` frames (2 s at 25 fps) of head pose
 the neck joint, radians, then translation, metres; normalised by the training set's mean and SD):
 
 * condition: per-frame audio features (:func:`pose_features`: 20 log-mel bands, loudness, log F0,
-  voicing, speech; [W, 24]) through two 1-D convolutions, plus the first ``overlap`` frames of the window
-  (the previous window's last frames) as context;
+  voicing, speech, onset strength; [W, 25]) through two 1-D convolutions, plus the first ``overlap``
+  frames of the window (the previous window's last frames) as context;
 * encoder (training only): pose + audio features -> one latent ``z`` [16] per window;
 * decoder: audio features, ``z`` (broadcast) and the context -> the window's pose.
 
@@ -32,6 +32,7 @@ from l2t_gs.audio.features import LogMel
 from l2t_gs.audio.prosody import Prosody, prosody
 from l2t_gs.errors import L2TError
 from l2t_gs.io.checkpoint import CheckpointFormat, cpu_state_dict, save_payload
+from l2t_gs.motion.head_motion import onset_strength
 
 __all__ = ["CHECKPOINT", "PoseVAE", "PoseVAEConfig", "default_posevae_path", "load_posevae", "pose_features"]
 
@@ -50,7 +51,7 @@ N_MEL_GROUPS = 20
 class PoseVAEConfig:
     """Sizes of a :class:`PoseVAE` (stored in its checkpoint)."""
 
-    feat_dim: int = N_MEL_GROUPS + 4
+    feat_dim: int = N_MEL_GROUPS + 5
     pose_dim: int = 6
     window: int = 50
     overlap: int = 10
@@ -84,8 +85,10 @@ def _log_mel(audio: np.ndarray, block: int = 6000) -> np.ndarray:
 
 
 def pose_features(audio: np.ndarray, n_frames: int, fps: float, p: Prosody | None = None) -> np.ndarray:
-    """Audio features [T, 24] per video frame: 20 log-mel band groups (clip-normalised), z-scored loudness,
-    z-scored log F0 (0 where unvoiced), voicing and speech flags. ``audio``: 16 kHz mono."""
+    """Audio features [T, 25] per video frame: 20 log-mel band groups (clip-normalised), z-scored loudness,
+    z-scored log F0 (0 where unvoiced), voicing and speech flags, and the onset strength (rectified rise of
+    the loudness, :func:`l2t_gs.motion.head_motion.onset_strength`, divided by its speech-frame SD): the
+    syllable onsets the head pauses on. ``audio``: 16 kHz mono."""
     mel = _log_mel(np.asarray(audio, np.float32).reshape(-1))  # [N, 80] at 100 fps
     t = np.clip(np.round(np.arange(n_frames) / fps * 100.0).astype(int), 0, mel.shape[0] - 1)
     # average the analysis frames around each video frame (+- half a frame)
@@ -100,7 +103,9 @@ def pose_features(audio: np.ndarray, n_frames: int, fps: float, p: Prosody | Non
     lf = p.log_f0_filled()
     v = p.voiced
     lf = np.where(v, (lf - lf[v].mean()) / (lf[v].std() + 0.05), 0.0) if v.sum() > 1 else np.zeros(n_frames)
-    feats = np.concatenate([m, e[:, None], lf[:, None], v[:, None], sp[:, None]], axis=1)
+    on = onset_strength(p)
+    on = on / (on[sp].std() + 1e-3) if sp.sum() > 1 else np.zeros(n_frames)
+    feats = np.concatenate([m, e[:, None], lf[:, None], v[:, None], sp[:, None], on[:, None]], axis=1)
     return np.clip(feats, -5, 5).astype(np.float32)
 
 
@@ -158,6 +163,8 @@ class PoseVAE(nn.Module):
     def sample(self, feats: np.ndarray, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
         """Head pose [T, 6] (radians, metres) for features [T, F]; deterministic for ``seed``."""
         cfg = self.cfg
+        if feats.ndim != 2 or feats.shape[1] != cfg.feat_dim:
+            raise L2TError(f"this PoseVAE takes {cfg.feat_dim} audio features per frame, got {feats.shape[1:]}")
         n = int(feats.shape[0])
         w, o, hop = cfg.window, cfg.overlap, cfg.hop
         n_win = max(1, int(np.ceil(max(n - o, 1) / hop)))
@@ -165,7 +172,7 @@ class PoseVAE(nn.Module):
         f = np.zeros((total, feats.shape[1]), np.float32)
         f[:n] = feats
         if n < total:
-            f[n:, -1] = 0.0  # padding is silence
+            f[n:, -2:] = 0.0  # padding is silence (no speech, no onsets)
         dev = self.pose_mean.device
         ft = torch.as_tensor(f, device=dev)
         gen = torch.Generator(device="cpu").manual_seed(int(seed))

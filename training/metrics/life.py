@@ -11,7 +11,10 @@ Definitions (docs/life.md has the sources of the reference ranges):
   of the onset strength (half-wave rectified rise of the smoothed loudness, local maxima at least 0.2 s
   apart above mean + 0.5 SD, in speech), motion beats are local minima of the smoothed angular speed
   (kinematic beats, 0.2 s apart); ``BA = mean over audio beats of exp(-d^2 / (2 sigma^2))`` with ``d`` the
-  distance (s) to the nearest motion beat and ``sigma = 0.1 s``;
+  distance (s) to the nearest motion beat and ``sigma = 0.1 s``. Its chance level
+  (:func:`beat_alignment_chance`) is the mean BA of the same motion beats against the audio beats shifted
+  circularly by 20 offsets spread evenly over the clip (at least 1 s from zero): same beat rates, no
+  timing relation;
 * **diversity**: average pairwise distance (APD) between samples of different seeds: the mean over
   pairs of the RMS rotation difference (deg);
 * **blinks**: rate per minute and duration (s) of lid-closure runs above 0.05 (frames + 1, / fps);
@@ -27,13 +30,14 @@ from typing import Any
 import numpy as np
 
 from l2t_gs.audio.prosody import Prosody
-from l2t_gs.motion.head_motion import smooth
+from l2t_gs.motion.head_motion import onset_strength, smooth
 
 __all__ = [
     "BA_SIGMA_S",
     "REFERENCE_RANGES",
     "audio_beats",
     "beat_alignment",
+    "beat_alignment_chance",
     "blink_stats",
     "diversity",
     "gaze_stats",
@@ -105,8 +109,7 @@ def prosody_coupling(pose: np.ndarray, p: Prosody) -> dict[str, float]:
 
 def audio_beats(p: Prosody, min_gap_s: float = 0.2) -> np.ndarray:
     """Audio beat times (s): onset-strength peaks in speech (see the module docstring)."""
-    e = smooth(p.energy_db, p.fps, 0.02)
-    onset = np.concatenate([[0.0], np.maximum(np.diff(e), 0.0)])
+    onset = onset_strength(p)
     idx = _local_extrema(onset, max(1, int(round(min_gap_s * p.fps))))
     thr = onset.mean() + 0.5 * onset.std()
     sp = smooth(p.speech.astype(float), p.fps, 0.05) > 0.2
@@ -128,6 +131,19 @@ def beat_alignment(audio_t: np.ndarray, motion_t: np.ndarray, sigma: float = BA_
         return float("nan")
     d = np.abs(np.asarray(audio_t)[:, None] - np.asarray(motion_t)[None]).min(axis=1)
     return float(np.exp(-(d**2) / (2 * sigma**2)).mean())
+
+
+def beat_alignment_chance(
+    audio_t: np.ndarray, motion_t: np.ndarray, duration_s: float, n_shifts: int = 20, min_shift_s: float = 1.0,
+    sigma: float = BA_SIGMA_S,
+) -> float:  # fmt: skip
+    """Chance level of :func:`beat_alignment`: its mean over ``n_shifts`` circular shifts of the audio beats,
+    evenly spread over ``min_shift_s .. duration_s - min_shift_s`` (NaN for clips under 2 x that)."""
+    if duration_s <= 2 * min_shift_s or np.size(audio_t) == 0:
+        return float("nan")
+    shifts = np.linspace(min_shift_s, duration_s - min_shift_s, n_shifts)
+    a = np.asarray(audio_t, np.float64)
+    return float(np.mean([beat_alignment(np.sort((a + s) % duration_s), motion_t, sigma) for s in shifts]))
 
 
 def diversity(poses: list[np.ndarray]) -> float:
@@ -183,8 +199,8 @@ def evaluate_motion(
 ) -> dict[str, Any]:  # fmt: skip
     """Statistics of the generated life (``head_motion``: natural or procedural, blinks on) for 16 kHz
     ``clips``, per seed averaged over clips, next to the procedural corpus generator's (the reference
-    distribution the PoseVAE learnt) and the published ranges; plus BA (and BA of the motion against the
-    audio beats of another seed's clip order, a chance baseline), and the diversity across seeds."""
+    distribution the PoseVAE learnt) and the published ranges; plus BA and its chance level
+    (:func:`beat_alignment_chance`), and the diversity across seeds."""
     from l2t_gs.audio.prosody import prosody
     from l2t_gs.models.life import life_track
     from l2t_gs.motion.life import LifeConfig
@@ -205,9 +221,7 @@ def evaluate_motion(
                 rows.append(st)
                 ab, mb = audio_beats(p), motion_beats(tr.head, fps)
                 ba.append(beat_alignment(ab, mb))
-                # chance: the same motion against the audio beats shifted by half the clip (circularly)
-                half = n / fps / 2
-                ba_chance.append(beat_alignment(np.sort((ab + half) % (n / fps)), mb))
+                ba_chance.append(beat_alignment_chance(ab, mb, n / fps))
         keys = rows[0].keys()
         agg = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
         agg["beat_alignment"] = float(np.nanmean(ba))
