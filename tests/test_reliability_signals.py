@@ -40,11 +40,17 @@ def test_signal_mid_render_cleans_up_and_exits_with_its_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], sig: int, code: int
 ) -> None:
     wav = speech_wav(tmp_path / "in.wav", seconds=1.0)
+    # a test run started in the background (`cmd &`) inherits SIGINT ignored, as any background job does:
+    # give this test the Ctrl-C handler an interactive run has
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     _signal_after_frames(monkeypatch, sig)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
     args = ["render", str(wav), "-o", str(tmp_path / "o.mp4"), "--size", "64", "--fps", "10", "--quiet"]
     args += ["--export-mesh", str(tmp_path / "m.npz"), "--export-ply", str(tmp_path / "plys")]
-    assert main(args) == code
+    try:
+        assert main(args) == code
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
     err = capsys.readouterr().err
     assert ("interrupted" if sig == signal.SIGINT else f"terminated ({signal.Signals(sig).name})") in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"], leftovers(tmp_path)
