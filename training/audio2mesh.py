@@ -475,6 +475,12 @@ class _Trainer:
         self.opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.losses = build_losses(self.recipe["loss"], self.model, self.device)
 
+    def _model_config_diff(self, stored: dict[str, Any]) -> list[str]:
+        """The ``[model]`` fields in which a checkpoint's stored config differs from this run's recipe."""
+        wanted = _comparable(_model_table_config(self.recipe["model"], self.train_ds.fps, self.scale))
+        have = _comparable(dict(stored))
+        return sorted(k for k in wanted.keys() | have.keys() if have.get(k) != wanted.get(k))
+
     def _initial_weights(self, n_verts: int) -> Audio2Mesh:
         """The model of ``[train] init_from`` (a run directory's ``last.pt`` or a checkpoint file), checked
         against this run's ``[model]`` table, vertex count and training subjects."""
@@ -483,9 +489,7 @@ class _Trainer:
         if not path.is_file():
             raise L2TError(f"[train] init_from: {src} is neither a checkpoint nor a run directory with last.pt")
         ckpt = read_checkpoint(path)
-        wanted = _comparable(_model_table_config(self.recipe["model"], self.train_ds.fps, self.scale))
-        have = _comparable(dict(ckpt["config"]))
-        diff = sorted(k for k, v in wanted.items() if have.get(k) != v)
+        diff = self._model_config_diff(ckpt["config"])
         if diff:
             raise L2TError(f"[train] init_from: {path} has a different [model] config ({', '.join(diff)})")
         model = model_from_checkpoint(ckpt, where=str(path))
@@ -607,10 +611,8 @@ class _Trainer:
             or _auto_unit_scale([self.train_ds.template(s) for s in self.train_ds.subjects])
         )
         if resume is not None:
-            wanted = _model_table_config(self.recipe["model"], self.train_ds.fps, self.scale)
-            if _comparable(wanted) != _comparable(dict(resume["config"])):
-                have = _comparable(dict(resume["config"]))
-                diff = sorted(k for k, v in _comparable(wanted).items() if have.get(k) != v)
+            diff = self._model_config_diff(resume["config"])
+            if diff:
                 raise L2TError(
                     f"{self.out} was started with a different [model] config ({', '.join(diff)}); "
                     "use the same --config (or RUN/config.toml) to resume, or a new --out"
