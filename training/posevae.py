@@ -5,7 +5,7 @@ Speech: every ``.wav`` under ``--data`` (a corpus folder, e.g. from ``l2t-gs dat
 0.2-0.9 s pauses, with random voice, rate and pitch). Each clip gets ``--tracks`` head-motion tracks from
 :func:`l2t_gs.motion.head_motion.procedural_head_motion` (different random parts, same prosodic coupling),
 cut into random windows. Loss: MSE of the normalised pose window + 4 x MSE of its frame-to-frame
-velocity + 4 x MSE of its angular speed (the norm of the rotation velocity: direction-free, so the
+velocity + 16 x MSE of its angular speed (the norm of the rotation velocity: direction-free, so the
 loudness-driven speed is learnt even where the direction is not predictable) + beta KL (beta ramps
 0 -> ``--beta`` over the first third). Writes ``OUT/posevae.pt`` and
 ``OUT/train.json``::
