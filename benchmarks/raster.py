@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
+from l2t_gs.core.workers import set_cpu_threads
 from l2t_gs.errors import L2TError
 from l2t_gs.render import BACKENDS, gsplat_status, head_camera, rasterize
-from l2t_gs.render.backend_cpu import fast_cpu_available
 from l2t_gs.render.synthetic import head_scene
 
 
@@ -89,17 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", nargs="+", choices=BACKENDS.choices(), default=None)
     p.add_argument("--sh-degree", type=int, default=3, choices=[0, 1, 2, 3])
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--threads", type=int, default=None, help="torch (and numba) CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch and compiled-kernel CPU threads")
     p.add_argument("--no-avatar", action="store_true", help="skip the default-avatar row")
     args = p.parse_args(argv)
     if args.quick:
         args.splats, args.sizes, args.repeats = [50_000], [512], 3
     if args.threads:
         torch.set_num_threads(args.threads)
-        if fast_cpu_available():
-            import numba
-
-            numba.set_num_threads(args.threads)
+        set_cpu_threads(args.threads)  # the compiled CPU path's kernel threads
 
     scenes: list[tuple[str, dict[str, Any]]] = []
     for n in args.splats:

@@ -7,6 +7,7 @@ bounded for hour-long audio. The CLI ``l2t-gs render`` is a thin wrapper over th
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import os
@@ -15,6 +16,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from tqdm import tqdm
 from l2t_gs.assets import asset_path
 from l2t_gs.audio.io import load_audio
 from l2t_gs.core.device import resolve_device
+from l2t_gs.core.workers import cpu_threads, get_cpu_threads
 from l2t_gs.errors import L2TError
 from l2t_gs.gaussians import GaussianAvatar, export_world_ply, load_avatar
 from l2t_gs.gaussians.export import world_ply_bytes
@@ -38,6 +41,7 @@ from l2t_gs.motion.file import MotionFile, open_motion
 from l2t_gs.motion.life import LifeConfig, LifeRig, LifeTrack
 from l2t_gs.motion.transcript import TranscriptTracks, align_transcript, transcript_tracks
 from l2t_gs.render import head_camera, rasterize
+from l2t_gs.render.backends import select_backend
 from l2t_gs.render.camera import RENDER_CAMERAS, camera_from_json
 from l2t_gs.render.image import to_uint8
 
@@ -89,6 +93,7 @@ class RenderResult:
     audio_seconds: float
     wall_seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    frame_workers: int = 1  # frames rendered at once (see frame_workers); stage times sum over them
 
     @property
     def seconds_per_audio_second(self) -> float:
@@ -319,8 +324,25 @@ def _prepare(audio_path: str | os.PathLike, cfg: RenderConfig) -> _Job:
     return _Job(audio, seconds, n_frames, avatar.to(device), model, device, neutral, transcript, motion, life, life_rig)
 
 
+def frame_workers(backend: str, device: torch.device) -> int:
+    """Frames rendered at once: one per CPU thread when the compiled CPU rasterizer draws them (its
+    kernels then run one thread each, which scales better than one frame over every core), else 1."""
+    n = get_cpu_threads()
+    if n < 2 or device.type != "cpu":
+        return 1
+    try:
+        chosen = select_backend(backend, device, torch.float32, needs_grad=False)
+    except L2TError:
+        return 1  # the render itself reports it
+    return n if chosen.name == "cpu-fast" else 1
+
+
 def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """Stream ``(vertices [V, 3], frame uint8 [H, W, 3])`` for every video frame; adds stage timings."""
+    """Stream ``(vertices [V, 3], frame uint8 [H, W, 3])`` for every video frame; adds stage timings.
+
+    With several :func:`frame_workers`, frames are deformed and rasterized on a thread each, a few
+    frames ahead, and yielded in order ("deform" and "rasterize" then sum the workers' times).
+    """
     torch.manual_seed(cfg.seed)
     device, neutral, n_frames = job.device, job.neutral, job.n_frames
     bg = torch.tensor([list(cfg.background)], dtype=torch.float32, device=device)
@@ -329,25 +351,58 @@ def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[
         fixed_cam = [t.to(device) for t in camera_from_json(cfg.camera_json, cfg.size, cfg.size)[:2]]
     elif cfg.camera != "orbit":
         fixed_cam = [t.to(device) for t in head_camera(cfg.camera, neutral, cfg.size, cfg.size)]
-    stream = _vertex_chunks(job.model, job.motion, job.avatar, job.audio, neutral, cfg, cfg.style, job.transcript)
-    written = 0
-    while written < n_frames:
-        t = time.perf_counter()
-        chunk = next(stream, None)
-        stages["model"] += time.perf_counter() - t
-        if chunk is None:
-            break
-        for verts in chunk[: n_frames - written]:
+    n_workers = frame_workers(cfg.backend, device)
+
+    def draw(verts: torch.Tensor, index: int) -> np.ndarray:
+        with torch.no_grad(), cpu_threads(1) if n_workers > 1 else contextlib.nullcontext():
             t = time.perf_counter()
-            if job.life_rig is not None:
-                verts = job.life_rig.apply(verts[None], job.life, written)[0]
             splats = job.avatar.splat_params(verts)
-            stages["deform"] += time.perf_counter() - t
+            t1 = time.perf_counter()
+            img = _render_view(splats, fixed_cam, neutral, cfg, index / max(n_frames, 1), bg)
+            stages["deform"] += t1 - t
+            stages["rasterize"] += time.perf_counter() - t1
+        return img
+
+    def posed() -> Iterator[tuple[int, torch.Tensor]]:
+        stream = _vertex_chunks(job.model, job.motion, job.avatar, job.audio, neutral, cfg, cfg.style, job.transcript)
+        index = 0
+        while index < n_frames:
             t = time.perf_counter()
-            img = _render_view(splats, fixed_cam, neutral, cfg, written / max(n_frames, 1), bg)
-            stages["rasterize"] += time.perf_counter() - t
+            chunk = next(stream, None)
+            stages["model"] += time.perf_counter() - t
+            if chunk is None:
+                break
+            for verts in chunk[: n_frames - index]:
+                if job.life_rig is not None:
+                    t = time.perf_counter()
+                    verts = job.life_rig.apply(verts[None], job.life, index)[0]
+                    stages["deform"] += time.perf_counter() - t
+                yield index, verts
+                index += 1
+
+    written = 0
+    if n_workers == 1:
+        for index, verts in posed():
+            yield verts, draw(verts, index)
             written += 1
-            yield verts, img
+    else:
+        pool = ThreadPoolExecutor(n_workers, thread_name_prefix="l2t-frame")
+        pending: collections.deque = collections.deque()
+        try:
+            for index, verts in posed():
+                pending.append((verts, pool.submit(draw, verts, index)))
+                if len(pending) >= 2 * n_workers:
+                    done_verts, fut = pending.popleft()
+                    yield done_verts, fut.result()
+                    written += 1
+            while pending:
+                done_verts, fut = pending.popleft()
+                yield done_verts, fut.result()
+                written += 1
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True)
     if written != n_frames:  # pragma: no cover - the model contract gives round(seconds * fps)
         raise L2TError(f"the model produced {written} frames, expected {n_frames}")
 
@@ -393,7 +448,9 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
         _check_ply_space(Path(cfg.export_ply), world_ply_bytes(job.avatar), job.n_frames)
     avatar, n_frames = job.avatar, job.n_frames
 
-    stages = dict.fromkeys(("model", "deform", "rasterize", "encode"), 0.0)
+    # "setup": reading, loading and checking before the first frame; "deform" and "rasterize" sum the
+    # frame workers' times (RenderResult.frame_workers), so with several they exceed the wall time
+    stages = dict.fromkeys(("model", "deform", "rasterize", "encode"), 0.0) | {"setup": time.perf_counter() - t0}
     mesh_writer = None
     ply_tmp = None
     written = 0
@@ -440,7 +497,8 @@ def render_video(audio_path: str | os.PathLike, out_path: str | os.PathLike, cfg
         raise
     finally:
         bar.close()
-    return RenderResult(out, written, job.seconds, time.perf_counter() - t0, stages)
+    workers = frame_workers(cfg.backend, job.device)
+    return RenderResult(out, written, job.seconds, time.perf_counter() - t0, stages, workers)
 
 
 # --------------------------------------------------------------------------- given motion, demo layouts

@@ -1,8 +1,8 @@
-"""What every numba-compiled module of the package shares: the kernel lock and the cached ``njit``.
+"""What every numba-compiled module of the package shares: the cached ``njit``.
 
-* :data:`NUMBA_LOCK`: numba's default "workqueue" threading layer must not be entered from two
-  threads at once (it aborts the process); every module that launches ``parallel=True`` kernels holds
-  it while it does, so that threads (the viewer's, a render loop's) take turns.
+Kernels are compiled without numba's parallel layer (its default "workqueue" layer aborts the
+process when two threads enter it at once); :mod:`l2t_gs.core.workers` runs their chunks instead.
+
 * :func:`cached_njit`: ``numba.njit(cache=True)``, so that compiled kernels are kept on disk and only
   the first process ever compiles. numba stores them next to the module, else under
   ``NUMBA_CACHE_DIR`` or the user cache directory; where none of those is writable (a read-only
@@ -14,13 +14,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-#: Held while a parallel numba kernel runs (re-entrant: a kernel wrapper may call another).
-NUMBA_LOCK = threading.RLock()
 
 
 def fallback_cache_dir() -> Path:

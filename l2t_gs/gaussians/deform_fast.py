@@ -1,6 +1,7 @@
 """Compiled (numba) per-frame deformation: :func:`l2t_gs.gaussians.binding.triangle_frames` and
-:func:`~l2t_gs.gaussians.binding.local_to_world` of one mesh in two parallel passes (faces, then
-splats), without temporaries; used by :meth:`GaussianAvatar.deform` for CPU calls without autograd.
+:func:`~l2t_gs.gaussians.binding.local_to_world` of one mesh in two passes (faces, then splats, each
+in chunks on :mod:`l2t_gs.core.workers` threads), without temporaries; used by
+:meth:`GaussianAvatar.deform` for CPU calls without autograd.
 
 The arithmetic follows the torch code operation by operation, in its dtype, so the results agree
 with it to float rounding (tests/test_deform_fast.py); the exp/log of the scales stay in torch.
@@ -13,16 +14,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from l2t_gs.core.numba_support import NUMBA_LOCK, cached_njit
+from l2t_gs.core.numba_support import cached_njit
+from l2t_gs.core.workers import run_chunks
 from l2t_gs.gaussians.binding import NORM_EPS
 
 try:  # numba is an optional dependency
-    from numba import prange
+    import numba  # noqa: F401
 
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised only without numba
     AVAILABLE = False
 
+
+#: Fewest faces / splats a worker thread gets (smaller calls run on one).
+_MIN_CHUNK = 8192
 
 if AVAILABLE:
 
@@ -31,13 +36,17 @@ if AVAILABLE:
         """sqrt(max(|v|^2, eps)), as binding.safe_normalize divides by."""
         return np.sqrt(max(x * x + y * y + z * z, eps))
 
-    @cached_njit(parallel=True, nogil=True)
-    def _faces(verts: np.ndarray, faces: np.ndarray, eps: np.ndarray, out: np.ndarray) -> None:
-        """Per face: rotation columns a0, a1, a2 (9), unit quaternion wxyz (4), scale k, centroid (3)."""
+    @cached_njit(nogil=True)
+    def _faces(
+        verts: np.ndarray, faces: np.ndarray, eps: np.ndarray, out: np.ndarray, worker: int, n_workers: int
+    ) -> None:
+        """Per face: rotation columns a0, a1, a2 (9), unit quaternion wxyz (4), scale k, centroid (3);
+        chunk ``worker`` of ``n_workers`` contiguous chunks of the faces."""
         one, two, three = verts.dtype.type(1.0), verts.dtype.type(2.0), verts.dtype.type(3.0)
         half, zero = verts.dtype.type(0.5), verts.dtype.type(0.0)
         e = eps[0]
-        for f in prange(faces.shape[0]):
+        nf = faces.shape[0]
+        for f in range(nf * worker // n_workers, nf * (worker + 1) // n_workers):
             i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
             e1x, e1y, e1z = verts[i1, 0] - verts[i0, 0], verts[i1, 1] - verts[i0, 1], verts[i1, 2] - verts[i0, 2]
             e2x, e2y, e2z = verts[i2, 0] - verts[i0, 0], verts[i2, 1] - verts[i0, 1], verts[i2, 2] - verts[i0, 2]
@@ -89,7 +98,7 @@ if AVAILABLE:
             out[f, 15] = (verts[i0, 1] + verts[i1, 1] + verts[i2, 1]) / three
             out[f, 16] = (verts[i0, 2] + verts[i1, 2] + verts[i2, 2]) / three
 
-    @cached_njit(parallel=True, nogil=True)
+    @cached_njit(nogil=True)
     def _splats(
         frames: np.ndarray,
         binding: np.ndarray,
@@ -99,10 +108,14 @@ if AVAILABLE:
         out_means: np.ndarray,
         out_quats: np.ndarray,
         out_k: np.ndarray,
+        worker: int,
+        n_workers: int,
     ) -> None:
-        """World means [N, 3], quaternions [N, 4] and parent scales k [N] of the splats."""
+        """World means [N, 3], quaternions [N, 4] and parent scales k [N] of the splats (chunk
+        ``worker`` of ``n_workers``)."""
         e = eps[0]
-        for i in prange(binding.shape[0]):
+        n = binding.shape[0]
+        for i in range(n * worker // n_workers, n * (worker + 1) // n_workers):
             fr = frames[binding[i]]
             k = fr[13]
             mx, my, mz = means[i, 0], means[i, 1], means[i, 2]
@@ -141,12 +154,11 @@ def deform_one(
     out_means = np.empty((n, 3), dtype=np_dtype)
     out_quats = np.empty((n, 4), dtype=np_dtype)
     out_k = np.empty(n, dtype=np_dtype)
-    with NUMBA_LOCK:  # numba's workqueue layer: one caller at a time
-        _faces(verts, np.ascontiguousarray(faces.numpy(), dtype=np.int64), eps, frames)
-        _splats(
-            frames, np.ascontiguousarray(binding.numpy(), dtype=np.int64),
-            np.ascontiguousarray(means.detach().numpy(), dtype=np_dtype),
-            np.ascontiguousarray(quats.detach().numpy(), dtype=np_dtype), eps, out_means, out_quats, out_k,
-        )  # fmt: skip
+    fcs = np.ascontiguousarray(faces.numpy(), dtype=np.int64)
+    bnd = np.ascontiguousarray(binding.numpy(), dtype=np.int64)
+    mns = np.ascontiguousarray(means.detach().numpy(), dtype=np_dtype)
+    qts = np.ascontiguousarray(quats.detach().numpy(), dtype=np_dtype)
+    run_chunks(lambda w, k: _faces(verts, fcs, eps, frames, w, k), fcs.shape[0], _MIN_CHUNK)
+    run_chunks(lambda w, k: _splats(frames, bnd, mns, qts, eps, out_means, out_quats, out_k, w, k), n, _MIN_CHUNK)
     k = torch.from_numpy(out_k)[:, None]
     return torch.from_numpy(out_means), torch.from_numpy(out_quats), log_scales + torch.log(k)

@@ -67,7 +67,9 @@ class VideoWriter:
         self._video = self._container.add_stream("libx264", rate=rate)
         self._video.width, self._video.height = self.width, self.height
         self._video.pix_fmt = "yuv420p"
-        self._video.options = {"crf": str(crf), "preset": preset}
+        # one x264 thread: the same frames give the same file (x264's own threads made it depend on
+        # timing), and the cores are the render loop's; encoding overlaps with it in a thread of its own
+        self._video.options = {"crf": str(crf), "preset": preset, "threads": "1"}
         self._astream = None
         if self.audio is not None:
             self._astream = self._container.add_stream("aac", rate=self.sample_rate)
