@@ -372,11 +372,12 @@ def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[
             stages["model"] += time.perf_counter() - t
             if chunk is None:
                 break
-            for verts in chunk[: n_frames - index]:
-                if job.life_rig is not None:
-                    t = time.perf_counter()
-                    verts = job.life_rig.apply(verts[None], job.life, index)[0]
-                    stages["deform"] += time.perf_counter() - t
+            chunk = chunk[: n_frames - index]
+            if job.life_rig is not None:  # head motion, blinks and gaze: the whole chunk at once
+                t = time.perf_counter()
+                chunk = job.life_rig.apply(chunk, job.life, index)
+                stages["deform"] += time.perf_counter() - t
+            for verts in chunk:
                 yield index, verts
                 index += 1
 

@@ -31,12 +31,12 @@ _MIN_CHUNK = 8192
 
 if AVAILABLE:
 
-    @cached_njit(inline="always")
+    @cached_njit(inline="always", fastmath=True)
     def _length(x: float, y: float, z: float, eps: float) -> float:
         """sqrt(max(|v|^2, eps)), as binding.safe_normalize divides by."""
         return np.sqrt(max(x * x + y * y + z * z, eps))
 
-    @cached_njit(nogil=True)
+    @cached_njit(nogil=True, fastmath=True)
     def _faces(
         verts: np.ndarray, faces: np.ndarray, eps: np.ndarray, out: np.ndarray, worker: int, n_workers: int
     ) -> None:
@@ -51,13 +51,14 @@ if AVAILABLE:
             e1x, e1y, e1z = verts[i1, 0] - verts[i0, 0], verts[i1, 1] - verts[i0, 1], verts[i1, 2] - verts[i0, 2]
             e2x, e2y, e2z = verts[i2, 0] - verts[i0, 0], verts[i2, 1] - verts[i0, 1], verts[i2, 2] - verts[i0, 2]
             base = _length(e1x, e1y, e1z, e)
-            a0x, a0y, a0z = e1x / base, e1y / base, e1z / base
+            r = one / base  # one division, three products (the torch path divides: equal to rounding)
+            a0x, a0y, a0z = e1x * r, e1y * r, e1z * r
             cx, cy, cz = a0y * e2z - a0z * e2y, a0z * e2x - a0x * e2z, a0x * e2y - a0y * e2x
-            n1 = _length(cx, cy, cz, e)
-            a1x, a1y, a1z = cx / n1, cy / n1, cz / n1
+            r = one / _length(cx, cy, cz, e)
+            a1x, a1y, a1z = cx * r, cy * r, cz * r
             dx, dy, dz = a1y * a0z - a1z * a0y, a1z * a0x - a1x * a0z, a1x * a0y - a1y * a0x
-            n2 = _length(dx, dy, dz, e)
-            a2x, a2y, a2z = -(dx / n2), -(dy / n2), -(dz / n2)
+            r = -one / _length(dx, dy, dz, e)
+            a2x, a2y, a2z = dx * r, dy * r, dz * r
             height = abs(a2x * e2x + a2y * e2y + a2z * e2z)
             # R = [a0 a1 a2] as columns: m_ij = a_j[i]
             m00, m01, m02 = a0x, a1x, a2x
@@ -86,8 +87,8 @@ if AVAILABLE:
                 qw, qx, qy, qz = m02 - m20, m01 + m10, p2, m12 + m21
             else:
                 qw, qx, qy, qz = m10 - m01, m02 + m20, m12 + m21, p3
-            qn = max(np.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), verts.dtype.type(1e-12))
-            qw, qx, qy, qz = qw / qn, qx / qn, qy / qn, qz / qn
+            r = one / max(np.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), verts.dtype.type(1e-12))
+            qw, qx, qy, qz = qw * r, qx * r, qy * r, qz * r
             if qw < 0:
                 qw, qx, qy, qz = -qw, -qx, -qy, -qz
             if qw * qw + qx * qx + qy * qy + qz * qz < half:
@@ -98,7 +99,7 @@ if AVAILABLE:
             out[f, 15] = (verts[i0, 1] + verts[i1, 1] + verts[i2, 1]) / three
             out[f, 16] = (verts[i0, 2] + verts[i1, 2] + verts[i2, 2]) / three
 
-    @cached_njit(nogil=True)
+    @cached_njit(nogil=True, fastmath=True)
     def _splats(
         frames: np.ndarray,
         binding: np.ndarray,
@@ -114,6 +115,7 @@ if AVAILABLE:
         """World means [N, 3], quaternions [N, 4] and parent scales k [N] of the splats (chunk
         ``worker`` of ``n_workers``)."""
         e = eps[0]
+        one = means.dtype.type(1.0)
         n = binding.shape[0]
         for i in range(n * worker // n_workers, n * (worker + 1) // n_workers):
             fr = frames[binding[i]]
@@ -123,12 +125,10 @@ if AVAILABLE:
             out_means[i, 1] = (fr[3] * mx + fr[4] * my + fr[5] * mz) * k + fr[15]
             out_means[i, 2] = (fr[6] * mx + fr[7] * my + fr[8] * mz) * k + fr[16]
             out_k[i] = k
-            aw, ax, ay, az = fr[9], fr[10], fr[11], fr[12]
-            na = np.sqrt(max(aw * aw + ax * ax + ay * ay + az * az, e))
-            aw, ax, ay, az = aw / na, ax / na, ay / na, az / na
+            aw, ax, ay, az = fr[9], fr[10], fr[11], fr[12]  # unit already (_faces normalises it)
             bw, bx, by, bz = quats[i, 0], quats[i, 1], quats[i, 2], quats[i, 3]
-            nb = np.sqrt(max(bw * bw + bx * bx + by * by + bz * bz, e))
-            bw, bx, by, bz = bw / nb, bx / nb, by / nb, bz / nb
+            r = one / np.sqrt(max(bw * bw + bx * bx + by * by + bz * bz, e))
+            bw, bx, by, bz = bw * r, bx * r, by * r, bz * r
             out_quats[i, 0] = aw * bw - ax * bx - ay * by - az * bz
             out_quats[i, 1] = aw * bx + ax * bw + ay * bz - az * by
             out_quats[i, 2] = aw * by - ax * bz + ay * bw + az * bx
