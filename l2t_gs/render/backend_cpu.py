@@ -48,9 +48,12 @@ class CpuFastBackend(Backend):
             sh_degree=req.sh_degree, backgrounds=req.backgrounds, render_mode=req.render_mode,
             tile_size=req.tile_size,
         )  # fmt: skip
-        cam_ids, gauss_ids = (torch.from_numpy(i) for i in np.nonzero((fproj.radii.numpy() > 0).all(-1)))
         colors = expected_depth(colors, alphas, req.render_mode)
-        ci, gi = cam_ids.numpy(), gauss_ids.numpy()
+        if req.packed:  # the visible (camera, splat) pairs; unpacked meta has no use for them
+            ci, gi = np.nonzero((fproj.radii.numpy() > 0).all(-1))
+        else:
+            ci = gi = np.zeros(0, dtype=np.int64)
+        cam_ids, gauss_ids = torch.from_numpy(ci), torch.from_numpy(gi)
 
         def gather(t: Tensor) -> Tensor:  # no autograd here: gather with numpy (single-threaded, cheap)
             return torch.from_numpy(t.numpy()[ci, gi])

@@ -142,7 +142,8 @@ def _validate(
     for name, t in named.items():
         _check_finite(name, t)
     q, sc, op, k = _values(quats), _values(scales), _values(opacities), _values(Ks)
-    if n and bool(((q * q).sum(-1) == 0).any()):
+    sq = q * q  # column sums: a sum over the last axis of size 4 is ~20x slower in numpy
+    if n and bool(((sq[:, 0] + sq[:, 1] + sq[:, 2] + sq[:, 3]) == 0).any()):
         _fail("quats contains a zero quaternion")
     if n and bool((sc < 0).any()):
         _fail("scales must be non-negative (pass activated scales, e.g. exp(log_scales))")
