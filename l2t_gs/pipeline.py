@@ -13,6 +13,7 @@ import itertools
 import os
 import shutil
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -352,6 +353,7 @@ def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[
     elif cfg.camera != "orbit":
         fixed_cam = [t.to(device) for t in head_camera(cfg.camera, neutral, cfg.size, cfg.size)]
     n_workers = frame_workers(cfg.backend, device)
+    timing_lock = threading.Lock()
 
     def draw(verts: torch.Tensor, index: int) -> np.ndarray:
         with torch.no_grad(), cpu_threads(1) if n_workers > 1 else contextlib.nullcontext():
@@ -359,8 +361,9 @@ def _frames(job: _Job, cfg: RenderConfig, stages: dict[str, float]) -> Iterator[
             splats = job.avatar.splat_params(verts)
             t1 = time.perf_counter()
             img = _render_view(splats, fixed_cam, neutral, cfg, index / max(n_frames, 1), bg)
-            stages["deform"] += t1 - t
-            stages["rasterize"] += time.perf_counter() - t1
+            with timing_lock:  # workers add to the same entries
+                stages["deform"] += t1 - t
+                stages["rasterize"] += time.perf_counter() - t1
         return img
 
     def posed() -> Iterator[tuple[int, torch.Tensor]]:
