@@ -154,3 +154,39 @@ def test_frame_workers_yield_the_serial_frames_in_order(tmp_path, monkeypatch):
     for a, b in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a, b)
     assert pipeline.frame_workers("torch-pure", torch.device("cpu")) == 1
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_pool():
+    import os
+
+    def fn(w, k):
+        pass
+
+    with workers.cpu_threads(2):
+        workers.run_chunks(fn, 10)  # the parent's pool exists and has gone idle
+        pid = os.fork()
+        if pid == 0:  # child: the parent's pool threads do not exist here; this must not hang
+            code = 1
+            try:
+                out = np.zeros(10)
+
+                def fill(w, k):
+                    out[10 * w // k : 10 * (w + 1) // k] = 1
+
+                workers.run_chunks(fill, 10)
+                code = 0 if out.all() else 1
+            finally:
+                os._exit(code)
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("run_chunks hung in a forked child")

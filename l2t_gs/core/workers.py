@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 _local = threading.local()
 _default: int | None = None
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
 _pool_lock = threading.Lock()
 
 
@@ -60,10 +61,12 @@ def cpu_threads(n: int) -> Iterator[None]:
 
 
 def _shared_pool() -> ThreadPoolExecutor:
-    global _pool
+    """The kernel pool of this process (a forked child gets its own: the parent's threads are not there)."""
+    global _pool, _pool_pid
     with _pool_lock:
-        if _pool is None:
+        if _pool is None or _pool_pid != os.getpid():
             _pool = ThreadPoolExecutor(max(available_cpus() - 1, 1), thread_name_prefix="l2t-kernel")
+            _pool_pid = os.getpid()
         return _pool
 
 
