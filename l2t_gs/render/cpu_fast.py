@@ -76,7 +76,7 @@ _WALK_CONIC = 30.0
 
 if AVAILABLE:
 
-    @cached_njit(error_model="numpy", inline="always")
+    @cached_njit(error_model="numpy", inline="always", fastmath=True)
     def _sh_value(x: float, y: float, z: float, degree: int, cf: np.ndarray, i: int, ch: int) -> float:
         """SH sum of splat i, channel ch at the unit direction (x, y, z) (INRIA basis order); cf [N, K, 3]."""
         val = SH_C0 * cf[i, 0, ch]
@@ -103,7 +103,7 @@ if AVAILABLE:
                 )
         return val
 
-    @cached_njit(nogil=True, error_model="numpy")
+    @cached_njit(nogil=True, error_model="numpy", fastmath=True)
     def _project(
         means: np.ndarray,
         quats: np.ndarray,
@@ -141,8 +141,8 @@ if AVAILABLE:
         n_cams = viewmats.shape[0]
         for i in range(n * worker // n_workers, n * (worker + 1) // n_workers):
             # rotation of the normalised quaternion (as l2t_gs.core.rotation.quat_to_matrix)
-            qn = max(math.sqrt(quats[i, 0] ** 2 + quats[i, 1] ** 2 + quats[i, 2] ** 2 + quats[i, 3] ** 2), 1e-12)
-            qw, qx, qy, qz = quats[i, 0] / qn, quats[i, 1] / qn, quats[i, 2] / qn, quats[i, 3] / qn
+            rq = 1.0 / max(math.sqrt(quats[i, 0] ** 2 + quats[i, 1] ** 2 + quats[i, 2] ** 2 + quats[i, 3] ** 2), 1e-12)
+            qw, qx, qy, qz = quats[i, 0] * rq, quats[i, 1] * rq, quats[i, 2] * rq, quats[i, 3] * rq
             r00, r01, r02 = 1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qw * qz), 2 * (qx * qz + qw * qy)
             r10, r11, r12 = 2 * (qx * qy + qw * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qw * qx)
             r20, r21, r22 = 2 * (qx * qz - qw * qy), 2 * (qy * qz + qw * qx), 1 - 2 * (qx * qx + qy * qy)
@@ -197,9 +197,10 @@ if AVAILABLE:
                 det = a * d - b * b
                 if not det > 0.0:
                     continue
+                rdet = 1.0 / det
                 op = opacities[i]
                 if antialiased:
-                    op *= math.sqrt(max(0.0, det0 / det))
+                    op *= math.sqrt(max(0.0, det0 * rdet))
                 if op < ALPHA_MIN:
                     continue
                 extent = min(MAX_EXTENT, math.sqrt(2.0 * math.log(max(op / ALPHA_MIN, 1.0))))
@@ -213,9 +214,9 @@ if AVAILABLE:
                 out_radii[c, i, 1] = int(ry)
                 out_means2d[c, i, 0] = mx
                 out_means2d[c, i, 1] = my
-                out_conics[c, i, 0] = d / det
-                out_conics[c, i, 1] = -b / det
-                out_conics[c, i, 2] = a / det
+                out_conics[c, i, 0] = d * rdet
+                out_conics[c, i, 1] = -b * rdet
+                out_conics[c, i, 2] = a * rdet
                 out_opacities[c, i] = op
                 if sh_degree >= 0:  # colour of the view direction mean - camera centre
                     cf = sh_coeffs[min(c, sh_coeffs.shape[0] - 1)]
@@ -234,7 +235,7 @@ if AVAILABLE:
         last = math.floor(min(center + half - 0.5, float(hi)))
         return max(int(first), lo), min(int(last) + 1, hi)
 
-    @cached_njit(nogil=True, error_model="numpy")
+    @cached_njit(nogil=True, error_model="numpy", fastmath=True)
     def _pack(
         order: np.ndarray,
         means2d: np.ndarray,
