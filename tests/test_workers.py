@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 from l2t_gs.core import workers
+from l2t_gs.core.probe import usable_cpus
 from l2t_gs.render.backend_cpu import fast_cpu_available
 
 needs_numba = pytest.mark.skipif(not fast_cpu_available(), reason="no numba")
@@ -49,7 +50,7 @@ def test_thread_count_is_per_thread_and_restored():
         assert workers.get_cpu_threads() == 3
     finally:
         workers.set_cpu_threads(None)
-    assert workers.get_cpu_threads() == workers.available_cpus()
+    assert workers.get_cpu_threads() == usable_cpus()
     with pytest.raises(ValueError):
         workers.set_cpu_threads(0)
 

@@ -16,19 +16,13 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+from l2t_gs.core.probe import usable_cpus
+
 _local = threading.local()
 _default: int | None = None
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
 _pool_lock = threading.Lock()
-
-
-def available_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return max(os.cpu_count() or 1, 1)
 
 
 def set_cpu_threads(n: int | None) -> None:
@@ -43,7 +37,7 @@ def get_cpu_threads() -> int:
     """Threads one kernel call may use in this thread: :func:`cpu_threads`' value, else the default."""
     n = getattr(_local, "n", None)
     if n is None:
-        n = _default if _default is not None else available_cpus()
+        n = _default if _default is not None else usable_cpus()
     return n
 
 
@@ -65,7 +59,7 @@ def _shared_pool() -> ThreadPoolExecutor:
     global _pool, _pool_pid
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(max(available_cpus() - 1, 1), thread_name_prefix="l2t-kernel")
+            _pool = ThreadPoolExecutor(max(usable_cpus() - 1, 1), thread_name_prefix="l2t-kernel")
             _pool_pid = os.getpid()
         return _pool
 
