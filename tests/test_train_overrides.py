@@ -132,3 +132,77 @@ def test_init_from_starts_a_new_run_from_trained_weights(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "init_from" in err[0] and "d_model" in err[0], err
     assert not (bad / "last.pt").exists()
+
+
+def test_init_from_carries_styles_over_to_a_corpus_with_other_subjects(tmp_path, capsys):
+    """A second stage on a corpus with other training subjects: a subject of the first run keeps its style
+    row, a new one starts at the mean of the first run's styles, and every other weight is carried over."""
+    import torch
+
+    from l2t_gs.models.checkpoint import read_checkpoint
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(dump_toml(recipe(train={"epochs": 1})))
+    first_data = make_dataset(tmp_path / "d1", sentences=2, subjects=("spkA", "spkB"))
+    first = tmp_path / "first"
+    opts = ("--config", str(cfg), "--device", "cpu", "--no-progress")
+    rc = run_cli("train", "audio2mesh", "--data", str(first_data), "--out", str(first), *opts, "--max-steps", "2")
+    assert rc == 0
+    src = read_checkpoint(first / "last.pt")
+    # same vertex count and templates basis, subjects: spkB (known), spkC (new), in a different order
+    second_data = make_dataset(tmp_path / "d2", sentences=2, subjects=("spkC", "spkB"), seed=1)
+    second = tmp_path / "second"
+    rc = run_cli(
+        "train", "audio2mesh", "--data", str(second_data), "--out", str(second), *opts, "--max-steps", "1",
+        "--set", f"train.init_from={first}", "--set", "train.lr=1e-12", "--set", "train.warmup_steps=0",
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "1 of 2 training subjects keep their style" in err
+    out = read_checkpoint(second / "last.pt")
+    assert out["subjects"] == ["spkC", "spkB"] and src["subjects"] == ["spkA", "spkB"]
+    old, new = src["model"]["decoder.style.weight"], out["model"]["decoder.style.weight"]
+    torch.testing.assert_close(new[1], old[1], rtol=0, atol=1e-6)  # spkB kept its row
+    torch.testing.assert_close(new[0], old.mean(0), rtol=0, atol=1e-6)  # spkC: the mean style
+    for k, v in src["model"].items():
+        if k != "decoder.style.weight":
+            torch.testing.assert_close(out["model"][k], v, rtol=0, atol=1e-6)
+
+
+def test_data_repeat_weights_subjects_in_each_epoch(tmp_path, capsys):
+    """``[data.repeat]``: clips of matching training subjects appear that many times in an epoch (and
+    the count of steps grows to match); a pattern matching no training subject is one line."""
+    from collections import Counter
+
+    from l2t_gs.training.audio2mesh import DataConfig, _epoch_batches
+
+    subjects = ["asterisk-es", "asterisk-fr", "espeak-en", "espeak-en", "flite-awb"]
+    cfg = DataConfig(repeat={"asterisk-*": 3, "*-fr": 2})
+    assert cfg.repeats(subjects) == [3, 3, 1, 1, 1]  # the larger count wins for asterisk-fr
+    batches = _epoch_batches([10, 20, 30, 40, 50], 2, 1, 0, seed=0, epoch=1, repeats=cfg.repeats(subjects))
+    counts = Counter(i for b in batches for i in b)
+    assert counts == {0: 3, 1: 3, 2: 1, 3: 1, 4: 1} and len(batches) == 5
+    assert sorted(i for b in _epoch_batches([10, 20, 30, 40, 50], 2, 1, 0, 0, 1) for i in b) == [0, 1, 2, 3, 4]
+    with pytest.raises(L2TError, match="matches no training subject"):
+        DataConfig(repeat={"fillets-*": 2}).repeats(subjects)
+    with pytest.raises(L2TError, match=">= 1"):
+        DataConfig(repeat={"espeak-*": 0}).repeats(subjects)
+    # through the CLI: the recipe's table is saved quoted in config.toml and read back
+    data = make_dataset(tmp_path / "data", sentences=3)
+    rc = tmp_path / "tiny.toml"
+    rc.write_text(dump_toml(recipe(train={"epochs": 1}, data={"repeat": {"spkA*": 2}})))
+    out = tmp_path / "run"
+    args = ("--data", str(data), "--out", str(out), "--config", str(rc), "--device", "cpu", "--no-progress")
+    assert run_cli("train", "audio2mesh", *args) == 0, capsys.readouterr().err
+    assert load_recipe(out / "config.toml")["data"]["repeat"] == {"spkA*": 2}
+    import csv
+
+    with open(out / "train_log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert int(rows[-1]["step"]) == 3  # 2 train clips of spkA twice + 2 of spkB, batch 2 -> 3 steps
+    capsys.readouterr()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(dump_toml(recipe(train={"epochs": 1}, data={"repeat": {"nobody": 2}})))
+    assert run_cli("train", "audio2mesh", *args[:2], "--out", str(tmp_path / "r2"), "--config", str(bad)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "matches no training subject" in err[0]

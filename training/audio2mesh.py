@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
+import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +89,9 @@ class TrainConfig(BaseTrainConfig):
     run stopped early on a longer schedule, e.g. the shared warm start of an ablation, sets it);
     ``val_every_epochs`` (validate, and update ``best.pt``, every N epochs and when the run ends);
     ``init_from`` (a trained run directory or checkpoint whose weights a new run starts from, with a fresh
-    optimizer, step count and learning-rate schedule: a second training stage; its ``[model]`` config,
-    vertex count and training subjects must equal this run's; a run that already has ``last.pt``
-    resumes from that instead)."""
+    optimizer, step count and learning-rate schedule: a second training stage; its ``[model]`` config
+    and vertex count must equal this run's; training subjects it knows keep their speaker style, new ones
+    start at its mean style; a run that already has ``last.pt`` resumes from that instead)."""
 
     epochs: int = 100
     crop_s: float = 0.0
@@ -110,13 +113,25 @@ class TrainConfig(BaseTrainConfig):
 class DataConfig:
     """The ``[data]`` table: dataset kind and splits (see :func:`l2t_gs.training.data.datasets.load_dataset`);
     ``n_verts``/``frame_tolerance``: overrides for non-standard data (0/-1: none); ``val_split = ""``
-    disables validation."""
+    disables validation. ``repeat``: subject pattern (shell-style, e.g. ``"asterisk-*"``) -> how many
+    times each epoch holds the clips of matching training subjects (a clip matched by several patterns
+    takes the largest), to weight one part of a merged corpus (``[data.repeat]`` table)."""
 
     kind: str = "auto"
     train_split: str = "train"
     val_split: str = "val"
     n_verts: int = 0
     frame_tolerance: int = -1
+    repeat: dict[str, int] = field(default_factory=dict)
+
+    def repeats(self, subjects: Sequence[str]) -> list[int]:
+        """Per clip (``subjects``: each training clip's subject) how many times an epoch holds it."""
+        for pattern, times in self.repeat.items():
+            if times < 1:
+                raise L2TError(f"[data.repeat] {pattern!r}: the count must be >= 1, got {times}")
+            if not any(fnmatch.fnmatchcase(s, pattern) for s in subjects):
+                raise L2TError(f"[data.repeat] {pattern!r} matches no training subject")
+        return [max([t for p, t in self.repeat.items() if fnmatch.fnmatchcase(s, p)], default=1) for s in subjects]
 
 
 def recipe_path(spec: str | os.PathLike | None) -> Path | None:
@@ -181,7 +196,8 @@ def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
         if isinstance(v, dict):
             subs.append((k, v))
         elif v is not None:
-            lines.append(f"{k} = {_toml_value(v)}")
+            key = k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)  # e.g. "asterisk-*" needs quotes
+            lines.append(f"{key} = {_toml_value(v)}")
     text = (f"[{prefix}]\n" if prefix and (lines or not subs) else "") + "".join(ln + "\n" for ln in lines)
     for k, v in subs:
         text += ("\n" if text else "") + dump_toml(v, f"{prefix}.{k}" if prefix else k)
@@ -258,21 +274,29 @@ def _contact_batch(parts: list[tuple[Any, int, int, Tensor]], t_max: int) -> dic
 
 
 def _epoch_batches(
-    lengths: list[int], batch_size: int, world: int, rank: int, seed: int, epoch: int
+    lengths: list[int],
+    batch_size: int,
+    world: int,
+    rank: int,
+    seed: int,
+    epoch: int,
+    repeats: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """This rank's batches for ``epoch``: global batches of ``batch_size * world`` clips of similar length
-    (seeded shuffle), split evenly across ranks (short batches wrap around to keep ranks in step)."""
+    (seeded shuffle), split evenly across ranks (short batches wrap around to keep ranks in step).
+    ``repeats``: per clip, how many times the epoch holds it (default once)."""
 
-    sampler = LengthBucketSampler(lengths, batch_size * world, shuffle=True, seed=seed)
+    index = list(range(len(lengths))) if repeats is None else [i for i, r in enumerate(repeats) for _ in range(r)]
+    sampler = LengthBucketSampler([lengths[i] for i in index], batch_size * world, shuffle=True, seed=seed)
     sampler.set_epoch(epoch)
-    n = len(lengths)
+    n = len(index)
     out = []
     for k, glob in enumerate(sampler):
         if len(glob) < world:  # too few clips for every rank: borrow from the start of the epoch order
             glob = glob + [(glob[0] + j + k) % n for j in range(1, world - len(glob) + 1)]
         per = math.ceil(len(glob) / world)
         mine = glob[rank * per : (rank + 1) * per] or glob[-1:]
-        out.append(mine)
+        out.append([index[i] for i in mine])
     return out
 
 
@@ -424,6 +448,7 @@ class _Trainer:
         if self.dcfg.frame_tolerance >= 0:
             kw["frame_tolerance"] = self.dcfg.frame_tolerance
         self.train_ds = load_dataset(self.data, split=self.dcfg.train_split, **kw)
+        self.repeats = self.dcfg.repeats(self.train_ds.clip_subjects()) if self.dcfg.repeat else None
         if len(self.train_ds) == 0:
             raise L2TError(f"dataset {self.data} has no clips in split {self.dcfg.train_split!r}")
         self.val_ds = None
@@ -483,7 +508,7 @@ class _Trainer:
 
     def _initial_weights(self, n_verts: int) -> Audio2Mesh:
         """The model of ``[train] init_from`` (a run directory's ``last.pt`` or a checkpoint file), checked
-        against this run's ``[model]`` table, vertex count and training subjects."""
+        against this run's ``[model]`` table and vertex count, with this run's speaker styles."""
         src = Path(self.cfg.init_from).expanduser()
         path = src / "last.pt" if src.is_dir() else src
         if not path.is_file():
@@ -496,8 +521,29 @@ class _Trainer:
         if model.n_verts != n_verts:
             raise L2TError(f"[train] init_from: {path} predicts {model.n_verts} vertices, the dataset has {n_verts}")
         if list(model.subjects) != list(self.styles_list):
-            raise L2TError(f"[train] init_from: {path} was trained on other subjects than {self.data}'s training split")
+            model = self._restyled(model)
         self._say(f"[train] starting from the weights of {path}")
+        return model
+
+    def _restyled(self, src: Audio2Mesh) -> Audio2Mesh:
+        """``src`` with this run's speaker styles: a subject ``src`` was trained on keeps its style row, a
+        new one starts at the mean of ``src``'s styles (what ``src`` uses for unseen speakers); every other
+        weight is ``src``'s."""
+        model = Audio2Mesh(src.config, self.styles_list, src.n_verts, head=src.head)
+        state = src.state_dict()
+        old = state["decoder.style.weight"]  # [S_src, d]
+        rows = {s: i for i, s in enumerate(src.subjects)}
+        table = old.mean(0, keepdim=True).repeat(len(self.styles_list), 1)
+        kept = [(i, rows[s]) for i, s in enumerate(self.styles_list) if s in rows]
+        if kept:
+            dst, srcrow = zip(*kept, strict=True)
+            table[list(dst)] = old[list(srcrow)]
+        state["decoder.style.weight"] = table
+        model.load_state_dict(state)
+        self._say(
+            f"[train] init_from: {len(kept)} of {len(self.styles_list)} training subjects keep their style; "
+            f"{len(self.styles_list) - len(kept)} new ones start at the mean style"
+        )
         return model
 
     # ------------------------------------------------------------------ helpers
@@ -640,7 +686,8 @@ class _Trainer:
 
         lengths = [min(n, round(cfg.crop_s * self.train_ds.fps)) if cfg.crop_s else n for n in self.train_ds.lengths()]
         crop = round(cfg.crop_s * self.train_ds.fps) if cfg.crop_s else 0
-        steps_per_epoch = len(_epoch_batches(lengths, cfg.batch_size, d.world, d.rank, cfg.seed, 0))
+        repeats = self.repeats
+        steps_per_epoch = len(_epoch_batches(lengths, cfg.batch_size, d.world, d.rank, cfg.seed, 0, repeats))
         total = cfg.max_steps or steps_per_epoch * cfg.epochs
         if self.step >= total or start_epoch >= cfg.epochs:
             self._say(
@@ -675,7 +722,7 @@ class _Trainer:
             for epoch in range(start_epoch, cfg.epochs):
                 if self.step >= total:
                     break
-                batches = _epoch_batches(lengths, cfg.batch_size, d.world, d.rank, cfg.seed, epoch)
+                batches = _epoch_batches(lengths, cfg.batch_size, d.world, d.rank, cfg.seed, epoch, repeats)
                 first = start_batch if epoch == start_epoch else 0
                 bar = tqdm(
                     total=len(batches),

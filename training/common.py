@@ -84,7 +84,8 @@ def recipe_file(spec: str | os.PathLike | None, what: str, prefix: str = "") -> 
 
 def typed_table(cls: type, data: dict[str, Any], where: str) -> Any:
     """The dataclass ``cls`` from a TOML table: unknown keys and wrong types are one-line errors; an int
-    is accepted for a float field, a bool never for a number; a list field takes a list of strings."""
+    is accepted for a float field, a bool never for a number; a list field takes a list of strings, a dict
+    field a table of integers."""
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -98,6 +99,8 @@ def typed_table(cls: type, data: dict[str, Any], where: str) -> Any:
         ok = isinstance(value, want) and (want is bool or not isinstance(value, bool))
         if want is list:
             ok = isinstance(value, list) and all(isinstance(x, str) for x in value)
+        if want is dict:
+            ok = isinstance(value, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in value.values())
         if not ok:
             raise L2TError(f"{where}: {key} must be {want.__name__}, got {value!r}")
         kw[key] = value

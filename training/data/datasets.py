@@ -426,6 +426,10 @@ class SpeechMotionDataset(Dataset[Clip]):
             f"subjects={len(self.subjects)}, fps={self.fps:g}, n_verts={self.n_verts})"
         )
 
+    def clip_subjects(self) -> list[str]:
+        """The subject of every clip, in clip order."""
+        return [e.subject for e in self._entries]
+
     def template(self, subject: str) -> torch.Tensor:
         """Neutral mesh of ``subject``: float32 [V, 3] (a copy)."""
         return self._templates[subject].clone()
