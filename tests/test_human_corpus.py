@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from l2t_gs.errors import L2TError
@@ -161,3 +162,48 @@ def test_tiny_build_reads_back(tmp_path):
     assert load_dataset(tmp_path / "m", split="all").names == every.names
     with pytest.raises(L2TError, match="more than one corpus"):
         H.merge_corpora([root, root], tmp_path / "m2")
+    # --exclude leaves clips out (all their files); a name of no corpus is refused before anything is written
+    first = every.names[0]
+    H.merge_corpora([root], tmp_path / "m3", exclude=[first])
+    assert load_dataset(tmp_path / "m3", split="all").names == every.names[1:]
+    assert not [f for sub in ("wav", "vertices_npy", "phones") for f in (tmp_path / "m3" / sub).glob(f"{first}.*")]
+    with pytest.raises(L2TError, match="none of the corpora"):
+        H.merge_corpora([root], tmp_path / "m4", exclude=["nobody_sentence0001"])
+    assert not (tmp_path / "m4").exists()
+    # the command line: one name per line, '#' comments
+    from l2t_gs.cli.main import main
+
+    listing = tmp_path / "exclude.txt"
+    listing.write_text(f"# made by hand\n{first}  # 0.85 unlabelled\n\n")
+    assert main(["data", "merge", str(root), "--out", str(tmp_path / "m5"), "--exclude", str(listing)]) == 0
+    assert load_dataset(tmp_path / "m5", split="all").names == every.names[1:]
+    assert main(["data", "merge", str(root), "--out", str(tmp_path / "m6"), "--exclude", str(tmp_path / "no")]) == 1
+
+
+def test_uncovered_speech_is_the_unlabelled_share_of_the_loud_audio():
+    sr = 16000
+    t = np.arange(sr) / sr
+    tone = 0.5 * np.sin(2 * np.pi * 220 * t)
+    audio = np.concatenate([tone, np.zeros(sr), tone]).astype(np.float32)  # speech 0-1 s and 2-3 s
+    both = [("AA", 0.0, 1.0), ("sil", 1.0, 2.0), ("IY", 2.0, 3.0)]
+    assert H.uncovered_speech(audio, sr, both) == 0.0
+    assert H.uncovered_speech(audio, sr, both[:2]) == pytest.approx(0.5, abs=0.01)  # the second word unlabelled
+    assert H.uncovered_speech(audio, sr, [("sil", 0.0, 3.0)]) == 1.0  # pauses cover nothing
+    assert H.uncovered_speech(audio, sr, [("AA", 0.0, 0.25), ("IY", 2.0, 3.0)]) == pytest.approx(0.375, abs=0.01)
+
+
+def test_build_rejects_a_transcript_that_covers_part_of_the_speech(monkeypatch, tmp_path):
+    """The builder's check: aligned phones that leave most of the loud audio unlabelled reject the clip."""
+    import soundfile as sf
+
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    wav = tmp_path / "p.wav"
+    sf.write(wav, (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sr)
+    prompt = H.Prompt("asterisk-fr", "fr", "asterisk-fr-x", "key", "bonjour", str(wav))
+    job = H._Job("asterisk-fr-x_sentence0001", prompt, {})
+    monkeypatch.setitem(H._WORKER, "model", None)
+    monkeypatch.setattr(H, "_align", lambda *a, **k: [("B", 0.0, 0.1), ("OW", 0.1, 0.3), ("sil", 0.3, 2.0)])
+    meta, expr, jaw = H._make_clip(job, H.HumanCorpusConfig(), str(tmp_path))
+    assert expr is None and "unlabelled" in meta["failed"] and "85%" in meta["failed"]
+    assert not (tmp_path / "wav").exists()

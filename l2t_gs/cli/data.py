@@ -206,8 +206,14 @@ def _register_synth(ds: argparse._SubParsersAction) -> None:
 def _run_human(args: argparse.Namespace) -> int:
     from l2t_gs.training.data.human import HumanCorpusConfig, build_human_corpus
 
+    if not 0.0 < args.max_uncovered <= 1.0:
+        raise L2TError(f"--max-uncovered must be in (0, 1], got {args.max_uncovered}")
     cfg = HumanCorpusConfig(
-        seed=args.seed, workers=args.workers, max_prompts=args.max_prompts, vertex_dtype=args.vertex_dtype
+        seed=args.seed,
+        workers=args.workers,
+        max_prompts=args.max_prompts,
+        vertex_dtype=args.vertex_dtype,
+        max_uncovered_speech=args.max_uncovered,
     )
     if args.languages:
         cfg.languages = [x for item in args.languages for x in item.split(",") if x]
@@ -240,6 +246,14 @@ def _register_human(ds: argparse._SubParsersAction) -> None:
     p.add_argument("--val-speakers", nargs="+", metavar="PATTERN", help="subjects held out for validation (fnmatch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    p.add_argument(
+        "--max-uncovered",
+        type=float,
+        default=0.3,
+        metavar="SHARE",
+        help="reject a prompt whose aligned phones leave more than this share of its loud audio unlabelled "
+        "(its transcript does not match the recording; default 0.3)",
+    )
     add_vertex_dtype_option(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run_human)
@@ -248,8 +262,17 @@ def _register_human(ds: argparse._SubParsersAction) -> None:
 def _run_merge(args: argparse.Namespace) -> int:
     from l2t_gs.training.data.human import merge_corpora
 
-    desc = merge_corpora(args.corpora, args.out, copy=args.copy)
-    print(f"wrote {args.out}: {len(desc['subjects'])} subjects from {len(args.corpora)} corpora", file=sys.stderr)
+    exclude: list[str] = []
+    if args.exclude:
+        try:
+            lines = Path(args.exclude).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise L2TError(f"cannot read --exclude {args.exclude}: {exc}") from None
+        exclude = [ln.split("#", 1)[0].strip() for ln in lines]
+        exclude = [x for x in exclude if x]
+    desc = merge_corpora(args.corpora, args.out, copy=args.copy, exclude=exclude)
+    left = f", {len(exclude)} clips left out" if exclude else ""
+    print(f"wrote {args.out}: {len(desc['subjects'])} subjects from {len(args.corpora)} corpora{left}", file=sys.stderr)
     return 0
 
 
@@ -258,6 +281,7 @@ def _register_merge(ds: argparse._SubParsersAction) -> None:
     p.add_argument("corpora", nargs="+", metavar="DIR", help="corpus folders in the VOCASET layout")
     p.add_argument("--out", required=True, metavar="DIR", help="new folder (clips symlinked unless --copy)")
     p.add_argument("--copy", action="store_true", help="copy clip files instead of symlinking them")
+    p.add_argument("--exclude", metavar="FILE", help="clip names to leave out, one per line ('#' starts a comment)")
     p.set_defaults(func=_run_merge)
 
 

@@ -36,11 +36,13 @@ from __future__ import annotations
 import fnmatch
 import gzip
 import json
+import math
 import multiprocessing as mp
 import os
 import pickle
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,6 +72,7 @@ __all__ = [
     "merge_corpora",
     "parse_asterisk_transcript",
     "parse_fillets_dialogs",
+    "uncovered_speech",
     "word_pronunciation",
 ]
 
@@ -183,6 +186,28 @@ def _align(audio: np.ndarray, text: str, lang: str, sr: int, prons: dict | None 
     if empty:
         raise L2TError(f"no pronunciation for {', '.join(empty[:3])}")
     return force_align(audio, text, sr=sr, lts=False, pronunciations=use).phones
+
+
+def uncovered_speech(audio: np.ndarray, sr: int, segments: Sequence, floor_db: float = 20.0) -> float:
+    """Share of a clip's loud audio that no speech phone covers: the 10 ms frames within ``floor_db`` of
+    the clip's 95th-percentile level, outside every non-pause segment of ``segments`` (phone, start,
+    end). Near 0 when the transcript covers the speech; large when the aligner placed a transcript on
+    only part of it (a prompt whose text does not match its recording)."""
+    from l2t_gs.training.metrics.lipsync import PAUSES
+
+    hop = max(1, int(sr) // 100)
+    n = audio.shape[0] // hop
+    if n == 0:
+        return 0.0
+    frames = np.asarray(audio[: n * hop], dtype=np.float64).reshape(n, hop)
+    level = 10.0 * np.log10((frames**2).mean(1) + 1e-12)
+    loud = level > np.percentile(level, 95) - floor_db
+    covered = np.zeros(n, dtype=bool)
+    for seg in segments:
+        phone, start, end = (seg.phone, seg.start, seg.end) if hasattr(seg, "phone") else seg
+        if phone not in PAUSES:
+            covered[max(0, int(start * 100)) : int(math.ceil(end * 100))] = True
+    return float((loud & ~covered).sum() / max(int(loud.sum()), 1))
 
 
 def crosslingual_alignment_error(lang: str, sentences: list[str], *, rate: float = 1.0) -> dict:
@@ -363,6 +388,9 @@ class HumanCorpusConfig:
     min_seconds: float = 0.3
     max_seconds: float = 25.0
     vertex_dtype: str = "float32"  # float16 halves the disk (quantisation ~0.05 mm at head size)
+    #: a clip whose aligned phones leave more than this share of its loud audio unlabelled is rejected
+    #: (:func:`uncovered_speech`: the transcript does not match the recording)
+    max_uncovered_speech: float = 0.3
 
 
 @dataclass
@@ -391,6 +419,12 @@ def _make_clip(job: _Job, cfg: HumanCorpusConfig, tmp: str) -> tuple[dict, np.nd
         if peak > 0.99:
             audio = audio * (0.99 / peak)
         segs = _align(audio, p.text, p.lang, cfg.sample_rate, job.prons)
+        gap = uncovered_speech(audio, cfg.sample_rate, segs)
+        if gap > cfg.max_uncovered_speech:
+            raise L2TError(
+                f"the aligned transcript leaves {gap:.0%} of the loud audio unlabelled "
+                "(does the transcript match the speech?)"
+            )
     except L2TError as exc:
         return {**base, "failed": str(exc).splitlines()[0][:200]}, None, None
     n_frames = int(round(seconds * cfg.fps))
@@ -574,11 +608,14 @@ def _run_jobs(jobs: list[_Job], cfg: HumanCorpusConfig, tmp: Path, shapes: dict,
 # merging
 
 
-def merge_corpora(dirs: list[str | os.PathLike], out: str | os.PathLike, *, copy: bool = False) -> dict:
+def merge_corpora(
+    dirs: list[str | os.PathLike], out: str | os.PathLike, *, copy: bool = False, exclude: Sequence[str] = ()
+) -> dict:
     """Join corpora in this layout into one folder ``out`` that ``load_dataset`` reads (``load_dataset``
     takes a single root). Clip files are symlinked (``copy=True``: copied); templates, subjects and splits
     are united (subject names must not clash); all corpora must share fps and vertex count. The merged
-    ``dataset.json`` lists each source corpus in its description."""
+    ``dataset.json`` lists each source corpus in its description. ``exclude``: clip names to leave out
+    (each must be a clip of one of the corpora)."""
 
     out = Path(out)
     if out.exists():
@@ -592,6 +629,12 @@ def merge_corpora(dirs: list[str | os.PathLike], out: str | os.PathLike, *, copy
         specs.append(json.loads(f.read_text()))
     if len({s["fps"] for s in specs}) != 1 or len({s.get("n_verts") for s in specs}) != 1:
         raise L2TError("corpora to merge must share fps and n_verts")
+    skip = set(exclude)
+    if skip:
+        known = {f.stem for r in roots for f in (r / "wav").glob("*.wav")}
+        unknown = sorted(skip - known)
+        if unknown:
+            raise L2TError(f"--exclude names {len(unknown)} clip(s) of none of the corpora, e.g. {unknown[0]!r}")
     templates: dict = {}
     subjects: list[str] = []
     train: list[str] = []
@@ -617,6 +660,8 @@ def merge_corpora(dirs: list[str | os.PathLike], out: str | os.PathLike, *, copy
                 if not (r / sub).is_dir():
                     continue
                 for f in sorted((r / sub).iterdir()):
+                    if f.name.rsplit(".", 1)[0] in skip:
+                        continue
                     dst = tmp / sub / f.name
                     if copy:
                         shutil.copy2(f, dst)
