@@ -180,16 +180,19 @@ def test_tiny_build_reads_back(tmp_path):
     assert main(["data", "merge", str(root), "--out", str(tmp_path / "m6"), "--exclude", str(tmp_path / "no")]) == 1
 
 
-def test_uncovered_speech_is_the_unlabelled_share_of_the_loud_audio():
+def test_speech_coverage_floor_counts_only_the_loud_audio():
+    """The builder's coverage check: frames within ``floor_db`` of the loud level count as speech."""
+    from l2t_gs.motion.transcript import speech_coverage
+
     sr = 16000
     t = np.arange(sr) / sr
     tone = 0.5 * np.sin(2 * np.pi * 220 * t)
-    audio = np.concatenate([tone, np.zeros(sr), tone]).astype(np.float32)  # speech 0-1 s and 2-3 s
-    both = [("AA", 0.0, 1.0), ("sil", 1.0, 2.0), ("IY", 2.0, 3.0)]
-    assert H.uncovered_speech(audio, sr, both) == 0.0
-    assert H.uncovered_speech(audio, sr, both[:2]) == pytest.approx(0.5, abs=0.01)  # the second word unlabelled
-    assert H.uncovered_speech(audio, sr, [("sil", 0.0, 3.0)]) == 1.0  # pauses cover nothing
-    assert H.uncovered_speech(audio, sr, [("AA", 0.0, 0.25), ("IY", 2.0, 3.0)]) == pytest.approx(0.375, abs=0.01)
+    quiet = 0.05 * tone  # 26 dB down: speech under a 35 dB floor, not under the builder's 20 dB
+    audio = np.concatenate([tone, quiet, tone]).astype(np.float32)
+    loud_only = [("AA", 0.0, 1.0), ("sil", 1.0, 2.0), ("IY", 2.0, 3.0)]
+    assert speech_coverage(audio, loud_only, sr, floor_db=H.COVERAGE_FLOOR_DB) == 1.0
+    assert speech_coverage(audio, loud_only, sr) == pytest.approx(2 / 3, abs=0.01)  # the default 35 dB floor
+    assert speech_coverage(audio, loud_only[:2], sr, floor_db=H.COVERAGE_FLOOR_DB) == pytest.approx(0.5, abs=0.01)
 
 
 def test_build_rejects_a_transcript_that_covers_part_of_the_speech(monkeypatch, tmp_path):
@@ -205,5 +208,5 @@ def test_build_rejects_a_transcript_that_covers_part_of_the_speech(monkeypatch, 
     monkeypatch.setitem(H._WORKER, "model", None)
     monkeypatch.setattr(H, "_align", lambda *a, **k: [("B", 0.0, 0.1), ("OW", 0.1, 0.3), ("sil", 0.3, 2.0)])
     meta, expr, jaw = H._make_clip(job, H.HumanCorpusConfig(), str(tmp_path))
-    assert expr is None and "unlabelled" in meta["failed"] and "85%" in meta["failed"]
+    assert expr is None and "cover only 15%" in meta["failed"], meta
     assert not (tmp_path / "wav").exists()

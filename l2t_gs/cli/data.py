@@ -206,14 +206,14 @@ def _register_synth(ds: argparse._SubParsersAction) -> None:
 def _run_human(args: argparse.Namespace) -> int:
     from l2t_gs.training.data.human import HumanCorpusConfig, build_human_corpus
 
-    if not 0.0 < args.max_uncovered <= 1.0:
-        raise L2TError(f"--max-uncovered must be in (0, 1], got {args.max_uncovered}")
+    if not 0.0 <= args.min_coverage < 1.0:
+        raise L2TError(f"--min-coverage must be in [0, 1), got {args.min_coverage}")
     cfg = HumanCorpusConfig(
         seed=args.seed,
         workers=args.workers,
         max_prompts=args.max_prompts,
         vertex_dtype=args.vertex_dtype,
-        max_uncovered_speech=args.max_uncovered,
+        min_speech_coverage=args.min_coverage,
     )
     if args.languages:
         cfg.languages = [x for item in args.languages for x in item.split(",") if x]
@@ -247,12 +247,12 @@ def _register_human(ds: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     p.add_argument(
-        "--max-uncovered",
+        "--min-coverage",
         type=float,
-        default=0.3,
+        default=0.7,
         metavar="SHARE",
-        help="reject a prompt whose aligned phones leave more than this share of its loud audio unlabelled "
-        "(its transcript does not match the recording; default 0.3)",
+        help="reject a prompt whose aligned phones cover less than this share of its loud audio "
+        "(its transcript does not match the recording; default 0.7)",
     )
     add_vertex_dtype_option(p)
     p.add_argument("--quiet", action="store_true")

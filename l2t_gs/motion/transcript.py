@@ -88,8 +88,8 @@ class TranscriptTracks:
         return int(self.contacts.shape[0])
 
 
-def speech_coverage(audio: np.ndarray, segments: Sequence, sr: int = 16000) -> float:
-    """Fraction of the speech frames of ``audio`` (10 ms, energy within ``SPEECH_DB`` of the loud
+def speech_coverage(audio: np.ndarray, segments: Sequence, sr: int = 16000, floor_db: float = SPEECH_DB) -> float:
+    """Fraction of the speech frames of ``audio`` (10 ms, energy within ``floor_db`` of the loud
     frames) inside a non-silence phone of ``segments``; 1.0 for audio without speech."""
     a = np.asarray(audio, dtype=np.float64).reshape(-1)
     hop = max(1, int(round(sr * _HOP)))
@@ -97,7 +97,7 @@ def speech_coverage(audio: np.ndarray, segments: Sequence, sr: int = 16000) -> f
     if n == 0:
         return 1.0
     db = 10.0 * np.log10((a[: n * hop].reshape(n, hop) ** 2).mean(1) + 1e-12)
-    speech = db > np.percentile(db, 99) - SPEECH_DB
+    speech = db > np.percentile(db, 99) - floor_db
     speech &= db > -70.0  # digital near-silence is never speech
     if not speech.any():
         return 1.0

@@ -36,7 +36,6 @@ from __future__ import annotations
 import fnmatch
 import gzip
 import json
-import math
 import multiprocessing as mp
 import os
 import pickle
@@ -52,6 +51,7 @@ from l2t_gs.audio.io import load_audio, resample
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import output_parent
 from l2t_gs.motion.articulation import articulate
+from l2t_gs.motion.transcript import speech_coverage
 from l2t_gs.rig import FlameRig, load_head_model
 from l2t_gs.speech import espeak
 from l2t_gs.speech.align import force_align, normalize_transcript
@@ -72,7 +72,6 @@ __all__ = [
     "merge_corpora",
     "parse_asterisk_transcript",
     "parse_fillets_dialogs",
-    "uncovered_speech",
     "word_pronunciation",
 ]
 
@@ -84,6 +83,7 @@ FILLETS_ROOT = Path("/usr/share/games/fillets-ng")
 #: espeak-ng voice per language
 ESPEAK_VOICE = {"es": "es", "fr": "fr", "it": "it", "ru": "ru", "nl": "nl", "cs": "cs", "de": "de", "en": "en-us"}
 FILLETS_PACKAGE = {"en": "fillets-ng-data", "nl": "fillets-ng-data-nl", "cs": "fillets-ng-data-cs"}
+COVERAGE_FLOOR_DB = 20.0  # loud audio for the coverage check: within 20 dB of the clip's 99th percentile
 MIN_SPEAKER_PROMPTS = 15  # fillets characters with fewer lines are pooled into <lang>-other
 
 
@@ -186,28 +186,6 @@ def _align(audio: np.ndarray, text: str, lang: str, sr: int, prons: dict | None 
     if empty:
         raise L2TError(f"no pronunciation for {', '.join(empty[:3])}")
     return force_align(audio, text, sr=sr, lts=False, pronunciations=use).phones
-
-
-def uncovered_speech(audio: np.ndarray, sr: int, segments: Sequence, floor_db: float = 20.0) -> float:
-    """Share of a clip's loud audio that no speech phone covers: the 10 ms frames within ``floor_db`` of
-    the clip's 95th-percentile level, outside every non-pause segment of ``segments`` (phone, start,
-    end). Near 0 when the transcript covers the speech; large when the aligner placed a transcript on
-    only part of it (a prompt whose text does not match its recording)."""
-    from l2t_gs.training.metrics.lipsync import PAUSES
-
-    hop = max(1, int(sr) // 100)
-    n = audio.shape[0] // hop
-    if n == 0:
-        return 0.0
-    frames = np.asarray(audio[: n * hop], dtype=np.float64).reshape(n, hop)
-    level = 10.0 * np.log10((frames**2).mean(1) + 1e-12)
-    loud = level > np.percentile(level, 95) - floor_db
-    covered = np.zeros(n, dtype=bool)
-    for seg in segments:
-        phone, start, end = (seg.phone, seg.start, seg.end) if hasattr(seg, "phone") else seg
-        if phone not in PAUSES:
-            covered[max(0, int(start * 100)) : int(math.ceil(end * 100))] = True
-    return float((loud & ~covered).sum() / max(int(loud.sum()), 1))
 
 
 def crosslingual_alignment_error(lang: str, sentences: list[str], *, rate: float = 1.0) -> dict:
@@ -388,9 +366,10 @@ class HumanCorpusConfig:
     min_seconds: float = 0.3
     max_seconds: float = 25.0
     vertex_dtype: str = "float32"  # float16 halves the disk (quantisation ~0.05 mm at head size)
-    #: a clip whose aligned phones leave more than this share of its loud audio unlabelled is rejected
-    #: (:func:`uncovered_speech`: the transcript does not match the recording)
-    max_uncovered_speech: float = 0.3
+    #: a clip whose aligned phones cover less than this share of its loud audio (10 ms frames within
+    #: :data:`COVERAGE_FLOOR_DB` of its 99th-percentile level) is rejected: its transcript does not
+    #: match the recording (:func:`l2t_gs.motion.transcript.speech_coverage`)
+    min_speech_coverage: float = 0.7
 
 
 @dataclass
@@ -419,11 +398,10 @@ def _make_clip(job: _Job, cfg: HumanCorpusConfig, tmp: str) -> tuple[dict, np.nd
         if peak > 0.99:
             audio = audio * (0.99 / peak)
         segs = _align(audio, p.text, p.lang, cfg.sample_rate, job.prons)
-        gap = uncovered_speech(audio, cfg.sample_rate, segs)
-        if gap > cfg.max_uncovered_speech:
+        cov = speech_coverage(audio, segs, cfg.sample_rate, floor_db=COVERAGE_FLOOR_DB)
+        if cov < cfg.min_speech_coverage:
             raise L2TError(
-                f"the aligned transcript leaves {gap:.0%} of the loud audio unlabelled "
-                "(does the transcript match the speech?)"
+                f"the aligned phones cover only {cov:.0%} of the loud audio (does the transcript match the speech?)"
             )
     except L2TError as exc:
         return {**base, "failed": str(exc).splitlines()[0][:200]}, None, None
