@@ -529,7 +529,8 @@ class _Trainer:
         """``src`` with this run's speaker styles: a subject ``src`` was trained on keeps its style row, a
         new one starts at the mean of ``src``'s styles (what ``src`` uses for unseen speakers); every other
         weight is ``src``'s."""
-        model = Audio2Mesh(src.config, self.styles_list, src.n_verts, head=src.head)
+        # the source's own encoder module (a wav2vec2/HuBERT one is not rebuilt from a path)
+        model = Audio2Mesh(src.config, self.styles_list, src.n_verts, head=src.head, encoder=src.encoder)
         state = src.state_dict()
         old = state["decoder.style.weight"]  # [S_src, d]
         rows = {s: i for i, s in enumerate(src.subjects)}
