@@ -178,6 +178,12 @@ def test_tiny_build_reads_back(tmp_path):
     assert main(["data", "merge", str(root), "--out", str(tmp_path / "m5"), "--exclude", str(listing)]) == 0
     assert load_dataset(tmp_path / "m5", split="all").names == every.names[1:]
     assert main(["data", "merge", str(root), "--out", str(tmp_path / "m6"), "--exclude", str(tmp_path / "no")]) == 1
+    # the listing for corpora built before the check: none of a fresh build's clips (it made the check)
+    # and, with a minimum no clip can reach, every one of them
+    from l2t_gs.training.qc_human import poorly_covered
+
+    assert poorly_covered(root, H.HumanCorpusConfig().min_speech_coverage) == []
+    assert [n for n, _ in poorly_covered(root, 1.01)] == every.names
 
 
 def test_speech_coverage_floor_counts_only_the_loud_audio():

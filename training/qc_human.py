@@ -1,0 +1,49 @@
+"""List the clips of a human corpus whose aligned phones cover too little of the loud audio.
+
+``python -m l2t_gs.training.qc_human CORPUS [MIN_COVERAGE] > exclude.txt`` applies the check that
+``l2t-gs data human`` makes while building (:func:`l2t_gs.motion.transcript.speech_coverage` with
+:data:`~l2t_gs.training.data.human.COVERAGE_FLOOR_DB`, default minimum 0.7) to a corpus built before it;
+the listing is the ``--exclude`` file of ``l2t-gs data merge``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import soundfile as sf
+
+from l2t_gs.motion.transcript import speech_coverage
+from l2t_gs.speech.segments import PhoneSegment
+from l2t_gs.training.data.human import COVERAGE_FLOOR_DB, HumanCorpusConfig
+
+
+def poorly_covered(root: Path, min_coverage: float) -> list[tuple[str, float]]:
+    """(clip name, coverage) of every clip of ``root`` with phones covering less than ``min_coverage``."""
+    out = []
+    for f in sorted((root / "phones").glob("*.json")):
+        audio, sr = sf.read(root / "wav" / f"{f.stem}.wav", dtype="float32")
+        segs = [PhoneSegment(s["phone"], s["start"], s["end"]) for s in json.loads(f.read_text(encoding="utf-8"))]
+        cov = speech_coverage(audio, segs, sr, floor_db=COVERAGE_FLOOR_DB)
+        if cov < min_coverage:
+            out.append((f.stem, cov))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or len(args) > 2 or not (Path(args[0]) / "phones").is_dir():
+        usage = "usage: python -m l2t_gs.training.qc_human CORPUS [MIN_COVERAGE]  (a corpus with phones/)"
+        print(usage, file=sys.stderr)
+        return 1
+    limit = float(args[1]) if len(args) > 1 else HumanCorpusConfig().min_speech_coverage
+    bad = poorly_covered(Path(args[0]), limit)
+    print(f"# {len(bad)} clips of {args[0]} whose phones cover less than {limit} of the loud audio")
+    for name, cov in bad:
+        print(f"{name}  # coverage {cov:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
