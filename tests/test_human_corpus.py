@@ -196,9 +196,9 @@ def test_speech_coverage_floor_counts_only_the_loud_audio():
     quiet = 0.05 * tone  # 26 dB down: speech under a 35 dB floor, not under the builder's 20 dB
     audio = np.concatenate([tone, quiet, tone]).astype(np.float32)
     loud_only = [("AA", 0.0, 1.0), ("sil", 1.0, 2.0), ("IY", 2.0, 3.0)]
-    assert speech_coverage(audio, loud_only, sr, floor_db=H.COVERAGE_FLOOR_DB) == 1.0
+    assert H.transcript_coverage(audio, loud_only, sr) == 1.0
     assert speech_coverage(audio, loud_only, sr) == pytest.approx(2 / 3, abs=0.01)  # the default 35 dB floor
-    assert speech_coverage(audio, loud_only[:2], sr, floor_db=H.COVERAGE_FLOOR_DB) == pytest.approx(0.5, abs=0.01)
+    assert H.transcript_coverage(audio, loud_only[:2], sr) == pytest.approx(0.5, abs=0.01)
 
 
 def test_build_rejects_a_transcript_that_covers_part_of_the_speech(monkeypatch, tmp_path):

@@ -72,6 +72,7 @@ __all__ = [
     "merge_corpora",
     "parse_asterisk_transcript",
     "parse_fillets_dialogs",
+    "transcript_coverage",
     "word_pronunciation",
 ]
 
@@ -186,6 +187,13 @@ def _align(audio: np.ndarray, text: str, lang: str, sr: int, prons: dict | None 
     if empty:
         raise L2TError(f"no pronunciation for {', '.join(empty[:3])}")
     return force_align(audio, text, sr=sr, lts=False, pronunciations=use).phones
+
+
+def transcript_coverage(audio: np.ndarray, segments: Sequence, sr: int) -> float:
+    """The builder's check of an aligned prompt: the share of its loud audio (10 ms frames within
+    :data:`COVERAGE_FLOOR_DB` of its 99th-percentile level) that its speech phones cover
+    (:func:`l2t_gs.motion.transcript.speech_coverage`); compared with ``min_speech_coverage``."""
+    return speech_coverage(audio, segments, sr, floor_db=COVERAGE_FLOOR_DB)
 
 
 def crosslingual_alignment_error(lang: str, sentences: list[str], *, rate: float = 1.0) -> dict:
@@ -398,7 +406,7 @@ def _make_clip(job: _Job, cfg: HumanCorpusConfig, tmp: str) -> tuple[dict, np.nd
         if peak > 0.99:
             audio = audio * (0.99 / peak)
         segs = _align(audio, p.text, p.lang, cfg.sample_rate, job.prons)
-        cov = speech_coverage(audio, segs, cfg.sample_rate, floor_db=COVERAGE_FLOOR_DB)
+        cov = transcript_coverage(audio, segs, cfg.sample_rate)
         if cov < cfg.min_speech_coverage:
             raise L2TError(
                 f"the aligned phones cover only {cov:.0%} of the loud audio (does the transcript match the speech?)"
