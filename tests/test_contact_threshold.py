@@ -55,3 +55,62 @@ def test_contact_gate_is_validated_and_stored_only_when_set(tmp_path):
     save_checkpoint(tmp_path / "gated.pt", model)
     assert read_checkpoint(tmp_path / "gated.pt")["config"]["contact_gate_mm"] == 3.0
     assert load_model(tmp_path / "gated.pt").config.contact_gate_mm == 3.0
+
+
+def test_contact_hold_is_validated_and_stored_only_when_set(tmp_path):
+    from l2t_gs.models.audio2mesh import Audio2Mesh
+    from l2t_gs.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+
+    with pytest.raises(L2TError, match="contact_hold_s"):
+        Audio2MeshConfig(contact_head=True, output="rig", contact_hold_s=-0.1).validate()
+    kw = dict(output="rig", head="builtin", enc_dim=16, enc_layers=1, enc_heads=2, d_model=16, n_heads=2)
+    model = Audio2Mesh(Audio2MeshConfig(contact_head=True, **kw), subjects=["a"], n_verts=7931)
+    save_checkpoint(tmp_path / "plain.pt", model)
+    assert "contact_hold_s" not in read_checkpoint(tmp_path / "plain.pt")["config"]  # readable by older versions
+    model.config.contact_hold_s = 0.04
+    save_checkpoint(tmp_path / "held.pt", model)
+    assert read_checkpoint(tmp_path / "held.pt")["config"]["contact_hold_s"] == 0.04
+    assert load_model(tmp_path / "held.pt").config.contact_hold_s == 0.04
+
+
+def test_the_sweep_scores_each_hold_and_the_choice_takes_the_short_closure():
+    """A contact run that covers a bilabial and spills into the next open vowel: whole runs close the vowel
+    (a false closure), a one-frame hold at the run's peak closes the bilabial only, and ``choose`` with a
+    zero false-closure budget takes the hold."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from l2t_gs.motion import articulation as art
+    from l2t_gs.rig import FlameRig, load_head_model
+    from l2t_gs.training.contact_threshold import sweep
+    from l2t_gs.training.metrics.regions import builtin_regions
+
+    fps = 30.0
+    hm = load_head_model("builtin")
+    phones = [("sil", 0.0, 0.2), ("aa", 0.2, 0.5), ("m", 0.5, 0.59), ("aa", 0.59, 0.89), ("sil", 0.89, 1.1)]
+    n = 33
+    no_m = [("aa" if p == "m" else p, a, b) for p, a, b in phones]
+    open_track = art.articulate(no_m, fps=fps, n_frames=n, model=hm)  # motion that never closes
+    probs = np.zeros((n, 2), np.float32)
+    run = np.arange(15, 23)  # 0.50 .. 0.73 s: the m and 140 ms of the vowel after it
+    probs[run, 0] = 0.9 - 0.05 * np.abs(run - 16)  # peak at frame 16, inside the m
+
+    class Fake:
+        head = hm
+        rig = FlameRig(hm)
+
+        def predict_params(self, audio, fps, contacts):
+            return {
+                "expr": torch.as_tensor(open_track.expr),
+                "jaw_pose": torch.as_tensor(open_track.jaw_pose),
+                "contacts": torch.as_tensor(probs),
+            }
+
+    clip = SimpleNamespace(audio=None, fps=fps, phones=phones, subject="a")
+    table = sweep(Fake(), [clip], (0.5,), builtin_regions().lip_pair, (0.0,), (0.0, 0.04))
+    by_hold = {row["hold_s"]: row for row in table}
+    assert by_hold[0.0]["recall1"] == 1.0 and by_hold[0.0]["false_closures"] == 1.0
+    assert by_hold[0.04]["recall1"] == 1.0 and by_hold[0.04]["false_closures"] == 0.0
+    assert choose(table, 0.0)["hold_s"] == 0.04

@@ -11,7 +11,7 @@ import torch
 
 from l2t_gs.errors import L2TError
 from l2t_gs.motion import articulation as art
-from l2t_gs.motion.contacts import apply_contacts, contact_targets, contact_weights
+from l2t_gs.motion.contacts import apply_contacts, contact_targets, contact_weights, hold_peaks
 from l2t_gs.rig import FlameRig, load_head_model
 from l2t_gs.training.metrics.motion import OPEN_VOWELS, false_closures, lip_gap
 from l2t_gs.training.metrics.regions import builtin_regions
@@ -166,6 +166,66 @@ def test_the_lip_gap_gate_keeps_only_contacts_the_motion_agrees_with(head):
     far = (contact_weights(probs[:, 1] > 0.5, FPS) == 0) & (contact_weights(kept, FPS) == 0)
     assert far[wide].all()
     np.testing.assert_array_equal(gated_params["expr"][far], params["expr"][far])
+
+
+def _hold_loop(on: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
+    """Brute-force reference of hold_peaks: walk the runs one by one."""
+    out, i, n = np.zeros_like(on), 0, on.size
+    while i < n:
+        if not on[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and on[j]:
+            j += 1
+        if j - i <= k:
+            out[i:j] = True
+        else:
+            c = i + int(np.argmax(score[i:j]))  # first maximum
+            a = max(i, min(c - (k - 1) // 2, j - k))
+            out[a : a + k] = True
+        i = j
+    return out
+
+
+def test_hold_peaks_matches_a_run_by_run_walk():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(1, 40))
+        on = rng.random(n) < rng.random()
+        score = rng.integers(0, 4, n) / 3.0  # ties on purpose
+        for k in (1, 2, 3, 5):
+            np.testing.assert_array_equal(hold_peaks(on, score, k), _hold_loop(on, score, k))
+        np.testing.assert_array_equal(hold_peaks(on, score, 0), on)
+    # analytic: a run of 6 with its peak at frame 4 keeps frames 4 (k=1) and 4, 5 (k=2; centred, inside the run)
+    on = np.array([0, 1, 1, 1, 1, 1, 1, 0, 1, 1], bool)
+    score = np.array([0, 0.6, 0.7, 0.8, 0.9, 0.7, 0.6, 0, 0.9, 0.95])
+    assert np.nonzero(hold_peaks(on, score, 1))[0].tolist() == [4, 9]
+    assert np.nonzero(hold_peaks(on, score, 2))[0].tolist() == [4, 5, 8, 9]
+    assert np.nonzero(hold_peaks(on, score, 3))[0].tolist() == [3, 4, 5, 8, 9]
+
+
+def test_the_closure_hold_closes_at_the_surest_frame_only(head):
+    """A long stretch of likely contact frames over an open vowel: without a hold the lips stay shut
+    through all of it; with ``hold_s`` one (two) frame(s) at the probability peak close and the vowel's
+    other frames keep the motion's opening beyond the ramp."""
+    hm = head[0]
+    s = segs("sil:200 aa:900 sil:200")
+    n = _n(s)
+    track = art.articulate(s, fps=FPS, n_frames=n, model=hm)
+    params = {"expr": track.expr, "jaw_pose": track.jaw_pose}
+    before = _gap_mm(head, params)
+    probs = np.zeros((n, 2))
+    on = np.arange(9, 24)  # 0.30 .. 0.77 s, well inside the vowel (0.2 .. 1.1 s)
+    probs[on, 0] = 0.6 + 0.3 * np.exp(-0.5 * ((on - 17) / 2.0) ** 2)  # peak at frame 17
+    whole = _gap_mm(head, apply_contacts(params, probs, hm, fps=FPS))
+    assert whole[on].max() < 1.0  # every frame over the threshold closes
+    for hold_s, kept in ((0.03, [17]), (0.07, [17, 18])):  # round(hold_s * fps) frames around the peak
+        held = _gap_mm(head, apply_contacts(params, probs, hm, fps=FPS, hold_s=hold_s))
+        assert held[kept].max() < 1.0, (hold_s, held[kept])
+        far = np.setdiff1d(on, np.arange(kept[0] - 3, kept[-1] + 4))  # beyond the 70 ms ramps
+        np.testing.assert_allclose(held[far], before[far], atol=1e-9)
+        assert before[far].min() > 10.0
 
 
 def test_apply_contacts_ramps_are_smooth(head):

@@ -359,6 +359,7 @@ _UNCOMPARED = (
     "extra",
     "contact_threshold",
     "contact_gate_mm",
+    "contact_hold_s",
 )  # may move / are resolved when the model loads / are calibrated after training
 
 

@@ -2,14 +2,15 @@
 
 The contact loss weighs contact frames up (``pos_weight`` w), which inflates the predicted odds by about
 w: a frame the head calls 50 % is rarer than that. ``l2t-gs train contact-threshold`` runs the model once
-per clip of the split (raw rig parameters and contact probabilities), then for every threshold and lip-gap
-gate of a grid (the gate: a contact frame closes only where the decoder's own lip gap is under it; 0: no
-gate) applies the contacts exactly as inference does (:func:`l2t_gs.motion.contacts.apply_contacts`),
+per clip of the split (raw rig parameters and contact probabilities), then for every threshold, lip-gap
+gate and closure hold of a grid (the gate: a contact frame closes only where the decoder's own lip gap is
+under it, 0: no gate; the hold: each run of contact frames is cut to that long around its most probable
+frame, 0: whole runs) applies the contacts exactly as inference does (:func:`l2t_gs.motion.contacts.apply_contacts`),
 skins the head and scores the lip gap against the clip's phones (:mod:`l2t_gs.training.metrics.lipsync`):
-closure recall (< 1 mm) and false closures per open vowel. It picks the pair with the highest recall whose
-false-closure rate stays within ``--max-false`` (else the one with the fewest false closures) and writes
-a copy of the checkpoint with ``contact_threshold`` and ``contact_gate_mm`` set, plus the whole sweep as
-JSON beside it::
+closure recall (< 1 mm) and false closures per open vowel. It picks the setting with the highest recall
+whose false-closure rate stays within ``--max-false`` (else the one with the fewest false closures) and
+writes a copy of the checkpoint with ``contact_threshold``, ``contact_gate_mm`` and ``contact_hold_s`` set,
+plus the whole sweep as JSON beside it::
 
     l2t-gs train contact-threshold --model runs/default12 --data runs/human --split val --out runs/default12/model.pt
 """
@@ -38,6 +39,8 @@ HELP = "calibrate a contact head's threshold on a validation split (recall vs fa
 GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 #: Lip-gap gates swept (mm; 0: no gate).
 GATES = (0.0, 2.0, 3.0, 4.0)
+#: Closure holds swept (seconds; 0: whole runs; 0.04 and 0.07 are one and two frames at 25 and 30 fps).
+HOLDS = (0.0, 0.04, 0.07)
 
 
 def sweep(
@@ -46,22 +49,23 @@ def sweep(
     thresholds: tuple[float, ...],
     pair: tuple[int, int],
     gates: tuple[float, ...] = (0.0,),
+    holds: tuple[float, ...] = (0.0,),
 ) -> list[dict[str, float]]:
     """Aggregated lip-sync scores (:func:`lipsync.aggregate`) of ``model`` on ``clips`` for each
-    (threshold, gate) pair, one row each with ``threshold`` and ``gate_mm``."""
-    grid = [(t, g) for g in gates for t in thresholds]
-    rows: dict[tuple[float, float], list[dict[str, float]]] = {k: [] for k in grid}
+    (threshold, gate, hold), one row each with ``threshold``, ``gate_mm`` and ``hold_s``."""
+    grid = [(t, g, h) for h in holds for g in gates for t in thresholds]
+    rows: dict[tuple[float, float, float], list[dict[str, float]]] = {k: [] for k in grid}
     up, lo = pair
     for clip in clips:
         params = model.predict_params(clip.audio, fps=clip.fps, contacts=False)
         probs = params.pop("contacts")
-        for t, g in grid:
-            p = apply_contacts(params, probs, model.head, t, fps=clip.fps, gate_mm=g)
+        for t, g, h in grid:
+            p = apply_contacts(params, probs, model.head, t, fps=clip.fps, gate_mm=g, hold_s=h)
             with torch.no_grad():
                 verts = model.rig(expr=p["expr"], jaw_pose=p["jaw_pose"])  # [T, V, 3] metres
             gap = (verts[:, up] - verts[:, lo]).norm(dim=-1).numpy() * 1000.0
-            rows[t, g].append(lipsync.score_clip(gap, clip.phones, clip.fps))
-    return [{"threshold": t, "gate_mm": g, **lipsync.aggregate(rows[t, g])} for t, g in grid]
+            rows[t, g, h].append(lipsync.score_clip(gap, clip.phones, clip.fps))
+    return [{"threshold": t, "gate_mm": g, "hold_s": h, **lipsync.aggregate(rows[t, g, h])} for t, g, h in grid]
 
 
 def choose(table: list[dict[str, float]], max_false: float) -> dict[str, float]:
@@ -84,6 +88,7 @@ def calibrate(
     subjects: list[str] | None = None,
     thresholds: tuple[float, ...] = GRID,
     gates: tuple[float, ...] = GATES,
+    holds: tuple[float, ...] = HOLDS,
 ) -> dict[str, Any]:
     """Sweep, choose, write ``out`` (the checkpoint with ``contact_threshold``) and ``out``.json."""
     out = Path(out)
@@ -94,6 +99,8 @@ def calibrate(
         raise L2TError(f"thresholds must lie in (0, 1), got {thresholds}")
     if not gates or not all(0.0 <= g < 100.0 for g in gates):
         raise L2TError(f"--gates must be lip gaps in [0, 100) mm, got {list(gates)}")
+    if not holds or not all(0.0 <= h <= 1.0 for h in holds):
+        raise L2TError(f"--holds must be closure lengths in [0, 1] s, got {list(holds)}")
     model = load_model(model_path)
     if not model.config.contact_head:
         raise L2TError(f"{model_path}: the model has no contact head (contact_head = true in [model])")
@@ -104,10 +111,18 @@ def calibrate(
     clips = [c for c in clips if c.phones][:limit]
     if not clips:
         raise L2TError(f"{data}: no clip of split {split!r} has phone segments to score contacts against")
-    table = sweep(model, clips, tuple(sorted(set(thresholds))), builtin_regions().lip_pair, tuple(sorted(set(gates))))
+    table = sweep(
+        model,
+        clips,
+        tuple(sorted(set(thresholds))),
+        builtin_regions().lip_pair,
+        tuple(sorted(set(gates))),
+        tuple(sorted(set(holds))),
+    )
     best = choose(table, max_false)
     model.config.contact_threshold = float(best["threshold"])
     model.config.contact_gate_mm = float(best["gate_mm"])
+    model.config.contact_hold_s = float(best["hold_s"])
     save_checkpoint(out, model)
     report = {
         "model": str(model_path),
@@ -139,6 +154,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="MM",
         help="lip-gap gates to sweep, mm (0: none; default 0 2 3 4)",
     )
+    p.add_argument(
+        "--holds",
+        nargs="+",
+        type=float,
+        default=list(HOLDS),
+        metavar="S",
+        help="closure holds to sweep, seconds (0: whole runs of contact frames; default 0 0.04 0.07)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,21 +174,25 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         subjects=args.subjects,
         gates=tuple(args.gates),
+        holds=tuple(args.holds),
     )
     for row in report["sweep"]:
         print(
-            f"threshold {row['threshold']:.2f} gate {row['gate_mm']:g} mm: closure<1mm {row['recall1']:.3f}  "
+            f"threshold {row['threshold']:.2f} gate {row['gate_mm']:g} mm hold {row['hold_s']:g} s: "
+            f"closure<1mm {row['recall1']:.3f}  "
             f"mid {row['recall1_mid']:.3f}  "
             f"false/ov {row['false_closure_rate']:.3f}  r {row['r']:.3f}",
             file=sys.stderr,
         )
     chosen = report["chosen"]
     print(
-        f"chose threshold {chosen['threshold']:.2f}, gate {chosen['gate_mm']:g} mm; wrote {args.out}", file=sys.stderr
+        f"chose threshold {chosen['threshold']:.2f}, gate {chosen['gate_mm']:g} mm, hold {chosen['hold_s']:g} s; "
+        f"wrote {args.out}",
+        file=sys.stderr,
     )
     return 0
 
 
 TRAINERS.add("contact-threshold", Trainer(add_arguments, run), help=HELP)
 
-__all__ = ["GATES", "GRID", "calibrate", "choose", "sweep"]
+__all__ = ["GATES", "GRID", "HOLDS", "calibrate", "choose", "sweep"]

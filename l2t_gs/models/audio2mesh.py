@@ -89,8 +89,10 @@ class Audio2MeshConfig:
     labiodental contact) read from the decoder's features; inference closes the lips where their
     probability exceeds ``contact_threshold`` and, when ``contact_gate_mm`` > 0, the decoder's own
     midline lip gap at that frame is under ``contact_gate_mm`` (the two must agree, which keeps the head
-    from shutting a mouth the regressor holds wide open; :func:`l2t_gs.motion.contacts.apply_contacts`;
-    both calibrated on validation by ``l2t-gs train contact-threshold``).
+    from shutting a mouth the regressor holds wide open), and with ``contact_hold_s`` > 0 each run of
+    bilabial contact frames is cut to that long around its most probable frame
+    (:func:`l2t_gs.motion.contacts.apply_contacts`; all three calibrated on validation by
+    ``l2t-gs train contact-threshold``).
     """
 
     fps: float = 30.0
@@ -112,6 +114,7 @@ class Audio2MeshConfig:
     contact_gate_mm: float = (
         0.0  # a bilabial contact frame closes only where the decoder's lip gap is below this (0: off)
     )
+    contact_hold_s: float = 0.0  # longest bilabial closure, kept around the most probable frame (0: off)
     encoder: str = "builtin"
     encoder_path: str = ""
     encoder_freeze: str = "cnn"
@@ -167,6 +170,8 @@ class Audio2MeshConfig:
             raise bad(f"contact_threshold must be in (0, 1), got {self.contact_threshold}")
         if not (self.contact_gate_mm >= 0.0 and math.isfinite(self.contact_gate_mm)):
             raise bad(f"contact_gate_mm must be a finite number >= 0, got {self.contact_gate_mm}")
+        if not (0.0 <= self.contact_hold_s <= 1.0):
+            raise bad(f"contact_hold_s must be in [0, 1] seconds, got {self.contact_hold_s}")
         if self.encoder not in ENCODERS:
             raise bad(f"encoder must be one of {', '.join(ENCODERS.choices())}, got {self.encoder!r}")
         if self.encoder_freeze not in ("cnn", "all", "none"):
@@ -832,5 +837,6 @@ class Audio2Mesh(nn.Module):
             self.config.contact_threshold,
             fps=fps,
             gate_mm=self.config.contact_gate_mm,
+            hold_s=self.config.contact_hold_s,
         )
         return torch.cat([out["expr"], out["jaw_pose"]], dim=1)

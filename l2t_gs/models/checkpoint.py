@@ -81,14 +81,16 @@ def model_payload(model: Audio2Mesh) -> dict[str, Any]:
 
 def _config_dict(config: Audio2MeshConfig) -> dict[str, Any]:
     """The config as stored: ``contact_head`` (and ``contact_threshold``) only when on, and
-    ``contact_gate_mm`` only when set, so that models without them stay readable by l2t-gs versions
-    that predate them (missing keys load as the defaults)."""
+    ``contact_gate_mm`` and ``contact_hold_s`` only when set, so that models without them stay readable
+    by l2t-gs versions that predate them (missing keys load as the defaults)."""
     out = config.to_dict()
     if not out.get("contact_head"):
         out.pop("contact_head", None)
         out.pop("contact_threshold", None)
     if not out.get("contact_head") or not out.get("contact_gate_mm"):
         out.pop("contact_gate_mm", None)
+    if not out.get("contact_head") or not out.get("contact_hold_s"):
+        out.pop("contact_hold_s", None)
     return out
 
 

@@ -9,8 +9,9 @@ labiodental contact (f, v).
   neighbour, so the labiodental column is multiplied by ``1 - bilabial``).
 * :func:`apply_contacts`: given contact probabilities [T, 2] (e.g. an Audio2Mesh contact head), the
   frames with ``p > threshold`` (and, with ``gate_mm``, an incoming lip gap under it) become contact
-  frames; around them a raised-cosine weight falls from 1 to 0 over ``edge_s`` seconds (smooth
-  approach and release). The articulation module's closure math
+  frames (with ``hold_s``, each run of bilabial contact frames is shortened to the ``hold_s`` around its
+  most probable frame, :func:`hold_peaks`); around them a raised-cosine weight falls from 1 to 0 over
+  ``edge_s`` seconds (smooth approach and release). The articulation module's closure math
   (:func:`~l2t_gs.motion.articulation.enforce_contacts`) then closes the lips (bilabial weight) and
   puts the lower lip on the upper teeth (labiodental weight). The closure uses the lip gap's
   linear model (:func:`~l2t_gs.motion.articulation.lip_gap_coefficients`) plus a per-frame offset
@@ -36,6 +37,7 @@ __all__ = [
     "apply_contacts",
     "contact_targets",
     "contact_weights",
+    "hold_peaks",
 ]
 
 #: Column names of contact targets / probabilities / logits.
@@ -78,6 +80,28 @@ def contact_weights(on: np.ndarray, fps: float, edge_s: float = art.EDGE_S) -> n
     return 0.5 + 0.5 * np.cos(np.pi * x)
 
 
+def hold_peaks(on: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
+    """Each run of consecutive ``on`` [T] frames cut to the ``k`` frames around its highest ``score`` [T]
+    (first on ties): the run's peak frame and ``(k - 1) // 2`` frames before it, kept inside the run;
+    runs of at most ``k`` frames stay whole. ``k <= 0`` returns ``on`` unchanged (vectorised)."""
+    on = np.asarray(on, dtype=bool)
+    if k <= 0 or not on.any():
+        return on.copy()
+    edges = np.diff(np.concatenate([[0], on.astype(np.int8), [0]]))
+    starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]  # run r is [starts[r], ends[r])
+    idx = np.nonzero(on)[0]
+    run = np.repeat(np.arange(starts.size), ends - starts)  # run of each on frame
+    order = np.lexsort((idx, -np.asarray(score, dtype=np.float64)[idx], run))  # per run: best score, earliest
+    first = np.concatenate([[0], np.cumsum(ends - starts)[:-1]])
+    peak = idx[order[first]]
+    a = np.clip(peak - (k - 1) // 2, starts, np.maximum(ends - k, starts))
+    b = np.minimum(a + k, ends)
+    out = np.zeros_like(on)
+    keep = np.repeat(a, b - a) + (np.arange(int((b - a).sum())) - np.repeat(np.cumsum(b - a) - (b - a), b - a))
+    out[keep] = True
+    return out
+
+
 def _lip_rig(model: Any) -> ExprJawRig:
     """Expression + jaw skinning of the two lip-midline vertices only (cached per head model)."""
     key = (model.name, model.source, model.n_verts, model.n_expr)
@@ -105,6 +129,7 @@ def apply_contacts(
     tol_mm: float = 0.5,
     max_iter: int = 4,
     gate_mm: float = 0.0,
+    hold_s: float = 0.0,
 ) -> dict[str, Any]:
     """Close the lips (and place f/v contacts) where contact probabilities exceed ``threshold``.
 
@@ -122,6 +147,10 @@ def apply_contacts(
         gate_mm: when > 0, a frame is a bilabial contact frame only if, besides ``p > threshold``, the
             skinned midline lip gap of the incoming parameters is under ``gate_mm`` there (labiodental
             contacts are not gated).
+        hold_s: when > 0, each run of bilabial contact frames (after the gate) keeps only the
+            ``max(1, round(hold_s * fps))`` frames around its most probable one (:func:`hold_peaks`): a
+            closure as long as a real one, at the head's surest frame, instead of lips shut through a
+            whole stretch of moderately likely frames that spills into the neighbouring vowels.
     Returns:
         A new dict of the same kind (tensors stay tensors, on their device and dtype) with
         ``expr`` and ``jaw_pose`` changed only near contact frames.
@@ -152,6 +181,8 @@ def apply_contacts(
         ex[:, :e] = expr[cand]
         gap_mm = np.linalg.norm(_lip_vectors(_lip_rig(model), ex, jaw[cand]), axis=1) * 1000.0
         on_b[cand[gap_mm >= gate_mm]] = False
+    if hold_s > 0:
+        on_b = hold_peaks(on_b, p[:, 0], max(1, int(round(hold_s * fps))))
     cb = contact_weights(on_b, fps, edge_s)
     cf = contact_weights(on_f, fps, edge_s) * (1.0 - cb)
     act = np.nonzero((cb > 0) | (cf > 0))[0]
