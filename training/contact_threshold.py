@@ -36,7 +36,7 @@ from l2t_gs.training.metrics.regions import builtin_regions
 from l2t_gs.training.trainers import TRAINERS, Trainer
 
 HELP = "calibrate a contact head's threshold on a validation split (recall vs false closures)"
-GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Lip-gap gates swept (mm; 0: no gate).
 GATES = (0.0, 2.0, 3.0, 4.0)
 #: Closure holds swept (seconds; 0: whole runs; 0.04 and 0.07 are one and two frames at 25 and 30 fps).
