@@ -41,36 +41,21 @@ def test_calibrating_a_model_without_contact_head_is_one_line(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_contact_gate_is_validated_and_stored_only_when_set(tmp_path):
+@pytest.mark.parametrize("field, bad, value", [("contact_gate_mm", -1.0, 3.0), ("contact_hold_s", -0.1, 0.04)])
+def test_calibrated_contact_fields_are_validated_and_stored_only_when_set(tmp_path, field, bad, value):
     from l2t_gs.models.audio2mesh import Audio2Mesh
     from l2t_gs.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 
-    with pytest.raises(L2TError, match="contact_gate_mm"):
-        Audio2MeshConfig(contact_head=True, output="rig", contact_gate_mm=-1.0).validate()
+    with pytest.raises(L2TError, match=field):
+        Audio2MeshConfig(contact_head=True, output="rig", **{field: bad}).validate()
     kw = dict(output="rig", head="builtin", enc_dim=16, enc_layers=1, enc_heads=2, d_model=16, n_heads=2)
     model = Audio2Mesh(Audio2MeshConfig(contact_head=True, **kw), subjects=["a"], n_verts=7931)
     save_checkpoint(tmp_path / "plain.pt", model)
-    assert "contact_gate_mm" not in read_checkpoint(tmp_path / "plain.pt")["config"]  # readable by older versions
-    model.config.contact_gate_mm = 3.0
-    save_checkpoint(tmp_path / "gated.pt", model)
-    assert read_checkpoint(tmp_path / "gated.pt")["config"]["contact_gate_mm"] == 3.0
-    assert load_model(tmp_path / "gated.pt").config.contact_gate_mm == 3.0
-
-
-def test_contact_hold_is_validated_and_stored_only_when_set(tmp_path):
-    from l2t_gs.models.audio2mesh import Audio2Mesh
-    from l2t_gs.models.checkpoint import load_model, read_checkpoint, save_checkpoint
-
-    with pytest.raises(L2TError, match="contact_hold_s"):
-        Audio2MeshConfig(contact_head=True, output="rig", contact_hold_s=-0.1).validate()
-    kw = dict(output="rig", head="builtin", enc_dim=16, enc_layers=1, enc_heads=2, d_model=16, n_heads=2)
-    model = Audio2Mesh(Audio2MeshConfig(contact_head=True, **kw), subjects=["a"], n_verts=7931)
-    save_checkpoint(tmp_path / "plain.pt", model)
-    assert "contact_hold_s" not in read_checkpoint(tmp_path / "plain.pt")["config"]  # readable by older versions
-    model.config.contact_hold_s = 0.04
-    save_checkpoint(tmp_path / "held.pt", model)
-    assert read_checkpoint(tmp_path / "held.pt")["config"]["contact_hold_s"] == 0.04
-    assert load_model(tmp_path / "held.pt").config.contact_hold_s == 0.04
+    assert field not in read_checkpoint(tmp_path / "plain.pt")["config"]  # readable by older versions
+    setattr(model.config, field, value)
+    save_checkpoint(tmp_path / "set.pt", model)
+    assert read_checkpoint(tmp_path / "set.pt")["config"][field] == value
+    assert getattr(load_model(tmp_path / "set.pt").config, field) == value
 
 
 def test_the_sweep_scores_each_hold_and_the_choice_takes_the_short_closure():

@@ -146,22 +146,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-false", type=float, default=0.05, help="false closures per open vowel allowed (0.05)")
     p.add_argument("--limit", type=int, help="first N clips of the split only")
     p.add_argument("--subjects", nargs="+", metavar="PATTERN", help="only these subjects (fnmatch patterns)")
-    p.add_argument(
-        "--gates",
-        nargs="+",
-        type=float,
-        default=list(GATES),
-        metavar="MM",
-        help="lip-gap gates to sweep, mm (0: none; default 0 2 3 4)",
+    grids = (
+        ("--gates", GATES, "MM", "lip-gap gates to sweep, mm (0: none; default 0 2 3 4)"),
+        ("--holds", HOLDS, "S", "closure holds to sweep, seconds (0: whole contact runs; default 0 0.04 0.07)"),
     )
-    p.add_argument(
-        "--holds",
-        nargs="+",
-        type=float,
-        default=list(HOLDS),
-        metavar="S",
-        help="closure holds to sweep, seconds (0: whole runs of contact frames; default 0 0.04 0.07)",
-    )
+    for flag, default, metavar, text in grids:
+        p.add_argument(flag, nargs="+", type=float, default=list(default), metavar=metavar, help=text)
 
 
 def run(args: argparse.Namespace) -> int:
