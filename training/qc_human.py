@@ -11,8 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import soundfile as sf
-
+from l2t_gs.audio.io import read_audio, to_mono
 from l2t_gs.errors import L2TError
 from l2t_gs.speech.segments import read_segments
 from l2t_gs.training.data.human import HumanCorpusConfig, transcript_coverage
@@ -22,8 +21,8 @@ def poorly_covered(root: Path, min_coverage: float) -> list[tuple[str, float]]:
     """(clip name, coverage) of every clip of ``root`` with phones covering less than ``min_coverage``."""
     out = []
     for f in sorted((root / "phones").glob("*.json")):
-        audio, sr = sf.read(root / "wav" / f"{f.stem}.wav", dtype="float32")
-        cov = transcript_coverage(audio, read_segments(f), sr)
+        audio, sr = read_audio(root / "wav" / f"{f.stem}.wav")  # the project's reader: one-line errors
+        cov = transcript_coverage(to_mono(audio), read_segments(f), sr)
         if cov < min_coverage:
             out.append((f.stem, cov))
     return out

@@ -87,10 +87,9 @@ def _config_dict(config: Audio2MeshConfig) -> dict[str, Any]:
     if not out.get("contact_head"):
         out.pop("contact_head", None)
         out.pop("contact_threshold", None)
-    if not out.get("contact_head") or not out.get("contact_gate_mm"):
-        out.pop("contact_gate_mm", None)
-    if not out.get("contact_head") or not out.get("contact_hold_s"):
-        out.pop("contact_hold_s", None)
+    for key in ("contact_gate_mm", "contact_hold_s"):
+        if not out.get("contact_head") or not out.get(key):
+            out.pop(key, None)
     return out
 
 

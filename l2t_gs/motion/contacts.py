@@ -96,10 +96,10 @@ def hold_peaks(on: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
     peak = idx[order[first]]
     a = np.clip(peak - (k - 1) // 2, starts, np.maximum(ends - k, starts))
     b = np.minimum(a + k, ends)
-    out = np.zeros_like(on)
-    keep = np.repeat(a, b - a) + (np.arange(int((b - a).sum())) - np.repeat(np.cumsum(b - a) - (b - a), b - a))
-    out[keep] = True
-    return out
+    edge = np.zeros(on.size + 1, dtype=np.int64)  # runs are disjoint and apart: no a equals another b
+    edge[a] += 1
+    edge[b] -= 1
+    return np.cumsum(edge[:-1]) > 0
 
 
 def _lip_rig(model: Any) -> ExprJawRig:
