@@ -43,8 +43,9 @@ from l2t_gs.motion.life import LifeConfig, LifeRig, LifeTrack
 from l2t_gs.motion.transcript import TranscriptTracks, align_transcript, transcript_tracks
 from l2t_gs.render import head_camera, rasterize
 from l2t_gs.render.backends import select_backend
-from l2t_gs.render.camera import RENDER_CAMERAS, camera_from_json
+from l2t_gs.render.camera import camera_from_json
 from l2t_gs.render.image import to_uint8
+from l2t_gs.render.views import RENDER_CAMERAS
 
 
 @dataclass

@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 
 from l2t_gs.errors import L2TError
-from l2t_gs.render.camera import RENDER_CAMERAS, STILL_VIEWS
+from l2t_gs.render.views import RENDER_CAMERAS, STILL_VIEWS
 from l2t_gs.viewer import render_job, uploads
 from l2t_gs.viewer.state import (
     CAMERA_PRESETS,

@@ -12,7 +12,6 @@ import importlib.util
 from l2t_gs.errors import L2TError
 from l2t_gs.motion.life_options import add_life_arguments
 
-HELP = "interactive viewer in the browser: the avatar as Gaussian splats, driven by speech"
 DESCRIPTION = (
     "Serve a viser page that shows an avatar as Gaussian splats and plays Audio2Mesh motion "
     "for an audio file (given here or uploaded in the page), with playback controls, pose sliders, "

@@ -16,8 +16,9 @@ import torch
 from l2t_gs.core.rotation import quat_to_matrix
 from l2t_gs.errors import L2TError
 from l2t_gs.pipeline import default_model_path as pipeline_default_model_path
-from l2t_gs.render.camera import RENDER_CAMERAS, STILL_VIEWS, head_camera
+from l2t_gs.render.camera import head_camera
 from l2t_gs.render.sh import SH_C0
+from l2t_gs.render.views import RENDER_CAMERAS, STILL_VIEWS
 
 if TYPE_CHECKING:
     from l2t_gs.gaussians import GaussianAvatar

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from l2t_gs.cli.pose_args import add_pose_options
+from l2t_gs.cli.prog import COMMAND_HELP
 from l2t_gs.render.backends import backend_choices
-from l2t_gs.render.camera import STILL_VIEWS
+from l2t_gs.render.views import STILL_VIEWS
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -179,7 +180,7 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def _add_dynamic_offset_option(parser: argparse.ArgumentParser, auto_help: str) -> None:
-    from l2t_gs.gaussians.avatar_io import DYNAMIC_OFFSET_MODES
+    from l2t_gs.gaussians.frame_options import DYNAMIC_OFFSET_MODES
 
     parser.add_argument(
         "--dynamic-offset",
@@ -190,9 +191,7 @@ def _add_dynamic_offset_option(parser: argparse.ArgumentParser, auto_help: str) 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "avatar", help="avatar tools: build the default avatar, export a frame as a 3DGS PLY, import GaussianAvatars"
-    )
+    p = sub.add_parser("avatar", help=COMMAND_HELP["avatar"])
     avatar_sub = p.add_subparsers(dest="avatar_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda _args: (p.print_help(sys.stderr), 2)[1])
 

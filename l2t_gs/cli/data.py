@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from l2t_gs.cli.prog import COMMAND_HELP
 from l2t_gs.errors import L2TError
 
 
@@ -296,7 +297,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="speech data: forced alignment, TTS with phone timings")
+    data = sub.add_parser("data", help=COMMAND_HELP["data"])
     ds = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     for add in SUBCOMMANDS:
         add(ds)

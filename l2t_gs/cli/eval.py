@@ -9,6 +9,7 @@ import math
 import sys
 from pathlib import Path
 
+from l2t_gs.cli.prog import COMMAND_HELP
 from l2t_gs.core.device import resolve_device
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import output_parent
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="score a model on a dataset split: LVE, FDD, lip closure on p/b/m, lip-opening correlation",
+        help=COMMAND_HELP["eval"],
         description=(
             "Run an Audio2Mesh model on every clip of a dataset split and print per-subject and overall "
             "metrics: LVE and FDD in mm^2 (CodeTalker's definitions), lip-closure recall on bilabial "

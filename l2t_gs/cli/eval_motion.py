@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from l2t_gs.cli.prog import COMMAND_HELP
 from l2t_gs.errors import L2TError
 from l2t_gs.motion.life_options import HEAD_MOTION_CHOICES
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval-motion",
-        help="head-motion, blink and gaze statistics vs reference distributions (amplitude, spectrum, BA, ...)",
+        help=COMMAND_HELP["eval-motion"],
         description="Generate life for speech (given files, or synthetic espeak-ng speech) with several seeds and "
         "report amplitude, velocity spectrum, prosody correlation, beat alignment, diversity and blink statistics "
         "next to the procedural reference and the published ranges (docs/life.md).",

@@ -6,15 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from l2t_gs.cli.pose_args import add_pose_options, pose_params
+from l2t_gs.cli.prog import COMMAND_HELP
 from l2t_gs.errors import L2TError
-from l2t_gs.render.preview import PREVIEW_VIEWS
+from l2t_gs.render.views import PREVIEW_VIEWS
 
 
 def posed_from_args(args: argparse.Namespace):
     """Load the model named by ``--model`` and pose it from the CLI options; returns (model, verts [V,3])."""
+    import torch
+
     from l2t_gs.rig import FlameRig, load_head_model
 
     model = load_head_model(args.model, dtype=torch.float64)
@@ -78,7 +79,7 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    head = sub.add_parser("head", help="the FLAME-format head: build, export, render")
+    head = sub.add_parser("head", help=COMMAND_HELP["head"])
     hs = head.add_subparsers(dest="head_command", metavar="SUBCOMMAND", required=True)
 
     p = hs.add_parser("build", help="generate the built-in FLAME-format head model (.npz)")

@@ -11,6 +11,8 @@ import argparse
 import json
 import platform
 
+from l2t_gs.cli.prog import COMMAND_HELP
+
 
 def collect_info(probe: bool = False) -> dict:
     """Everything ``l2t-gs info`` reports, as a JSON-serialisable dict; ``probe``: ask torch and gsplat."""
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="show versions, device, gsplat status, avatars and models")
+    p = sub.add_parser("info", help=COMMAND_HELP["info"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--probe", action="store_true", help="import torch and gsplat to check the device and kernels (slower)"

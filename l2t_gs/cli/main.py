@@ -8,11 +8,12 @@ import sys
 from collections.abc import Sequence
 
 from l2t_gs import __version__
-from l2t_gs.cli.prog import PROG
+from l2t_gs.cli.prog import COMMAND_HELP, PROG
 from l2t_gs.cli.runner import run_command
 
 #: Sub-commands and the modules that register them, in help order. A module is imported only when
-#: its command runs (or for the full help), so that light commands never pay for torch.
+#: its command runs (or for :func:`build_parser`): the overview (``l2t-gs --help``) is built from
+#: :data:`~l2t_gs.cli.prog.COMMAND_HELP` alone, so that it and light commands never pay for torch.
 COMMANDS: dict[str, str] = {
     "info": "l2t_gs.cli.info",
     "render": "l2t_gs.cli.render",
@@ -31,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     return _parser(None)
 
 
-def _parser(command: str | None) -> argparse.ArgumentParser:
-    """The argument parser with every sub-command registered, or only ``command``'s."""
+def _parser(command: str | None, *, overview: bool = False) -> argparse.ArgumentParser:
+    """The argument parser with every sub-command registered, or only ``command``'s; with ``overview``,
+    every command as a bare entry with its one-line help (nothing imported: for ``--help`` and errors)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Speech to talking 3D Gaussian Splatting head avatars.",
@@ -40,7 +42,9 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
-        if command is None or name == command:
+        if overview:
+            sub.add_parser(name, help=COMMAND_HELP[name])
+        elif command is None or name == command:
             importlib.import_module(module).register(sub)
     return parser
 
@@ -57,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {__version__}")
         return 0
     command = _command_of(argv)
-    parser = _parser(command) if command else build_parser()
+    parser = _parser(command) if command else _parser(None, overview=True)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-
-import numpy as np
-import torch
+import math
+from typing import TYPE_CHECKING
 
 from l2t_gs.errors import L2TError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def parse_values(text: str | None, option: str, names: list[str] | None = None, count: int | None = None) -> list:
@@ -40,7 +42,7 @@ def _float(raw: str, option: str) -> float:
         v = float(raw)
     except ValueError:
         raise L2TError(f"{option}: not a number: {raw!r}") from None
-    if not np.isfinite(v):
+    if not math.isfinite(v):
         raise L2TError(f"{option}: values must be finite, got {raw!r}")
     return v
 
@@ -49,8 +51,12 @@ def _names(given: list[str], n: int) -> list[str]:
     return given if len(given) == n else [str(i) for i in range(n)]
 
 
-def pose_params(args: argparse.Namespace, model, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Rig inputs ([1, ...] tensors) from ``--shape --expr --jaw --neck --eyes``; absent options are left out."""
+def pose_params(args: argparse.Namespace, model, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Rig inputs ([1, ...] tensors, float32 unless ``dtype``) from ``--shape --expr --jaw --neck --eyes``;
+    absent options are left out."""
+    import torch  # here, not at the top: ``--help`` adds these options without torch
+
+    dtype = torch.float32 if dtype is None else dtype
     shape = parse_values(args.shape, "--shape", _names(model.shape_names, model.n_shape))
     expr = parse_values(args.expr, "--expr", _names(model.expr_names, model.n_expr))
     values = {

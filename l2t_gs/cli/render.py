@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 from l2t_gs.cli.avatar import parse_color
+from l2t_gs.cli.prog import COMMAND_HELP
 from l2t_gs.core.device import DEVICE_CHOICES
 from l2t_gs.errors import L2TError
 from l2t_gs.motion.life_options import add_life_arguments
 from l2t_gs.render.backends import backend_choices
-from l2t_gs.render.camera import RENDER_CAMERAS
+from l2t_gs.render.views import RENDER_CAMERAS
 
 TEXT_FILE_MAX_BYTES = 1 << 20  # a transcript file larger than 1 MiB is refused
 
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "render",
-        help="speech audio -> talking avatar MP4 (H.264 + AAC)",
+        help=COMMAND_HELP["render"],
         description="Render a talking-avatar video: Audio2Mesh motion for the audio drives the Gaussian avatar.",
     )
     p.add_argument("audio", metavar="AUDIO", help="speech: wav, flac, ogg, mp3 or m4a; any rate, mono or stereo")

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from l2t_gs.cli.prog import PROG
+from l2t_gs.cli.prog import COMMAND_HELP, PROG
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from l2t_gs.training.trainers import TRAINERS, trainer_names
 
     names = trainer_names()
-    train = sub.add_parser("train", help="train networks: " + ", ".join(names))
+    train = sub.add_parser("train", help=COMMAND_HELP["train"], description="Train networks: " + ", ".join(names) + ".")
     ts = train.add_subparsers(dest="train_command", metavar="NETWORK", required=True)
     for name in names:
         trainer, text = TRAINERS.get(name), TRAINERS.help(name)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from l2t_gs.errors import L2TError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -14,6 +17,8 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
     Asking for CUDA where it is not available is a one-line :class:`L2TError`.
     """
+    import torch  # here, not at the top: the command line lists DEVICE_CHOICES without torch
+
     if isinstance(name, torch.device):
         name = str(name)
     if name in (None, "", "auto"):
@@ -28,4 +33,6 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 def describe_device() -> str:
     """``"cuda (<GPU name>)"`` or ``"cpu"``: what ``auto`` picks, for ``l2t-gs info``."""
+    import torch
+
     return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"

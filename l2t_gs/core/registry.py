@@ -3,7 +3,9 @@ trainers): a name -> entry mapping filled by ``@REGISTRY.register("name")`` next
 
 A registry knows the modules that register into it (``modules``) and imports them on first lookup, so
 ``choices()`` lists every built-in entry without the caller importing implementations by hand, and a
-new entry is one new module plus its name in that tuple.
+new entry is one new module plus its name in that tuple. ``modules`` may also map each built-in entry's
+name to its module: then :meth:`Registry.names` lists the entries without importing anything (for a
+command line's ``--help``, which must not pay for torch).
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Named entries of one kind; ``what`` names the kind in error messages (e.g. "rasterizer backend")."""
 
-    def __init__(self, what: str, modules: tuple[str, ...] = ()) -> None:
+    def __init__(self, what: str, modules: tuple[str, ...] | dict[str, str] = ()) -> None:
         self.what = what
-        self.modules = modules
+        #: names of the built-in entries, when ``modules`` declares them (name -> module)
+        self.declared: tuple[str, ...] = tuple(modules) if isinstance(modules, dict) else ()
+        self.modules: tuple[str, ...] = (
+            tuple(dict.fromkeys(modules.values())) if isinstance(modules, dict) else tuple(modules)
+        )
         self._entries: dict[str, T] = {}
         self._help: dict[str, str] = {}
         self._loaded = not modules
@@ -84,6 +90,14 @@ class Registry(Generic[T]):
         """Registered names in registration order."""
         self._load()
         return tuple(self._entries)
+
+    def names(self) -> tuple[str, ...]:
+        """The entries' names without importing their modules: the declared built-ins, then any other
+        registered so far. Equal to :meth:`choices` when every declared module registers its names
+        (a registry that declares none imports its modules, as :meth:`choices`)."""
+        if not self.declared:
+            return self.choices()
+        return self.declared + tuple(n for n in self._entries if n not in self.declared)
 
     def help(self, name: str) -> str:
         """The one-line description of an entry."""

@@ -129,7 +129,7 @@ class SplatFrames:
         return int(self.means.shape[0])
 
     def frame(self, index: int = 0) -> dict[str, Any]:
-        """Keyword arguments of one frame for ``l2t_gs.render.rasterize.rasterize``.
+        """Keyword arguments of one frame for :func:`l2t_gs.render.rasterize`.
 
         ``means [N,3], quats [N,4], scales [N,3], opacities [N], colors [N,K,3], sh_degree``.
         """

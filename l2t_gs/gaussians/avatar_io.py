@@ -56,6 +56,7 @@ from l2t_gs.gaussians.avatar import (
     head_model_sizes,
     head_model_spec_of,
 )
+from l2t_gs.gaussians.frame_options import DYNAMIC_OFFSET_MODES
 from l2t_gs.gaussians.ply import GaussianPly, read_gaussian_ply, write_gaussian_ply
 from l2t_gs.io.atomic import output_parent, replace_dir
 from l2t_gs.io.npz import read_npz
@@ -81,8 +82,6 @@ FLAME_PARAM = "flame_param.npz"
 #: GaussianAvatars' teeth extension: vertices and triangles appended to FLAME's.
 GA_TEETH_VERTICES = TEETH_VERTICES
 GA_TEETH_FACES = TEETH_FACES
-#: How ``dynamic_offset`` is treated: by the meaning of its source file, never, or always.
-DYNAMIC_OFFSET_MODES: tuple[str, ...] = ("auto", "ignore", "apply")
 
 #: Limits of a flame_param.npz: bytes per array (a 10-minute GaussianAvatars track at 25 fps with
 #: per-frame offsets of a 5143-vertex head is 925 MB) and identity/expression components.

@@ -1,13 +1,16 @@
 """Rasterizer backends: one registry (``BACKENDS``) that ``rasterize``, the CLI, the viewer and the
 benchmarks read their choices from.
 
-A backend is a :class:`Backend` registered under its name in its own module (listed in
-``BACKENDS.modules``): ``status()`` says whether it can run on this machine, ``unusable(...)`` why it
+A backend is a :class:`Backend` registered under its name in its own module (declared with its name
+in ``BACKENDS``): ``status()`` says whether it can run on this machine, ``unusable(...)`` why it
 cannot take a given call (device, dtype, gradients), ``render(request)`` draws a validated
 :class:`RasterRequest` and returns gsplat's ``(colors, alphas, meta)``. Two names are policies, not
 backends: ``"torch"`` picks the best usable backend of this package's own (``own=True``), ``"auto"``
 the best usable of all, by ``priority`` (lower first). Adding a backend is one new module plus its
-name in ``BACKENDS.modules`` (see docs/architecture.md).
+name -> module entry in ``BACKENDS``' declaration (see docs/architecture.md).
+
+Light to import (the command line's ``--help`` lists the backends): torch loads with the backends
+themselves, and in the helpers they call.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from l2t_gs.core.registry import Registry
 from l2t_gs.errors import L2TError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 #: Names that choose a backend instead of naming one.
 POLICIES = ("auto", "torch")
@@ -78,7 +82,11 @@ class Backend:
 
 BACKENDS: Registry[Backend] = Registry(
     "rasterizer backend",
-    modules=("l2t_gs.render.backend_gsplat", "l2t_gs.render.backend_torch", "l2t_gs.render.backend_cpu"),
+    modules={
+        "gsplat": "l2t_gs.render.backend_gsplat",
+        "torch-pure": "l2t_gs.render.backend_torch",
+        "cpu-fast": "l2t_gs.render.backend_cpu",
+    },
 )
 
 
@@ -89,8 +97,9 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
 
 
 def backend_choices() -> tuple[str, ...]:
-    """Every name ``rasterize(backend=...)`` and ``--backend`` accept: the policies, then the backends."""
-    return POLICIES + BACKENDS.choices()
+    """Every name ``rasterize(backend=...)`` and ``--backend`` accept: the policies, then the backends
+    (without importing them, or torch)."""
+    return POLICIES + BACKENDS.names()
 
 
 def select_backend(name: str, device: torch.device, dtype: torch.dtype, needs_grad: bool) -> Backend:
@@ -114,6 +123,8 @@ def expected_depth(colors: Tensor, alphas: Tensor, render_mode: str) -> Tensor:
     """For "ED" modes, divide the accumulated depth channel (last) by alpha, as gsplat does."""
     if render_mode not in ("ED", "RGB+ED"):
         return colors
+    import torch
+
     return torch.cat([colors[..., :-1], colors[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
 
 
@@ -129,6 +140,8 @@ def finish_meta(
     """gsplat's meta dict from a dense projection (``radii``, ``means2d``, ``depths``, ``conics``,
     ``opacities``, each [C, N, ...]) and the visible (camera, splat) pairs; packed as requested.
     ``gather`` indexes a dense tensor by the visible pairs (default: tensor indexing)."""
+    import torch
+
     if req.packed:
         take = gather if gather is not None else (lambda t: t[cam_ids, gauss_ids])
         meta |= {"batch_ids": torch.zeros_like(cam_ids), "camera_ids": cam_ids, "gaussian_ids": gauss_ids}

@@ -16,18 +16,7 @@ import torch
 from torch import Tensor
 
 from l2t_gs.errors import L2TError
-
-#: name -> (azimuth degrees, elevation degrees); azimuth 0 is the front (+z), 90 the subject's left (+x).
-HEAD_CAMERA_PRESETS: dict[str, tuple[float, float]] = {
-    "front": (0.0, 0.0),
-    "three-quarter": (35.0, 5.0),
-    "side": (90.0, 0.0),
-    "orbit": (0.0, 5.0),  # azimuth = 360 * frame
-}
-#: Presets for a still image (every preset but the moving orbit).
-STILL_VIEWS: tuple[str, ...] = tuple(p for p in HEAD_CAMERA_PRESETS if p != "orbit")
-#: Cameras of a talking video (``l2t-gs render --camera``): every preset.
-RENDER_CAMERAS: tuple[str, ...] = tuple(HEAD_CAMERA_PRESETS)
+from l2t_gs.render.views import HEAD_CAMERA_PRESETS
 
 ArrayLike = Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 

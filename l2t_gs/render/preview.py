@@ -7,11 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from l2t_gs.render.camera import STILL_VIEWS, head_camera
+from l2t_gs.render.camera import head_camera
 from l2t_gs.render.mesh import render_mesh
-
-#: Views of a mesh preview: the still camera presets plus a close-up of the mouth.
-PREVIEW_VIEWS: tuple[str, ...] = (*STILL_VIEWS, "mouth")
 
 #: Preview colours of the built-in head's regions (RGB 0..1), applied in this order.
 REGION_COLORS: dict[str, tuple[float, float, float]] = {

@@ -36,8 +36,8 @@ from torch import Tensor
 
 from l2t_gs.errors import L2TError
 from l2t_gs.gaussians.binding import local_to_world, triangle_frames
+from l2t_gs.render import rasterize
 from l2t_gs.render.camera import look_at
-from l2t_gs.render.rasterize import rasterize
 from l2t_gs.render.sh import sh_to_color
 
 if TYPE_CHECKING:
