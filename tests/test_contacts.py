@@ -11,7 +11,7 @@ import torch
 
 from l2t_gs.errors import L2TError
 from l2t_gs.motion import articulation as art
-from l2t_gs.motion.contacts import apply_contacts, contact_targets, contact_weights, hold_peaks
+from l2t_gs.motion.contacts import apply_contacts, contact_targets, contact_weights, hold_peaks, lip_gap_mm
 from l2t_gs.rig import FlameRig, load_head_model
 from l2t_gs.training.metrics.motion import OPEN_VOWELS, false_closures, lip_gap
 from l2t_gs.training.metrics.regions import builtin_regions
@@ -132,6 +132,26 @@ def test_apply_contacts_leaves_open_vowels_open(closed, head):
     np.testing.assert_array_equal(out["expr"][far], params["expr"][far])
     np.testing.assert_array_equal(out["jaw_pose"][far], params["jaw_pose"][far])
     assert false_closures(after, s, FPS) == 0
+
+
+def test_lip_gap_of_the_pair_alone_equals_the_whole_skinned_head(head):
+    """``lip_gap_mm`` skins two vertices; the reference skins the whole head (float64) and measures the
+    same pair with the metric's ``lip_gap``: equal to 1e-9 mm, with fewer components and any pair."""
+    hm, _, pair = head
+    rig64 = FlameRig(hm.to(dtype=torch.float64))
+    g = torch.Generator().manual_seed(3)
+    expr = torch.randn(9, 12, generator=g, dtype=torch.float64) * 0.6
+    jaw = torch.zeros(9, 3, dtype=torch.float64)
+    jaw[:, 0] = torch.rand(9, generator=g, dtype=torch.float64) * 0.3
+    full = torch.zeros(9, hm.n_expr, dtype=torch.float64)
+    full[:, :12] = expr
+    with torch.no_grad():
+        verts = rig64(expr=full, jaw_pose=jaw)
+    for p in (pair, (pair[1], 17)):
+        ref = lip_gap(verts.numpy(), p) * 1000.0
+        got = lip_gap_mm(expr.numpy(), jaw, hm, p if p != pair else None)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
+    assert lip_gap_mm(expr.float(), jaw.float(), hm).dtype == np.float64
 
 
 def test_the_lip_gap_gate_keeps_only_contacts_the_motion_agrees_with(head):

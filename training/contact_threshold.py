@@ -6,7 +6,8 @@ per clip of the split (raw rig parameters and contact probabilities), then for e
 gate and closure hold of a grid (the gate: a contact frame closes only where the decoder's own lip gap is
 under it, 0: no gate; the hold: each run of contact frames is cut to that long around its most probable
 frame, 0: whole runs) applies the contacts exactly as inference does (:func:`l2t_gs.motion.contacts.apply_contacts`),
-skins the head and scores the lip gap against the clip's phones (:mod:`l2t_gs.training.metrics.lipsync`):
+skins the lip pair (:func:`l2t_gs.motion.contacts.lip_gap_mm`) and scores the lip gap against the
+clip's phones (:mod:`l2t_gs.training.metrics.lipsync`):
 closure recall (< 1 mm) and false closures per open vowel. It picks the setting with the highest recall
 whose false-closure rate stays within ``--max-false`` (else the one with the fewest false closures) and
 writes a copy of the checkpoint with ``contact_threshold``, ``contact_gate_mm`` and ``contact_hold_s`` set,
@@ -24,12 +25,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import output_parent, write_text_atomic
 from l2t_gs.models.checkpoint import load_model, save_checkpoint
-from l2t_gs.motion.contacts import apply_contacts
+from l2t_gs.motion.contacts import apply_contacts, lip_gap_mm
 from l2t_gs.training.data.datasets import load_dataset
 from l2t_gs.training.metrics import lipsync
 from l2t_gs.training.metrics.regions import builtin_regions
@@ -55,15 +54,12 @@ def sweep(
     (threshold, gate, hold), one row each with ``threshold``, ``gate_mm`` and ``hold_s``."""
     grid = [(t, g, h) for h in holds for g in gates for t in thresholds]
     rows: dict[tuple[float, float, float], list[dict[str, float]]] = {k: [] for k in grid}
-    up, lo = pair
     for clip in clips:
         params = model.predict_params(clip.audio, fps=clip.fps, contacts=False)
         probs = params.pop("contacts")
         for t, g, h in grid:
             p = apply_contacts(params, probs, model.head, t, fps=clip.fps, gate_mm=g, hold_s=h)
-            with torch.no_grad():
-                verts = model.rig(expr=p["expr"], jaw_pose=p["jaw_pose"])  # [T, V, 3] metres
-            gap = (verts[:, up] - verts[:, lo]).norm(dim=-1).numpy() * 1000.0
+            gap = lip_gap_mm(p["expr"], p["jaw_pose"], model.head, pair)  # the lip pair skinned alone
             rows[t, g, h].append(lipsync.score_clip(gap, clip.phones, clip.fps))
     return [{"threshold": t, "gate_mm": g, "hold_s": h, **lipsync.aggregate(rows[t, g, h])} for t, g, h in grid]
 

@@ -38,6 +38,7 @@ __all__ = [
     "contact_targets",
     "contact_weights",
     "hold_peaks",
+    "lip_gap_mm",
 ]
 
 #: Column names of contact targets / probabilities / logits.
@@ -102,12 +103,14 @@ def hold_peaks(on: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
     return np.cumsum(edge[:-1]) > 0
 
 
-def _lip_rig(model: Any) -> ExprJawRig:
-    """Expression + jaw skinning of the two lip-midline vertices only (cached per head model)."""
-    key = (model.name, model.source, model.n_verts, model.n_expr)
+def _lip_rig(model: Any, pair: tuple[int, int] | None = None) -> ExprJawRig:
+    """Expression + jaw skinning of two vertices only (default: the lip midline pair; cached per head
+    model and pair)."""
+    pair = tuple(pair) if pair is not None else art.builtin_lip_pair()
+    key = (model.name, model.source, model.n_verts, model.n_expr, pair)
     if key not in _RIGS:
         rig = FlameRig(model.to(dtype=torch.float64))
-        _RIGS[key] = ExprJawRig(rig, rig.n_expr, vertex_ids=art.builtin_lip_pair())
+        _RIGS[key] = ExprJawRig(rig, rig.n_expr, vertex_ids=pair)
     return _RIGS[key]
 
 
@@ -116,6 +119,18 @@ def _lip_vectors(rig: ExprJawRig, expr: np.ndarray, jaw: np.ndarray) -> np.ndarr
     with torch.no_grad():
         v = rig.v_template + rig(torch.as_tensor(np.concatenate([expr, jaw], axis=1), dtype=torch.float64))
     return (v[:, 0] - v[:, 1]).numpy()
+
+
+def lip_gap_mm(expr: Any, jaw: Any, model: Any = None, pair: tuple[int, int] | None = None) -> np.ndarray:
+    """Midline lip gap [T] (mm) of the skinned head for ``expr`` [T, E] (its leading E expression
+    components; numpy or torch) and ``jaw`` [T, 3]: the distance between the two vertices of ``pair``
+    (default: the built-in lip midline pair), skinned alone in float64 instead of the whole head."""
+    model = model if model is not None else art._default_model()
+    ex = np.asarray(expr.detach().cpu() if isinstance(expr, torch.Tensor) else expr, dtype=np.float64)
+    jw = np.asarray(jaw.detach().cpu() if isinstance(jaw, torch.Tensor) else jaw, dtype=np.float64)
+    full = np.zeros((ex.shape[0], model.n_expr))
+    full[:, : ex.shape[1]] = ex[:, : model.n_expr]
+    return np.linalg.norm(_lip_vectors(_lip_rig(model, pair), full, jw), axis=1) * 1000.0
 
 
 def apply_contacts(
@@ -177,10 +192,7 @@ def apply_contacts(
     on_b, on_f = p[:, 0] > threshold, p[:, 1] > threshold
     if gate_mm > 0 and on_b.any():
         cand = np.nonzero(on_b)[0]
-        ex = np.zeros((cand.size, model.n_expr))
-        ex[:, :e] = expr[cand]
-        gap_mm = np.linalg.norm(_lip_vectors(_lip_rig(model), ex, jaw[cand]), axis=1) * 1000.0
-        on_b[cand[gap_mm >= gate_mm]] = False
+        on_b[cand[lip_gap_mm(expr[cand], jaw[cand], model) >= gate_mm]] = False
     if hold_s > 0:
         on_b = hold_peaks(on_b, p[:, 0], max(1, int(round(hold_s * fps))))
     cb = contact_weights(on_b, fps, edge_s)
