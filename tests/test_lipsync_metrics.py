@@ -53,6 +53,19 @@ def test_closing_exactly_on_bilabials_gives_recall_one():
     assert c["closed1"] == 0 and c["closed2"] == 3
 
 
+def test_bilabials_at_the_aligners_floor_are_counted_apart():
+    """A 30 ms 'b' (an aligner's shortest segment) and a 60 ms 'm': closing only the 'm' is recall 1/2
+    overall and 1 on bilabials of at least ``LONG_BILABIAL_S``."""
+    phones = [("sil", 0.0, 0.3), ("ah", 0.3, 0.5), ("b", 0.5, 0.53), ("ah", 0.53, 0.8), ("m", 0.8, 0.86)]
+    phones.append(("sil", 0.86, 1.2))
+    gap = np.full(int(1.2 * FPS) + 1, 10.0)
+    gap[segment_frames(0.8, 0.86, FPS, gap.size)] = 0.0
+    c = ls.closure_counts(gap, phones, FPS)
+    assert (c["bil"], c["bil_long"], c["closed1"], c["closed1_long"], c["closed2_long"]) == (2, 1, 1, 1, 1)
+    agg = ls.aggregate([ls.score_clip(gap, phones, FPS)])
+    assert agg["recall1"] == 0.5 and agg["recall1_long"] == 1.0 and agg["bilabials_long"] == 1
+
+
 def test_open_everywhere_gives_recall_zero():
     agg = ls.aggregate([ls.score_clip(np.full(N, 8.0), PHONES, FPS)])
     assert agg["recall1"] == agg["recall2"] == agg["recall1_mid"] == 0.0
@@ -156,7 +169,7 @@ def test_per_speaker_aggregation_matches_brute_force():
     assert list(table) == ["spk0", "spk1", "spk2", "all"]
 
     def brute(sel):
-        bil = c1 = c2 = mid = c1m = ov = fc = 0
+        bil = c1 = c2 = mid = c1m = lng = c1l = ov = fc = 0
         rs = []
         for _, gap, ph in sel:
             for i, (p, a, b) in enumerate(ph):
@@ -169,6 +182,8 @@ def test_per_speaker_aggregation_matches_brute_force():
                     c2 += gap[w].min() < 2
                     mid += is_mid
                     c1m += is_mid and gap[w].min() < 1
+                    lng += b - a >= 0.04
+                    c1l += b - a >= 0.04 and gap[w].min() < 1
                 if p in ls.OPEN_VOWELS and b - a >= 0.08 and f.size:
                     core = segment_frames(a + 0.25 * (b - a), b - 0.25 * (b - a), FPS, gap.size)
                     ov += 1
@@ -180,6 +195,8 @@ def test_per_speaker_aggregation_matches_brute_force():
             "recall1": c1 / bil,
             "recall2": c2 / bil,
             "recall1_mid": c1m / mid if mid else math.nan,
+            "bilabials_long": lng,
+            "recall1_long": c1l / lng if lng else math.nan,
             "false_closures": fc,
             "false_closure_rate": fc / ov,
             "r": float(np.mean(rs)),

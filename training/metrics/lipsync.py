@@ -85,6 +85,9 @@ __all__ = [
 CLOSURE_THRESHOLDS_MM: tuple[float, ...] = (1.0, 2.0)
 #: Bilabial windows are widened by this many frames on each side (timing slack of one frame).
 CLOSURE_WIDEN_FRAMES = 1
+#: Bilabials aligned at least this long (seconds) are also counted apart (``bil_long``, ``recall1_long``):
+#: a forced aligner's shortest segments (pocketsphinx: 3 states of 10 ms) are where its timing is least sure.
+LONG_BILABIAL_S = 0.04
 #: A gap below this (mm) during an open vowel is a false closure.
 FALSE_CLOSURE_MM = 1.0
 #: Open vowels counted for false closures and the opening (diphthongs and r-coloured included).
@@ -123,6 +126,7 @@ SUMMARY_KEYS: tuple[tuple[str, str, str], ...] = (
     ("recall2", "close<2mm", ".3f"),
     ("recall1_mid", "mid<1mm", ".3f"),
     ("recall2_mid", "mid<2mm", ".3f"),
+    ("recall1_long", ">=40ms<1mm", ".3f"),
     ("false_closures", "false cl.", ".0f"),
     ("false_closure_rate", "false/ov", ".3f"),
     ("open_mm", "open mm", ".1f"),
@@ -135,7 +139,7 @@ SUMMARY_KEYS: tuple[tuple[str, str, str], ...] = (
 CARD_KEYS: tuple[tuple[str, str, str], ...] = tuple(
     k
     for k in SUMMARY_KEYS
-    if k[0] in ("recall1", "recall2", "recall1_mid", "false_closure_rate", "open_mm", "r", "offset0")
+    if k[0] in ("recall1", "recall2", "recall1_mid", "recall1_long", "false_closure_rate", "open_mm", "r", "offset0")
 )
 
 
@@ -194,26 +198,31 @@ def closure_counts(
     thresholds: Sequence[float] = CLOSURE_THRESHOLDS_MM,
     widen: int = CLOSURE_WIDEN_FRAMES,
 ) -> dict[str, int]:
-    """Bilabial counts: ``bil``, ``bil_mid`` and per threshold X (formatted ``:g``) ``closed{X}``, ``closed{X}_mid``.
+    """Bilabial counts: ``bil``, ``bil_mid``, ``bil_long`` and per threshold X (formatted ``:g``)
+    ``closed{X}``, ``closed{X}_mid``, ``closed{X}_long`` (mid-speech ones; ones aligned at least
+    :data:`LONG_BILABIAL_S` long).
 
     A bilabial is closed at X when the minimum of ``gap`` (mm) over its frames widened by ``widen`` is
     below X. Bilabials without any frame in the clip are left out.
     """
     g = np.asarray(gap, dtype=np.float64).ravel()
-    out = {"bil": 0, "bil_mid": 0}
+    out = {"bil": 0, "bil_mid": 0, "bil_long": 0}
     for x in thresholds:
-        out[f"closed{x:g}"] = out[f"closed{x:g}_mid"] = 0
+        out[f"closed{x:g}"] = out[f"closed{x:g}_mid"] = out[f"closed{x:g}_long"] = 0
     for a, b, mid in bilabials(phones):
         f = segment_window(a, b, fps, g.size, widen)
         if f.size == 0:
             continue
         low = float(g[f].min())
+        long = int(b - a >= LONG_BILABIAL_S - 1e-9)
         out["bil"] += 1
         out["bil_mid"] += int(mid)
+        out["bil_long"] += long
         for x in thresholds:
             hit = int(low < x)
             out[f"closed{x:g}"] += hit
             out[f"closed{x:g}_mid"] += hit * int(mid)
+            out[f"closed{x:g}_long"] += hit * long
     return out
 
 
@@ -330,15 +339,21 @@ def aggregate(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """Group values of :func:`score_clip` rows: summed counts, micro-averaged recalls / false-closure rate /
     open-vowel opening, mean ``r`` over clips where defined, ``offset0`` and ``offset_abs`` over clips with
     an offset, ``clips``."""
-    counts = ("bil", "bil_mid", "ov", "fc", "ov_max_sum")
+    counts = ("bil", "bil_mid", "bil_long", "ov", "fc", "ov_max_sum")
     tot = {k: float(sum(r.get(k, 0.0) for r in rows)) for k in counts}
     closed = sorted({k for r in rows for k in r if k.startswith("closed")})
     for k in closed:
         tot[k] = float(sum(r.get(k, 0.0) for r in rows))
-    out: dict[str, float] = {"clips": float(len(rows)), "bilabials": tot["bil"], "bilabials_mid": tot["bil_mid"]}
+    out: dict[str, float] = {
+        "clips": float(len(rows)),
+        "bilabials": tot["bil"],
+        "bilabials_mid": tot["bil_mid"],
+        "bilabials_long": tot["bil_long"],
+    }
     for x in CLOSURE_THRESHOLDS_MM:
         out[f"recall{x:g}"] = _ratio(tot.get(f"closed{x:g}", 0.0), tot["bil"])
         out[f"recall{x:g}_mid"] = _ratio(tot.get(f"closed{x:g}_mid", 0.0), tot["bil_mid"])
+        out[f"recall{x:g}_long"] = _ratio(tot.get(f"closed{x:g}_long", 0.0), tot["bil_long"])
     out["open_vowels"] = tot["ov"]
     out["false_closures"] = tot["fc"]
     out["false_closure_rate"] = _ratio(tot["fc"], tot["ov"])

@@ -45,6 +45,7 @@ class LipSync(Metric):
         cols = [
             Column("ls_recall1", "cl<1", ".3f"),
             Column("ls_recall1_mid", "mid<1", ".3f"),
+            Column("ls_recall1_long", ">=40ms<1", ".3f"),
             Column("ls_false_closure_rate", "false/ov", ".3f"),
             Column("ls_open_mm", "open mm", ".1f"),
             Column("ls_r", "r open", ".3f"),
