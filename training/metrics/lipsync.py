@@ -139,7 +139,7 @@ SUMMARY_KEYS: tuple[tuple[str, str, str], ...] = (
 CARD_KEYS: tuple[tuple[str, str, str], ...] = tuple(
     k
     for k in SUMMARY_KEYS
-    if k[0] in ("recall1", "recall2", "recall1_mid", "recall1_long", "false_closure_rate", "open_mm", "r", "offset0")
+    if k[0] in ("recall1", "recall2", "recall1_mid", "false_closure_rate", "open_mm", "r", "offset0")
 )
 
 
