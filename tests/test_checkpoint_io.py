@@ -58,12 +58,13 @@ def test_the_shipped_model_loads_through_the_shared_reader():
 
 def test_train_subcommands_come_from_the_trainer_registry():
     from l2t_gs.cli.train import register
-    from l2t_gs.training.trainers import TRAINERS, trainer_names
+    from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS
 
-    assert trainer_names() == ("audio2mesh", "syncnet3d", "lipreader", "ablation", "contact-threshold", "posevae")
+    names = ("audio2mesh", "syncnet3d", "lipreader", "ablation", "contact-threshold", "posevae")
+    assert TRAINERS.names() == names and sorted(TRAINERS.choices()) == sorted(names)
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    for name in trainer_names():
+    for name in TRAINERS.names():
         extra = ["--model", "m"] if name == "contact-threshold" else []
         args = parser.parse_args(["train", name, "--data", "d", "--out", "o", *extra])
-        assert args.func is TRAINERS.get(name).run and TRAINERS.help(name)
+        assert args.func is TRAINERS.get(name).run and TRAINERS.help(name) == TRAINER_HELP[name]

@@ -1,5 +1,5 @@
-"""``--help`` answers at once: the overview and every command's help (but ``train``'s, which loads the
-trainers) are built without torch; registries declare names without importing; lazy packages."""
+"""``--help`` answers at once: the overview, every command's help and ``train``'s list of trainers are
+built without torch; registries declare names without importing; lazy packages."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ import pytest
 from l2t_gs.cli import main as cli_main
 from l2t_gs.cli.prog import COMMAND_HELP
 from l2t_gs.core.registry import Registry
+from l2t_gs.training.trainers import TRAINER_HELP
 
-#: Every command line whose help must not import torch (``train`` loads its trainers' modules).
+#: Every command line whose help must not import torch (a trainer's own help loads its module).
 LIGHT_HELP = [
     [],
+    ["train"],
     ["info"],
     ["render"],
     ["view"],
@@ -73,6 +75,16 @@ def test_help_of_every_light_command_imports_no_torch(tmp_path: Path) -> None:
     assert "{front,three-quarter,side,orbit}" in texts["render"]
     assert "{front,three-quarter,side,mouth}" in texts["head render"]
     assert "{auto,ignore,apply}" in texts["avatar import-ga"] or "{auto,ignore,apply}" in texts["avatar render"]
+    for name, text in TRAINER_HELP.items():
+        assert name in texts["train"] and " ".join(text.split()) in " ".join(texts["train"].split()), name
+
+
+def test_a_trainers_help_loads_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli_main.main(["train", "contact-threshold", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: l2t-gs train contact-threshold" in out and "--holds" in out and "--max-false" in out
 
 
 def test_overview_and_full_parser_agree() -> None:

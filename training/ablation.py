@@ -45,7 +45,7 @@ from l2t_gs.training.common import read_recipe, recipe_file, typed_table
 from l2t_gs.training.data.datasets import load_dataset
 from l2t_gs.training.metrics.evaluate import DEFAULT_METRICS, evaluate, get_metric
 from l2t_gs.training.metrics.lse import LSE
-from l2t_gs.training.trainers import TRAINERS, Trainer
+from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS, Trainer
 
 __all__ = ["VARIANTS", "AblationConfig", "add_arguments", "load_ablation", "run", "run_ablation"]
 
@@ -375,9 +375,6 @@ def run_ablation(
     return results
 
 
-HELP = "the Learn2Talk ablation: baseline, +sync, +lip-read, full; scored on held-out voices"
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """``l2t-gs train ablation`` options."""
     p.add_argument("--data", required=True, metavar="DIR", help="the project corpus (l2t-gs data synth)")
@@ -411,4 +408,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAINERS.add("ablation", Trainer(add_arguments, run), help=HELP)
+TRAINERS.add("ablation", Trainer(add_arguments, run), help=TRAINER_HELP["ablation"])

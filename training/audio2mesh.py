@@ -60,7 +60,7 @@ from l2t_gs.training.common import (
 )
 from l2t_gs.training.data.datasets import LengthBucketSampler, load_dataset
 from l2t_gs.training.losses.registry import Batch, LossContext, build_losses
-from l2t_gs.training.trainers import TRAINERS, Trainer, common_options
+from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS, Trainer, common_options
 
 __all__ = [
     "DataConfig",
@@ -814,7 +814,6 @@ class _Trainer:
 
 
 # --------------------------------------------------------------------------- command line
-HELP = "train the speech -> mesh network (FaceFormer-style)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -865,4 +864,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAINERS.add("audio2mesh", Trainer(add_arguments, run), help=HELP)
+TRAINERS.add("audio2mesh", Trainer(add_arguments, run), help=TRAINER_HELP["audio2mesh"])

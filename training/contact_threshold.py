@@ -32,9 +32,8 @@ from l2t_gs.motion.contacts import apply_contacts, lip_gap_mm
 from l2t_gs.training.data.datasets import load_dataset
 from l2t_gs.training.metrics import lipsync
 from l2t_gs.training.metrics.regions import builtin_regions
-from l2t_gs.training.trainers import TRAINERS, Trainer
+from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS, Trainer
 
-HELP = "calibrate a contact head's threshold on a validation split (recall vs false closures)"
 GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Lip-gap gates swept (mm; 0: no gate).
 GATES = (0.0, 2.0, 3.0, 4.0)
@@ -179,6 +178,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAINERS.add("contact-threshold", Trainer(add_arguments, run), help=HELP)
+TRAINERS.add("contact-threshold", Trainer(add_arguments, run), help=TRAINER_HELP["contact-threshold"])
 
 __all__ = ["GATES", "GRID", "HOLDS", "calibrate", "choose", "sweep"]

@@ -57,7 +57,7 @@ from l2t_gs.training.models.lipreader import (
     read_lipreader_checkpoint,
     save_lipreader,
 )
-from l2t_gs.training.trainers import TRAINERS, Trainer, common_options
+from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS, Trainer, common_options
 
 __all__ = [
     "AugmentConfig",
@@ -560,7 +560,6 @@ class _Run:
 
 
 # --------------------------------------------------------------------------- command line
-HELP = "train the lip reader (mouth crops rendered through an avatar -> visemes)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -590,4 +589,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAINERS.add("lipreader", Trainer(add_arguments, run), help=HELP)
+TRAINERS.add("lipreader", Trainer(add_arguments, run), help=TRAINER_HELP["lipreader"])

@@ -31,9 +31,8 @@ from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import write_text_atomic
 from l2t_gs.models.posevae import PoseVAE, PoseVAEConfig, pose_features
 from l2t_gs.motion.head_motion import procedural_head_motion
-from l2t_gs.training.trainers import TRAINERS, Trainer
+from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS, Trainer
 
-HELP = "train the PoseVAE head-motion generator (speech -> head pose windows)"
 FPS = 25.0
 VOICES = ("en-us", "en", "en-gb-x-rp", "en-us+adam", "en-us+Annie", "en-us+david", "en-us+belinda", "en-029")
 
@@ -184,4 +183,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAINERS.add("posevae", Trainer(add_arguments, run), help=HELP)
+TRAINERS.add("posevae", Trainer(add_arguments, run), help=TRAINER_HELP["posevae"])

@@ -53,7 +53,7 @@ from l2t_gs.training.models.syncnet3d import (
     read_syncnet3d_checkpoint,
     save_syncnet3d,
 )
-from l2t_gs.training.trainers import TRAINERS, Trainer, common_options
+from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS, Trainer, common_options
 
 if TYPE_CHECKING:
     import torch
@@ -659,6 +659,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-HELP = "train the SyncNet3D lip-sync expert (audio vs 3D lip motion)"
-
-TRAINERS.add("syncnet3d", Trainer(add_arguments, run), help=HELP)
+TRAINERS.add("syncnet3d", Trainer(add_arguments, run), help=TRAINER_HELP["syncnet3d"])

@@ -1,15 +1,16 @@
 """The trainers, in one registry: ``l2t-gs train NAME`` is an entry of :data:`TRAINERS`.
 
-Each trainer module registers one :class:`Trainer` (its command-line options and what runs it) with a
+Each trainer module registers one :class:`Trainer` (its command-line options and what runs it) with its
 one-line help::
 
-    TRAINERS.add("syncnet3d", Trainer(add_arguments, run), help="train the SyncNet3D lip-sync expert")
+    TRAINERS.add("syncnet3d", Trainer(add_arguments, run), help=TRAINER_HELP["syncnet3d"])
 
-``l2t_gs.cli.train`` builds one sub-command per entry. Options shared by the network trainers
+``l2t_gs.cli.train`` builds one sub-command per entry; a trainer's module (and torch) loads only when its
+sub-command parses. Options shared by the network trainers
 (``--data``, ``--out``, ``--config``, ``--epochs``, ``--max-steps``, ``--device``, ``--seed``,
 ``--no-progress``) come from :func:`common_options`. The trainer modules load on the registry's first
-lookup. A new trainer = one module that registers itself plus its
-name in the ``modules`` tuple of :data:`TRAINERS`.
+lookup. A new trainer = one module that registers itself, plus its
+name -> module in :data:`TRAINERS`' declaration and its one-line help in :data:`TRAINER_HELP`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from l2t_gs.core.device import DEVICE_CHOICES
 from l2t_gs.core.registry import Registry
 
-__all__ = ["TRAINERS", "Trainer", "common_options", "trainer_names"]
+__all__ = ["TRAINERS", "TRAINER_HELP", "Trainer", "common_options"]
 
 
 @dataclass(frozen=True)
@@ -33,30 +34,29 @@ class Trainer:
     run: Callable[[argparse.Namespace], int]
 
 
-#: Every trainer, by sub-command name.
+#: Every trainer's one-line help, by sub-command name (``train --help`` lists them without importing the
+#: trainers, which load torch).
+TRAINER_HELP: dict[str, str] = {
+    "audio2mesh": "train the speech -> mesh network (FaceFormer-style)",
+    "syncnet3d": "train the SyncNet3D lip-sync expert (audio vs 3D lip motion)",
+    "lipreader": "train the lip reader (mouth crops rendered through an avatar -> visemes)",
+    "ablation": "the Learn2Talk ablation: baseline, +sync, +lip-read, full; scored on held-out voices",
+    "contact-threshold": "calibrate a contact head's threshold on a validation split (recall vs false closures)",
+    "posevae": "train the PoseVAE head-motion generator (speech -> head pose windows)",
+}
+
+#: Every trainer, by sub-command name (declared with its module, so that the names need no import).
 TRAINERS: Registry[Trainer] = Registry(
     "trainer",
-    modules=(
-        "l2t_gs.training.audio2mesh",
-        "l2t_gs.training.syncnet3d",
-        "l2t_gs.training.lipreader",
-        "l2t_gs.training.ablation",
-        "l2t_gs.training.contact_threshold",
-        "l2t_gs.training.posevae",
-    ),
+    modules={
+        "audio2mesh": "l2t_gs.training.audio2mesh",
+        "syncnet3d": "l2t_gs.training.syncnet3d",
+        "lipreader": "l2t_gs.training.lipreader",
+        "ablation": "l2t_gs.training.ablation",
+        "contact-threshold": "l2t_gs.training.contact_threshold",
+        "posevae": "l2t_gs.training.posevae",
+    },
 )
-
-
-def trainer_names() -> tuple[str, ...]:
-    """The registered trainers in the order of :data:`TRAINERS`' modules (whatever order they were imported
-    in), then any others in registration order."""
-    names = TRAINERS.choices()
-
-    def rank(name: str) -> int:
-        module = getattr(TRAINERS.get(name).run, "__module__", "")
-        return TRAINERS.modules.index(module) if module in TRAINERS.modules else len(TRAINERS.modules)
-
-    return tuple(sorted(names, key=rank))
 
 
 def _int_at_least(low: int) -> Callable[[str], int]:

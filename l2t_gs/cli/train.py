@@ -17,18 +17,43 @@ from pathlib import Path
 from l2t_gs.cli.prog import COMMAND_HELP, PROG
 
 
+class _TrainerParser(argparse.ArgumentParser):
+    """The parser of ``train NAME``: the trainer's options (and its module, which imports torch) are added
+    when this parser first parses or formats its help, so that ``train --help`` lists the trainers from
+    :data:`~l2t_gs.training.trainers.TRAINER_HELP` without importing any."""
+
+    trainer = ""  # set by register()
+    _loaded = False
+
+    def _load(self) -> None:
+        if self.trainer and not self._loaded:
+            from l2t_gs.training.trainers import TRAINERS
+
+            self._loaded = True
+            entry = TRAINERS.get(self.trainer)
+            entry.add_arguments(self)
+            self.set_defaults(func=entry.run, guard=_run_folder_guard)
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's signature
+        self._load()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._load()
+        return super().format_help()
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` command group, one sub-command per registered trainer, to ``sub``."""
-    from l2t_gs.training.trainers import TRAINERS, trainer_names
+    from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS
 
-    names = trainer_names()
+    names = TRAINERS.names()
     train = sub.add_parser("train", help=COMMAND_HELP["train"], description="Train networks: " + ", ".join(names) + ".")
-    ts = train.add_subparsers(dest="train_command", metavar="NETWORK", required=True)
+    ts = train.add_subparsers(dest="train_command", metavar="NETWORK", required=True, parser_class=_TrainerParser)
     for name in names:
-        trainer, text = TRAINERS.get(name), TRAINERS.help(name)
+        text = TRAINER_HELP.get(name) or TRAINERS.help(name)
         p = ts.add_parser(name, help=text, description=text)
-        trainer.add_arguments(p)
-        p.set_defaults(func=trainer.run, guard=_run_folder_guard)
+        p.trainer = name
 
 
 @contextlib.contextmanager
