@@ -1,13 +1,16 @@
 """Wall seconds per second of audio for ``l2t-gs render`` (512x512, 25 fps by default): cold and warm.
 
     python benchmarks/render.py [--seconds 10] [--size 512] [--fps 25] [--backend auto|torch|gsplat]
-                                [--model PATH] [--cold 3] [--warm 3] [--long-minutes 0]
+                                [--model PATH] [--cold 3] [--warm 3] [--long-minutes 0] [--cli 3]
 
 * **cold**: ``l2t-gs render`` as a new process, timed from its start to its exit (interpreter,
   imports, loading the model and avatar, compiled kernels read from numba's cache, rendering,
   encoding); the best of ``--cold`` runs. The first-ever run fills the cache and is reported apart.
 * **warm**: ``render_video`` called again in this process (everything loaded and compiled); the best
   of ``--warm`` runs.
+
+First, with ``--cli N`` (default 3), the start-up of the commands that must answer at once
+(``--version``, ``info``, ``--help``, ``render --help``, ``train --help``) as new processes, best of N.
 
 Each line has the stage split: start (a new process: interpreter and imports), setup (audio, model,
 avatar), model, deform, rasterize, encode (the time the render loop waited for the encoder thread;
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -84,6 +88,23 @@ def cold(wav: Path, args: argparse.Namespace) -> tuple[float, dict]:
     return time.perf_counter() - t0, json.loads(out.strip().splitlines()[-1])
 
 
+#: Command lines that must answer at once (issue 16: --version < 0.5 s, info < 1.5 s, --help at once).
+LIGHT_COMMANDS = (["--version"], ["info"], ["--help"], ["render", "--help"], ["train", "--help"])
+
+
+def cli_startup(repeats: int) -> list[tuple[str, float]]:
+    """Best wall seconds of ``python -m l2t_gs ARGS`` as a new process, for each of :data:`LIGHT_COMMANDS`."""
+    rows = []
+    for argv in LIGHT_COMMANDS:
+        best = math.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "l2t_gs", *argv], check=True, capture_output=True)
+            best = min(best, time.perf_counter() - t0)
+        rows.append(("l2t-gs " + " ".join(argv), best))
+    return rows
+
+
 def load() -> str:
     return f"load {os.getloadavg()[0]:.2f}"
 
@@ -98,6 +119,7 @@ def main() -> None:
     ap.add_argument("--cold", type=int, default=3, help="new-process runs (best reported)")
     ap.add_argument("--warm", type=int, default=3, help="in-process runs after a warm-up (best reported)")
     ap.add_argument("--long-minutes", type=float, default=0.0)
+    ap.add_argument("--cli", type=int, default=3, help="new-process runs of each light command (best reported)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -105,6 +127,9 @@ def main() -> None:
         return
     print(f"render benchmark: {args.size}x{args.size} @ {args.fps:g} fps, {args.seconds:g} s of audio, backend "
           f"{args.backend}, cpus {os.cpu_count()}, {load()}")  # fmt: skip
+    if args.cli:
+        for name, wall in cli_startup(args.cli):
+            print(f"  {name:<24} {wall:5.2f} s (new process, best of {args.cli})")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         wav = write_wav(tmp / "bench.wav", args.seconds)
