@@ -1,9 +1,11 @@
 """``l2t-gs train``: one sub-command per entry of the trainer registry
-(:data:`l2t_gs.training.trainers.TRAINERS`: ``audio2mesh``, ``syncnet3d``, ``lipreader``, ``ablation``).
+(:data:`l2t_gs.training.trainers.TRAINERS`: ``audio2mesh``, ``syncnet3d``, ``lipreader``, ``ablation``,
+``contact-threshold``, ``posevae``).
 
-Each trainer module registers its options (``add_arguments``), what runs it (``run``) and a one-line
-help; :func:`register` turns them into ``l2t-gs train NAME``. :func:`main` is the standalone entry for
-``torchrun``.
+Each trainer module registers its options (``add_arguments``) and what runs it (``run``);
+:func:`register` turns them into ``l2t-gs train NAME``, listing the declared names and
+:data:`~l2t_gs.training.trainers.TRAINER_HELP` without importing a trainer until its sub-command parses.
+:func:`main` is the standalone entry for ``torchrun``.
 """
 
 from __future__ import annotations
