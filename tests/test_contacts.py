@@ -447,3 +447,55 @@ def test_clip_contact_targets(tmp_path):
     assert clip.contact_targets() is None
     clip.phones = s
     np.testing.assert_array_equal(clip.contact_targets().numpy(), contact_targets(s, FPS, n))
+
+
+def test_short_bilabial_frames_mark_only_bilabials_under_40_ms():
+    from l2t_gs.training.audio2mesh import short_bilabial_frames
+
+    phones = [
+        ("sil", 0.0, 0.3),
+        ("ah", 0.3, 0.5),
+        ("b", 0.5, 0.53),
+        ("ah", 0.53, 0.8),
+        ("m", 0.8, 0.88),
+        ("sil", 0.88, 1.2),
+    ]
+    mask = short_bilabial_frames(phones, 100.0, 120)
+    on = np.nonzero(mask)[0]
+    # the 30 ms 'b' widened to the 50 ms shortest closure around its centre (0.515 s): frames 0.49..0.54 s
+    assert on.tolist() == list(range(49, 55)) and mask.dtype == np.float32
+    assert not mask[75:95].any()  # the 80 ms 'm' is not short
+    assert not short_bilabial_frames(phones, 100.0, 120, max_s=0.02).any()
+
+
+def test_contact_loss_short_boost_weighs_the_bilabial_channel_of_short_frames():
+    from types import SimpleNamespace
+
+    from l2t_gs.training.losses.contact import contact_bce
+    from l2t_gs.training.losses.registry import LOSSES
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 6, 2, generator=g)
+    targets = (torch.rand(2, 6, 2, generator=g) > 0.5).float()
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    valid[1, 4:] = False
+    short = torch.zeros(2, 6)
+    short[0, 1:3] = 1.0
+    pw = torch.tensor([4.0, 2.0])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=pw, reduction="none")
+    w = torch.stack([1.0 + 2.0 * short, torch.ones(2, 6)], dim=-1) * valid[..., None]
+    want = (bce * w).sum() / (valid.sum() * 2)
+    assert torch.allclose(contact_bce(logits, targets, valid, pw, 1.0 + 2.0 * short), want)
+    assert torch.allclose(
+        contact_bce(logits, targets, valid, pw, torch.ones(2, 6)), contact_bce(logits, targets, valid, pw)
+    )
+    model = SimpleNamespace(decoder=SimpleNamespace(contact_out=object()))
+    batch = SimpleNamespace(contacts=targets, contact_valid=torch.ones(2, dtype=torch.bool), contact_short=short)
+    ctx = SimpleNamespace(contact_logits=logits, batch=batch, mask=valid)
+    fn = LOSSES.get("contact")({"pos_weight": [4.0, 2.0], "short_boost": 3.0}, model, torch.device("cpu"))
+    assert torch.allclose(fn(ctx), want)
+    off = LOSSES.get("contact")({"pos_weight": [4.0, 2.0]}, model, torch.device("cpu"))
+    assert torch.allclose(off(ctx), contact_bce(logits, targets, valid, pw))
+    for bad in (0.5, "x", True):
+        with pytest.raises(L2TError, match="short_boost"):
+            LOSSES.get("contact")({"short_boost": bad}, model, torch.device("cpu"))

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -48,6 +49,7 @@ from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import write_text_atomic
 from l2t_gs.models.audio2mesh import Audio2Mesh, Audio2MeshConfig
 from l2t_gs.models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from l2t_gs.motion import articulation as art
 from l2t_gs.training.common import (
     BaseTrainConfig,
     CsvLog,
@@ -60,6 +62,7 @@ from l2t_gs.training.common import (
 )
 from l2t_gs.training.data.datasets import LengthBucketSampler, load_dataset
 from l2t_gs.training.losses.registry import Batch, LossContext, build_losses
+from l2t_gs.training.metrics import lipsync
 from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS, Trainer, common_options
 
 __all__ = [
@@ -262,15 +265,32 @@ def _make_batch(
 
 
 def _contact_batch(parts: list[tuple[Any, int, int, Tensor]], t_max: int) -> dict[str, Tensor]:
-    """Contact targets [B, T, 2] of the crops (zeros for clips without phones) and which clips have them."""
+    """Contact targets [B, T, 2] of the crops (zeros for clips without phones), which clips have them, and
+    the frames of their short bilabials [B, T] (:func:`short_bilabial_frames`)."""
     targets = torch.zeros(len(parts), t_max, 2)
+    short = torch.zeros(len(parts), t_max)
     valid = torch.zeros(len(parts), dtype=torch.bool)
     for i, (c, start, length, _) in enumerate(parts):
         tg = c.contact_targets()
         if tg is not None:
             targets[i, :length] = tg[start : start + length]
+            frames = short_bilabial_frames(c.phones, c.fps, c.num_frames)
+            short[i, :length] = torch.from_numpy(frames[start : start + length])
             valid[i] = True
-    return {"contacts": targets, "contact_valid": valid}
+    return {"contacts": targets, "contact_valid": valid, "contact_short": short}
+
+
+def short_bilabial_frames(phones: Any, fps: float, n_frames: int, max_s: float = lipsync.LONG_BILABIAL_S) -> np.ndarray:
+    """[T] float32: 1 on the frames of each bilabial aligned shorter than ``max_s`` seconds, widened to the
+    articulation's shortest closure (``MIN_CLOSURE_S``) around its centre, as its contact window is."""
+    out = np.zeros(int(n_frames), np.float32)
+    t = np.arange(int(n_frames)) / float(fps)
+    for a, b, _ in lipsync.bilabials(phones):
+        if b - a < max_s:
+            half = 0.5 * max(b - a, art.MIN_CLOSURE_S)
+            c = 0.5 * (a + b)
+            out[(t >= c - half) & (t <= c + half)] = 1.0
+    return out
 
 
 def _epoch_batches(

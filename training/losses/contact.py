@@ -5,6 +5,7 @@ Turned on by the recipe table (the model needs ``contact_head = true`` in ``[mod
     [loss.contact]
     weight = 0.1
     pos_weight = 5.0     # weight of contact frames (the rare class); a number or [bilabial, labiodental]
+    short_boost = 1.0    # bilabial frames of p/b/m aligned shorter than 40 ms count this many times more
 
 Targets are the per-frame contact windows of the clip's phones (``phones/<name>.json``;
 :func:`l2t_gs.motion.contacts.contact_targets`: 1 inside p/b/m resp. f/v windows, raised-cosine edges,
@@ -26,10 +27,15 @@ from l2t_gs.training.losses.registry import LOSSES
 __all__ = ["contact_bce", "contact_loss_factory"]
 
 
-def contact_bce(logits: Tensor, targets: Tensor, valid: Tensor, pos_weight: Tensor) -> Tensor:
+def contact_bce(
+    logits: Tensor, targets: Tensor, valid: Tensor, pos_weight: Tensor, frame_weight: Tensor | None = None
+) -> Tensor:
     """Mean BCE of ``logits [B, T, 2]`` against soft ``targets [B, T, 2]`` over ``valid [B, T]`` frames,
-    contact frames weighted by ``pos_weight [2]``."""
+    contact frames weighted by ``pos_weight [2]``; ``frame_weight [B, T]`` multiplies the bilabial channel
+    (the normaliser stays the frame count)."""
     bce = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=pos_weight, reduction="none")
+    if frame_weight is not None:
+        bce = torch.cat([bce[..., :1] * frame_weight.to(bce.dtype)[..., None], bce[..., 1:]], dim=-1)
     m = valid.to(bce.dtype)[..., None]
     return (bce * m).sum() / (m.sum() * bce.shape[-1]).clamp_min(1.0)
 
@@ -44,9 +50,12 @@ def _pos_weight(value: Any) -> list[float]:
 
 @LOSSES.register("contact")
 def contact_loss_factory(options: dict[str, Any], model: Any, device: torch.device) -> Any:
-    """``[loss.contact]``: options ``pos_weight`` (5.0)."""
+    """``[loss.contact]``: options ``pos_weight`` (5.0), ``short_boost`` (1.0: off)."""
     opts = dict(options)
     pw = torch.tensor(_pos_weight(opts.pop("pos_weight", 5.0)), device=device)
+    boost = opts.pop("short_boost", 1.0)
+    if isinstance(boost, bool) or not isinstance(boost, int | float) or not boost >= 1.0:
+        raise L2TError(f"[loss.contact]: short_boost must be a number >= 1, got {boost!r}")
     if opts:
         raise L2TError(f"[loss.contact]: unknown option(s) {', '.join(sorted(opts))}")
     if getattr(getattr(model, "decoder", None), "contact_out", None) is None:
@@ -56,6 +65,8 @@ def contact_loss_factory(options: dict[str, Any], model: Any, device: torch.devi
         if c.contact_logits is None or c.batch.contacts is None:
             raise L2TError("[loss] contact: the batch has no contact logits or targets")
         valid = c.mask & c.batch.contact_valid[:, None]
-        return contact_bce(c.contact_logits, c.batch.contacts, valid, pw.to(c.contact_logits.dtype))
+        short = c.batch.contact_short
+        weight = None if boost == 1.0 or short is None else 1.0 + (float(boost) - 1.0) * short
+        return contact_bce(c.contact_logits, c.batch.contacts, valid, pw.to(c.contact_logits.dtype), weight)
 
     return fn

@@ -42,7 +42,8 @@ __all__ = [
 class Batch:
     """A training batch: ``audio [B, n]``, ``vertices [B, T, V, 3]``, ``mask [B, T]`` (valid frames),
     ``templates [B, V, 3]``, ``style [B]`` (-1: unseen speaker), clip names/subjects, crop starts (frames);
-    with contact targets: ``contacts [B, T, 2]`` and ``contact_valid [B]`` (the clip has phones)."""
+    with contact targets: ``contacts [B, T, 2]``, ``contact_valid [B]`` (the clip has phones) and
+    ``contact_short [B, T]`` (1 on the frames of bilabials aligned shorter than 40 ms)."""
 
     audio: Tensor
     vertices: Tensor
@@ -55,9 +56,10 @@ class Batch:
     fps: float
     contacts: Tensor | None = None
     contact_valid: Tensor | None = None
+    contact_short: Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
-        keys = ("audio", "vertices", "mask", "templates", "style", "contacts", "contact_valid")
+        keys = ("audio", "vertices", "mask", "templates", "style", "contacts", "contact_valid", "contact_short")
         move = {k: getattr(self, k).to(device) for k in keys if getattr(self, k) is not None}
         return dataclasses.replace(self, **move)
 
