@@ -452,14 +452,7 @@ def test_clip_contact_targets(tmp_path):
 def test_short_bilabial_frames_mark_only_bilabials_under_40_ms():
     from l2t_gs.training.audio2mesh import short_bilabial_frames
 
-    phones = [
-        ("sil", 0.0, 0.3),
-        ("ah", 0.3, 0.5),
-        ("b", 0.5, 0.53),
-        ("ah", 0.53, 0.8),
-        ("m", 0.8, 0.88),
-        ("sil", 0.88, 1.2),
-    ]
+    phones = segs("sil:300 ah:200 b:30 ah:270 m:80 sil:320")
     mask = short_bilabial_frames(phones, 100.0, 120)
     on = np.nonzero(mask)[0]
     # the 30 ms 'b' widened to the 50 ms shortest closure around its centre (0.515 s): frames 0.49..0.54 s
