@@ -281,16 +281,14 @@ def _contact_batch(parts: list[tuple[Any, int, int, Tensor]], t_max: int) -> dic
 
 
 def short_bilabial_frames(phones: Any, fps: float, n_frames: int, max_s: float = lipsync.LONG_BILABIAL_S) -> np.ndarray:
-    """[T] float32: 1 on the frames of each bilabial aligned shorter than ``max_s`` seconds, widened to the
-    articulation's shortest closure (``MIN_CLOSURE_S``) around its centre, as its contact window is."""
-    out = np.zeros(int(n_frames), np.float32)
-    t = np.arange(int(n_frames)) / float(fps)
-    for a, b, _ in lipsync.bilabials(phones):
-        if b - a < max_s:
-            half = 0.5 * max(b - a, art.MIN_CLOSURE_S)
-            c = 0.5 * (a + b)
-            out[(t >= c - half) & (t <= c + half)] = 1.0
-    return out
+    """[T] float32: 1 on the full-closure frames (the plateau of the bilabial contact window that
+    :func:`l2t_gs.motion.contacts.contact_targets` puts there) of each bilabial aligned shorter than
+    ``max_s`` seconds, 0 elsewhere."""
+    n = int(n_frames)
+    seg = art.prepare_segments(phones, n / fps)
+    idx = [i for i, p in enumerate(seg.phones) if p in art.BILABIAL]  # contact_windows' order
+    win = art.contact_windows(seg, art.BILABIAL, art.MIN_CLOSURE_S)[seg.duration[idx] < max_s]
+    return (art.window_values(np.arange(n) / float(fps), win) >= 1.0).astype(np.float32)
 
 
 def _epoch_batches(
