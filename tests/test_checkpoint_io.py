@@ -60,11 +60,11 @@ def test_train_subcommands_come_from_the_trainer_registry():
     from l2t_gs.cli.train import register
     from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS
 
-    names = ("audio2mesh", "syncnet3d", "lipreader", "ablation", "contact-threshold", "posevae")
+    names = ("audio2mesh", "syncnet3d", "lipreader", "ablation", "contact-head", "contact-threshold", "posevae")
     assert TRAINERS.names() == names and sorted(TRAINERS.choices()) == sorted(names)
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     for name in TRAINERS.names():
-        extra = ["--model", "m"] if name == "contact-threshold" else []
+        extra = ["--model", "m"] if name.startswith("contact-") else []
         args = parser.parse_args(["train", name, "--data", "d", "--out", "o", *extra])
         assert args.func is TRAINERS.get(name).run and TRAINERS.help(name) == TRAINER_HELP[name]

@@ -23,6 +23,7 @@ import fnmatch
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from l2t_gs.errors import L2TError
@@ -100,10 +101,15 @@ def calibrate(
     if not model.config.contact_head:
         raise L2TError(f"{model_path}: the model has no contact head (contact_head = true in [model])")
     dataset = load_dataset(data, split=split)
-    clips = [dataset[i] for i in range(len(dataset))]
-    if subjects:
-        clips = [c for c in clips if any(fnmatch.fnmatchcase(c.subject, pat) for pat in subjects)]
-    clips = [c for c in clips if c.phones][:limit]
+    clips: list[Any] = []  # what the sweep needs of each clip (its meshes are not kept)
+    for i, subject in enumerate(dataset.clip_subjects()):
+        if subjects and not any(fnmatch.fnmatchcase(subject, pat) for pat in subjects):
+            continue
+        if limit is not None and len(clips) >= limit:
+            break
+        c = dataset[i]
+        if c.phones:
+            clips.append(SimpleNamespace(audio=c.audio, fps=c.fps, phones=c.phones, subject=c.subject))
     if not clips:
         raise L2TError(f"{data}: no clip of split {split!r} has phone segments to score contacts against")
     table = sweep(
@@ -142,6 +148,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="first N clips of the split only")
     p.add_argument("--subjects", nargs="+", metavar="PATTERN", help="only these subjects (fnmatch patterns)")
     grids = (
+        ("--thresholds", GRID, "P", "contact probabilities to sweep (default 0.3 0.4 ... 0.9)"),
         ("--gates", GATES, "MM", "lip-gap gates to sweep, mm (0: none; default 0 2 3 4)"),
         ("--holds", HOLDS, "S", "closure holds to sweep, seconds (0: whole contact runs; default 0 0.04 0.07)"),
     )
@@ -158,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         max_false=args.max_false,
         limit=args.limit,
         subjects=args.subjects,
+        thresholds=tuple(args.thresholds),
         gates=tuple(args.gates),
         holds=tuple(args.holds),
     )

@@ -41,6 +41,7 @@ TRAINER_HELP: dict[str, str] = {
     "syncnet3d": "train the SyncNet3D lip-sync expert (audio vs 3D lip motion)",
     "lipreader": "train the lip reader (mouth crops rendered through an avatar -> visemes)",
     "ablation": "the Learn2Talk ablation: baseline, +sync, +lip-read, full; scored on held-out voices",
+    "contact-head": "train a context contact head on a trained Audio2Mesh (the rest frozen)",
     "contact-threshold": "calibrate a contact head's threshold on a validation split (recall vs false closures)",
     "posevae": "train the PoseVAE head-motion generator (speech -> head pose windows)",
 }
@@ -53,6 +54,7 @@ TRAINERS: Registry[Trainer] = Registry(
         "syncnet3d": "l2t_gs.training.syncnet3d",
         "lipreader": "l2t_gs.training.lipreader",
         "ablation": "l2t_gs.training.ablation",
+        "contact-head": "l2t_gs.training.contact_head",
         "contact-threshold": "l2t_gs.training.contact_threshold",
         "posevae": "l2t_gs.training.posevae",
     },

@@ -1,6 +1,6 @@
 """``l2t-gs train``: one sub-command per entry of the trainer registry
 (:data:`l2t_gs.training.trainers.TRAINERS`: ``audio2mesh``, ``syncnet3d``, ``lipreader``, ``ablation``,
-``contact-threshold``, ``posevae``).
+``contact-head``, ``contact-threshold``, ``posevae``).
 
 Each trainer module registers its options (``add_arguments``) and what runs it (``run``);
 :func:`register` turns them into ``l2t-gs train NAME``, listing the declared names and

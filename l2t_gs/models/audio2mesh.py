@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from l2t_gs.errors import L2TError
+from l2t_gs.models.contact_context import ContactContext
 from l2t_gs.models.encoders import (
     ENCODERS,
     MASKED,
@@ -92,7 +93,10 @@ class Audio2MeshConfig:
     from shutting a mouth the regressor holds wide open), and with ``contact_hold_s`` > 0 each run of
     bilabial contact frames is cut to that long around its most probable frame
     (:func:`l2t_gs.motion.contacts.apply_contacts`; all three calibrated on validation by
-    ``l2t-gs train contact-threshold``).
+    ``l2t-gs train contact-threshold``). ``contact_context`` > 0 adds a context contact head
+    (:class:`~l2t_gs.models.contact_context.ContactContext`): logits read from the audio features of
+    ``contact_context + 2`` frames on each side, with ``contact_hidden`` channels and input dropout
+    ``contact_dropout``, summed with the linear head's (trained by ``l2t-gs train contact-head``).
     """
 
     fps: float = 30.0
@@ -115,6 +119,9 @@ class Audio2MeshConfig:
         0.0  # a bilabial contact frame closes only where the decoder's lip gap is below this (0: off)
     )
     contact_hold_s: float = 0.0  # longest bilabial closure, kept around the most probable frame (0: off)
+    contact_context: int = 0  # frames of audio features each side of the context contact head (0: none)
+    contact_hidden: int = 32  # channels of the context contact head
+    contact_dropout: float = 0.3  # input dropout of the context contact head (training only)
     encoder: str = "builtin"
     encoder_path: str = ""
     encoder_freeze: str = "cnn"
@@ -172,6 +179,14 @@ class Audio2MeshConfig:
             raise bad(f"contact_gate_mm must be a finite number >= 0, got {self.contact_gate_mm}")
         if not (0.0 <= self.contact_hold_s <= 1.0):
             raise bad(f"contact_hold_s must be in [0, 1] seconds, got {self.contact_hold_s}")
+        if not 0 <= self.contact_context <= 30:
+            raise bad(f"contact_context must be in 0..30 frames, got {self.contact_context}")
+        if self.contact_context and not self.contact_head:
+            raise bad("contact_context needs contact_head = true")
+        if self.contact_hidden < 1:
+            raise bad(f"contact_hidden must be >= 1, got {self.contact_hidden}")
+        if not 0 <= self.contact_dropout < 1:
+            raise bad(f"contact_dropout must be in [0, 1), got {self.contact_dropout}")
         if self.encoder not in ENCODERS:
             raise bad(f"encoder must be one of {', '.join(ENCODERS.choices())}, got {self.encoder!r}")
         if self.encoder_freeze not in ("cnn", "all", "none"):
@@ -441,6 +456,11 @@ class Audio2Mesh(nn.Module):
             self.n_expr = 0
             out_dim = self.n_verts * 3
         self.decoder = MotionDecoder(config, self.encoder.out_dim, out_dim, len(self.subjects))
+        self.contact_context = (
+            ContactContext(self.encoder.out_dim, config.contact_context, config.contact_hidden, config.contact_dropout)
+            if config.contact_context
+            else None
+        )
 
     # ------------------------------------------------------------------ pieces
     @property
@@ -520,6 +540,8 @@ class Audio2Mesh(nn.Module):
         if self.decoder.contact_out is None:
             return {"vertices": template[:, None] + self.raw_to_offsets(raw), "raw": raw}
         raw, logits = raw[..., : self.decoder.out_dim], raw[..., self.decoder.out_dim :]
+        if self.contact_context is not None:
+            logits = logits + self.contact_context(feats)
         return {"vertices": template[:, None] + self.raw_to_offsets(raw), "raw": raw, "contact_logits": logits}
 
     def _check_template(self, template: Tensor, batched: bool = False) -> None:
@@ -562,6 +584,8 @@ class Audio2Mesh(nn.Module):
         g = self._grid()
         chunk = max(g, math.ceil(chunk_seconds * fps / g) * g)
         ctx_s = self.encoder.context_s if context_seconds is None else context_seconds
+        if context_seconds is None and self.contact_context is not None:  # its window reads beyond the chunk
+            ctx_s += (self.contact_context.radius + 1) / fps
         ctx = math.ceil(max(ctx_s, 0.0) * fps / g) * g
         xfade = min(round(max(crossfade_seconds, 0.0) * fps), chunk)
         style_vec = self.decoder.style_vector(torch.tensor([style], device=self.device))
@@ -579,7 +603,13 @@ class Audio2Mesh(nn.Module):
                 w = (torch.arange(1, m + 1, device=cur.device, dtype=cur.dtype) / (m + 1))[None, :, None, None]
                 cur = torch.cat([pending[:, :m] * (1 - w) + cur[:, :m] * w, cur[:, m:]], dim=1)
             pending = feats[:, e - a : e - a + xfade] if e < total and xfade else None
-            yield self.decoder.decode_incremental(cur, style_vec, s, state)[0]
+            out = self.decoder.decode_incremental(cur, style_vec, s, state)[0]
+            if self.contact_context is not None:  # its window: +-radius frames, cut where the clip ends
+                r = self.contact_context.radius
+                lo, hi = max(a, s - r), min(b, e + r)
+                ctx_logits = self.contact_context(feats[:, lo - a : hi - a])[0, s - lo : e - lo]
+                out = torch.cat([out[:, : self.decoder.out_dim], out[:, self.decoder.out_dim :] + ctx_logits], 1)
+            yield out
 
     def _resampled(self, raw_chunks: Iterator[Tensor], n_samples: int, fps: float) -> Iterator[Tensor]:
         """Linear-in-time resampling of a chunked ``[t, D]`` stream from the model's fps to ``fps``."""

@@ -1,0 +1,243 @@
+"""Train a context contact head on a trained Audio2Mesh model whose other weights stay frozen.
+
+The linear contact head reads one frame of the causal decoder. ``l2t-gs train contact-head`` adds a
+:class:`~l2t_gs.models.contact_context.ContactContext` (logits from the audio features of
+``--context + 2`` frames on each side, summed with the linear head's) and trains it together with the
+linear head, everything else frozen, by the contact loss (:func:`l2t_gs.training.losses.contact.contact_bce`:
+BCE against the articulation module's contact windows, contact frames weighted by ``--pos-weight``).
+
+Because the rest is frozen, the model runs once per clip of the split: the audio features and the
+decoder's features (mean speaker style, as for an unseen voice) are cached, and the steps train on random
+crops of them, a few minutes on the CPU. The output is a checkpoint of the whole model with
+``contact_context`` set; calibrate it next (``l2t-gs train contact-threshold``)::
+
+    l2t-gs train contact-head --model runs/s4a/last.pt --data runs/human --out runs/ctx/last.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from l2t_gs.errors import L2TError
+from l2t_gs.io.atomic import output_parent, write_text_atomic
+from l2t_gs.models.audio2mesh import Audio2Mesh
+from l2t_gs.models.checkpoint import load_model, save_checkpoint
+from l2t_gs.training.data.datasets import load_dataset
+from l2t_gs.training.losses.contact import contact_bce
+from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS, Trainer
+
+__all__ = ["ContactHeadConfig", "train_contact_head", "with_context_head"]
+
+
+@dataclass
+class ContactHeadConfig:
+    """Options of :func:`train_contact_head` (the command's flags)."""
+
+    context: int = 3  # feature frames each side of the first convolution
+    hidden: int = 32
+    dropout: float = 0.3
+    steps: int = 600
+    batch: int = 32  # crops per step
+    crop: int = 150  # frames per crop
+    lr: float = 2e-3  # peak of the one-cycle schedule
+    weight_decay: float = 1e-2
+    pos_weight: float = 4.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.context <= 30:
+            raise L2TError(f"--context must be 1..30 frames, got {self.context}")
+        if min(self.hidden, self.steps, self.batch, self.crop) < 1:
+            raise L2TError("--hidden, --steps, --batch and --crop must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise L2TError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not (self.lr > 0 and self.pos_weight > 0 and self.weight_decay >= 0):
+            raise L2TError("--lr and --pos-weight must be > 0, --weight-decay >= 0")
+
+
+def with_context_head(src: Audio2Mesh, context: int, hidden: int, dropout: float) -> Audio2Mesh:
+    """A copy of ``src`` (which has a linear contact head) with a new, zero-output context contact head."""
+    if not src.config.contact_head:
+        raise L2TError("the model has no contact head (contact_head = true in [model])")
+    cfg = type(src.config).from_dict(
+        {**src.config.to_dict(), "contact_context": context, "contact_hidden": hidden, "contact_dropout": dropout}
+    )
+    model = Audio2Mesh(cfg, src.subjects, src.n_verts, head=src.head, encoder=src.encoder)
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("contact_context.") for k in missing):
+        raise L2TError(f"cannot carry the weights over: missing {missing}, unexpected {unexpected}")
+    return model
+
+
+def _cache(
+    model: Audio2Mesh, dataset: Any, indices: list[int]
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(aligned audio features [T, k, C], decoder features [T, d], contact targets [T, 2]) per clip with
+    phones (clips are loaded one at a time: their meshes are not kept)."""
+    out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    got: dict[str, torch.Tensor] = {}
+    hook = model.decoder.norm.register_forward_hook(lambda _m, _i, o: got.__setitem__("h", o))
+    try:
+        style = model.decoder.style_vector(torch.tensor([-1]))
+        with torch.no_grad():
+            for i in indices:
+                c = dataset[i]
+                if not c.phones:
+                    continue
+                if abs(c.fps - model.fps) > 1e-6:
+                    raise L2TError(f"{c.name} is {c.fps:g} fps, the model {model.fps:g} fps")
+                t = c.num_frames
+                feats = model.encode(c.audio[None].float(), t)
+                model.decoder(feats, style, 0)
+                tg = c.contact_targets()
+                out.append((feats[0], got["h"][0].clone(), tg))
+    finally:
+        hook.remove()
+    return out
+
+
+def train_contact_head(
+    model_path: str | Path,
+    data: str | Path,
+    out: str | Path,
+    cfg: ContactHeadConfig,
+    *,
+    split: str = "train",
+    subjects: list[str] | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the context contact head (see the module docstring); writes ``out`` and ``out``.json."""
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise L2TError(f"--out must end in .pt, got {out}")
+    output_parent(out, writable=False)
+    src = load_model(model_path)
+    if src.config.contact_context:
+        raise L2TError(f"{model_path} already has a context contact head")
+    model = with_context_head(src, cfg.context, cfg.hidden, cfg.dropout)
+    model.eval()
+    dataset = load_dataset(data, split=split)
+    names = dataset.clip_subjects()
+    indices = [i for i, s in enumerate(names) if not subjects or any(fnmatch.fnmatchcase(s, p) for p in subjects)]
+    torch.manual_seed(cfg.seed)
+    cache = _cache(model, dataset, indices[:limit])
+    if not cache:
+        raise L2TError(f"{data}: no clip of split {split!r} has phone segments to train contacts on")
+    head, lin = model.contact_context, model.decoder.contact_out
+    assert head is not None and lin is not None
+    params = [*head.parameters(), *lin.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
+    pw = torch.tensor([cfg.pos_weight, cfg.pos_weight])
+    rng = np.random.default_rng(cfg.seed)
+    k, c_dim = cache[0][0].shape[1:]
+    d = cache[0][1].shape[1]
+    head.train()
+    losses: list[float] = []
+    for step in range(cfg.steps):
+        feats = torch.zeros(cfg.batch, cfg.crop, k, c_dim)
+        h = torch.zeros(cfg.batch, cfg.crop, d)
+        tg = torch.zeros(cfg.batch, cfg.crop, 2)
+        valid = torch.zeros(cfg.batch, cfg.crop, dtype=torch.bool)
+        for b, j in enumerate(rng.integers(0, len(cache), cfg.batch)):
+            f, hh, t = cache[int(j)]
+            n = min(f.shape[0], t.shape[0])
+            s = int(rng.integers(0, max(n - cfg.crop, 0) + 1))
+            e = min(s + cfg.crop, n)
+            feats[b, : e - s], h[b, : e - s], tg[b, : e - s] = f[s:e], hh[s:e], t[s:e]
+            valid[b, : e - s] = True
+        loss = contact_bce(lin(h) + head(feats), tg, valid, pw)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if progress and (step % 100 == 0 or step == cfg.steps - 1):
+            print(f"step {step + 1}/{cfg.steps}: contact loss {loss.item():.4f}", file=sys.stderr)
+    if not all(math.isfinite(x) for x in losses):
+        raise L2TError("the contact loss became NaN or infinite; nothing was written")
+    model.eval()
+    save_checkpoint(out, model)
+    report = {
+        "model": str(model_path),
+        "data": str(data),
+        "split": split,
+        "clips": len(cache),
+        "subjects": sorted({names[i] for i in indices[:limit]}),
+        "config": asdict(cfg),
+        "loss_first_100": float(np.mean(losses[:100])),
+        "loss_last_100": float(np.mean(losses[-100:])),
+    }
+    write_text_atomic(out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = ContactHeadConfig()
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="RUN",
+        help="trained Audio2Mesh (run folder or checkpoint) with a contact head",
+    )
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset with phone segments")
+    p.add_argument(
+        "--out", required=True, metavar="FILE.pt", help="the model with its context contact head (+ FILE.json)"
+    )
+    p.add_argument("--split", default="train", help="split to train on (default train)")
+    p.add_argument("--subjects", nargs="+", metavar="PATTERN", help="only these subjects (fnmatch patterns)")
+    p.add_argument("--limit", type=int, help="first N clips of the split only")
+    p.add_argument(
+        "--context",
+        type=int,
+        default=d.context,
+        help=f"feature frames each side of the first convolution ({d.context})",
+    )
+    p.add_argument("--hidden", type=int, default=d.hidden, help=f"channels ({d.hidden})")
+    p.add_argument("--dropout", type=float, default=d.dropout, help=f"input dropout ({d.dropout})")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps ({d.steps})")
+    p.add_argument("--batch", type=int, default=d.batch, help=f"crops per step ({d.batch})")
+    p.add_argument("--crop", type=int, default=d.crop, help=f"frames per crop ({d.crop})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate of the one-cycle schedule ({d.lr:g})")
+    p.add_argument(
+        "--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay ({d.weight_decay:g})"
+    )
+    p.add_argument(
+        "--pos-weight", type=float, default=d.pos_weight, help=f"weight of contact frames ({d.pos_weight:g})"
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed ({d.seed})")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no per-step loss lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = ContactHeadConfig(
+        args.context, args.hidden, args.dropout, args.steps, args.batch, args.crop, args.lr, args.weight_decay,
+        args.pos_weight, args.seed,
+    )  # fmt: skip
+    report = train_contact_head(
+        args.model, args.data, args.out, cfg, split=args.split, subjects=args.subjects, limit=args.limit,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(
+        f"trained the context contact head on {report['clips']} clips: loss {report['loss_first_100']:.4f} -> "
+        f"{report['loss_last_100']:.4f}; wrote {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+TRAINERS.add("contact-head", Trainer(add_arguments, run), help=TRAINER_HELP["contact-head"])
