@@ -53,7 +53,8 @@ def test_shipped_model_size_card_and_metrics_agree():
     path = default_model_path()
     assert path.stat().st_size <= 30 * 2**20
     card = (path.parent / "MODEL_CARD.md").read_text()
-    for cmd in ("l2t-gs data synth", "l2t-gs data human", "l2t-gs train syncnet3d", "l2t-gs train audio2mesh"):
+    cmds = ("l2t-gs data synth", "l2t-gs data human", "l2t-gs train syncnet3d", "l2t-gs train audio2mesh")
+    for cmd in (*cmds, "l2t-gs train contact-head", "l2t-gs train contact-threshold"):
         assert cmd in card, cmd
     assert "l2t-gs eval" in card and "--channel 8k" in card
     # the card's tables are the shipped eval reports, verbatim
