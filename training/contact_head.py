@@ -9,7 +9,8 @@ BCE against the articulation module's contact windows, contact frames weighted b
 Because the rest is frozen, the model runs once per clip of the split: the audio features and the
 decoder's features (mean speaker style, as for an unseen voice) are cached, and the steps train on random
 crops of them, a few minutes on the CPU. The output is a checkpoint of the whole model with
-``contact_context`` set; calibrate it next (``l2t-gs train contact-threshold``)::
+``contact_context`` set, written atomically when the steps are done (a run takes minutes; an interrupted
+one starts over); calibrate it next (``l2t-gs train contact-threshold``)::
 
     l2t-gs train contact-head --model runs/s4a/last.pt --data runs/human --out runs/ctx/last.pt
 """
