@@ -97,3 +97,19 @@ def test_float32_output_is_the_float64_render_rounded():
     # inputs rounded to float32 move the image by float32 noise only
     assert float((b32.double() - b64).abs().max()) < 1e-4
     assert float((a32.double() - a64).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("degree", [1, 3])
+def test_float32_sh_coefficients_are_read_as_given(degree):
+    """SH coefficients are passed to the kernel in their own dtype (no per-frame float64 copy): float32
+    coefficients render exactly what the same values given as float64 render."""
+    s = _scene(4, 1200, 0.005, 0.15)
+    g = torch.Generator().manual_seed(5)
+    sh32 = (0.3 * torch.randn(1200, (degree + 1) ** 2, 3, generator=g)).float()
+    with torch.no_grad():
+        outs = [
+            rasterize(**{**s, "colors": sh}, width=W, height=H, sh_degree=degree, backend="cpu-fast")
+            for sh in (sh32, sh32.double())
+        ]
+    assert float(outs[0][0].std()) > 0.01  # a real image
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
