@@ -203,3 +203,16 @@ def test_trainer_errors_are_one_line(dips, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 1 and len(err) == 1 and message in err[0], err
         assert not out.exists()
+
+
+def test_phone_clips_filters_subjects_and_limits_in_order(dips, tmp_path):
+    from l2t_gs.training.data.datasets import load_dataset, phone_clips
+
+    ds = load_dataset(dips, split="all")
+    assert [c.name for c in phone_clips(ds, ["sp?"], 3)] == ["spk_s00", "spk_s01", "spk_s02"]
+    assert list(phone_clips(ds, ["other-*"])) == []
+    (dips / "phones" / "spk_s00.json").rename(tmp_path / "s00.json")  # a clip without phones is skipped
+    try:
+        assert [c.name for c in phone_clips(load_dataset(dips, split="all"), None, 2)] == ["spk_s01", "spk_s02"]
+    finally:
+        (tmp_path / "s00.json").rename(dips / "phones" / "spk_s00.json")

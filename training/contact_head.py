@@ -18,10 +18,10 @@ one starts over); calibrate it next (``l2t-gs train contact-threshold``)::
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import math
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import output_parent, write_text_atomic
 from l2t_gs.models.audio2mesh import Audio2Mesh
 from l2t_gs.models.checkpoint import load_model, save_checkpoint
-from l2t_gs.training.data.datasets import load_dataset
+from l2t_gs.training.data.datasets import load_dataset, phone_clips
 from l2t_gs.training.losses.contact import contact_bce
 from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS, Trainer
 
@@ -81,30 +81,27 @@ def with_context_head(src: Audio2Mesh, context: int, hidden: int, dropout: float
 
 
 def _cache(
-    model: Audio2Mesh, dataset: Any, indices: list[int]
-) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(aligned audio features [T, k, C], decoder features [T, d], contact targets [T, 2]) per clip with
-    phones (clips are loaded one at a time: their meshes are not kept)."""
+    model: Audio2Mesh, clips: Iterable[Any]
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], set[str]]:
+    """(aligned audio features [T, k, C], decoder features [T, d], contact targets [T, 2]) per clip, and
+    the clips' subjects."""
     out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    subjects: set[str] = set()
     got: dict[str, torch.Tensor] = {}
     hook = model.decoder.norm.register_forward_hook(lambda _m, _i, o: got.__setitem__("h", o))
     try:
         style = model.decoder.style_vector(torch.tensor([-1]))
         with torch.no_grad():
-            for i in indices:
-                c = dataset[i]
-                if not c.phones:
-                    continue
+            for c in clips:
                 if abs(c.fps - model.fps) > 1e-6:
                     raise L2TError(f"{c.name} is {c.fps:g} fps, the model {model.fps:g} fps")
-                t = c.num_frames
-                feats = model.encode(c.audio[None].float(), t)
+                feats = model.encode(c.audio[None].float(), c.num_frames)
                 model.decoder(feats, style, 0)
-                tg = c.contact_targets()
-                out.append((feats[0], got["h"][0].clone(), tg))
+                out.append((feats[0], got["h"][0].clone(), c.contact_targets()))
+                subjects.add(c.subject)
     finally:
         hook.remove()
-    return out
+    return out, subjects
 
 
 def train_contact_head(
@@ -129,10 +126,8 @@ def train_contact_head(
     model = with_context_head(src, cfg.context, cfg.hidden, cfg.dropout)
     model.eval()
     dataset = load_dataset(data, split=split)
-    names = dataset.clip_subjects()
-    indices = [i for i, s in enumerate(names) if not subjects or any(fnmatch.fnmatchcase(s, p) for p in subjects)]
     torch.manual_seed(cfg.seed)
-    cache = _cache(model, dataset, indices[:limit])
+    cache, used = _cache(model, phone_clips(dataset, subjects, limit))
     if not cache:
         raise L2TError(f"{data}: no clip of split {split!r} has phone segments to train contacts on")
     head, lin = model.contact_context, model.decoder.contact_out
@@ -175,7 +170,7 @@ def train_contact_head(
         "data": str(data),
         "split": split,
         "clips": len(cache),
-        "subjects": sorted({names[i] for i in indices[:limit]}),
+        "subjects": sorted(used),
         "config": asdict(cfg),
         "loss_first_100": float(np.mean(losses[:100])),
         "loss_last_100": float(np.mean(losses[-100:])),
@@ -198,7 +193,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--split", default="train", help="split to train on (default train)")
     p.add_argument("--subjects", nargs="+", metavar="PATTERN", help="only these subjects (fnmatch patterns)")
-    p.add_argument("--limit", type=int, help="first N clips of the split only")
+    p.add_argument("--limit", type=int, help="first N clips with phones of the split only")
     p.add_argument(
         "--context",
         type=int,

@@ -19,7 +19,6 @@ plus the whole sweep as JSON beside it::
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import output_parent, write_text_atomic
 from l2t_gs.models.checkpoint import load_model, save_checkpoint
 from l2t_gs.motion.contacts import apply_contacts, lip_gap_mm
-from l2t_gs.training.data.datasets import load_dataset
+from l2t_gs.training.data.datasets import load_dataset, phone_clips
 from l2t_gs.training.metrics import lipsync
 from l2t_gs.training.metrics.regions import builtin_regions
 from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS, Trainer
@@ -101,15 +100,10 @@ def calibrate(
     if not model.config.contact_head:
         raise L2TError(f"{model_path}: the model has no contact head (contact_head = true in [model])")
     dataset = load_dataset(data, split=split)
-    clips: list[Any] = []  # what the sweep needs of each clip (its meshes are not kept)
-    for i, subject in enumerate(dataset.clip_subjects()):
-        if subjects and not any(fnmatch.fnmatchcase(subject, pat) for pat in subjects):
-            continue
-        if limit is not None and len(clips) >= limit:
-            break
-        c = dataset[i]
-        if c.phones:
-            clips.append(SimpleNamespace(audio=c.audio, fps=c.fps, phones=c.phones, subject=c.subject))
+    clips = [  # what the sweep needs of each clip (its meshes are not kept)
+        SimpleNamespace(audio=c.audio, fps=c.fps, phones=c.phones, subject=c.subject)
+        for c in phone_clips(dataset, subjects, limit)
+    ]
     if not clips:
         raise L2TError(f"{data}: no clip of split {split!r} has phone segments to score contacts against")
     table = sweep(
@@ -145,7 +139,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="FILE.pt", help="calibrated checkpoint (+ FILE.json sweep)")
     p.add_argument("--split", default="val", help="split to calibrate on (default val)")
     p.add_argument("--max-false", type=float, default=0.05, help="false closures per open vowel allowed (0.05)")
-    p.add_argument("--limit", type=int, help="first N clips of the split only")
+    p.add_argument("--limit", type=int, help="first N clips with phones of the split only")
     p.add_argument("--subjects", nargs="+", metavar="PATTERN", help="only these subjects (fnmatch patterns)")
     grids = (
         ("--thresholds", GRID, "P", "contact probabilities to sweep (default 0.3 0.4 ... 0.9)"),

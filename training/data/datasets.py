@@ -49,6 +49,7 @@ Items are loaded lazily, and each ``__getitem__`` checks its vertices for NaN/in
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import math
 import re
@@ -78,6 +79,7 @@ __all__ = [
     "collate_padded",
     "collate_single",
     "load_dataset",
+    "phone_clips",
     "read_dataset_json",
 ]
 
@@ -639,6 +641,24 @@ def load_dataset(
     if validate:
         dataset.validate(full=validate == "full")
     return dataset
+
+
+def phone_clips(
+    dataset: SpeechMotionDataset, subjects: Sequence[str] | None = None, limit: int | None = None
+) -> Iterator[Clip]:
+    """The clips of ``dataset`` that have phone segments, in order, loaded one at a time (a caller that
+    keeps only what it needs does not hold every clip's meshes): only subjects matching one of the
+    fnmatch patterns ``subjects`` (all when empty), at most ``limit`` clips."""
+    n = 0
+    for i, subject in enumerate(dataset.clip_subjects()):
+        if limit is not None and n >= limit:
+            return
+        if subjects and not any(fnmatch.fnmatchcase(subject, pat) for pat in subjects):
+            continue
+        clip = dataset[i]
+        if clip.phones:
+            n += 1
+            yield clip
 
 
 # --------------------------------------------------------------------------- batching
