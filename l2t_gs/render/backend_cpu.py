@@ -49,14 +49,17 @@ class CpuFastBackend(Backend):
             tile_size=req.tile_size,
         )  # fmt: skip
         colors = expected_depth(colors, alphas, req.render_mode)
+        c, n = fproj.radii.shape[:2]
         if req.packed:  # the visible (camera, splat) pairs; unpacked meta has no use for them
-            ci, gi = np.nonzero((fproj.radii.numpy() > 0).all(-1))
+            flat = np.flatnonzero((fproj.radii.numpy() > 0).all(-1).reshape(-1))
+            ci, gi = np.divmod(flat, max(n, 1))
         else:
-            ci = gi = np.zeros(0, dtype=np.int64)
+            flat = ci = gi = np.zeros(0, dtype=np.int64)
         cam_ids, gauss_ids = torch.from_numpy(ci), torch.from_numpy(gi)
 
-        def gather(t: Tensor) -> Tensor:  # no autograd here: gather with numpy (single-threaded, cheap)
-            return torch.from_numpy(t.numpy()[ci, gi])
+        def gather(t: Tensor) -> Tensor:  # no autograd here: rows of the flattened [C * N, ...] array
+            a = t.numpy()
+            return torch.from_numpy(np.take(a.reshape(c * n, *a.shape[2:]), flat, axis=0))
 
         dense = {"radii": fproj.radii, "means2d": fproj.means2d, "depths": fproj.depths, "conics": fproj.conics,
                  "opacities": fproj.opacities}  # fmt: skip

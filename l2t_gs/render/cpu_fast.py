@@ -4,11 +4,11 @@ Same semantics as the pure path (:mod:`l2t_gs.render.torch_raster`: EWA projecti
 FOV clamp, eps2d dilation, opacity-aware extent and culling, SH colours, alpha cap, 1/255 cut-off,
 transmittance early stop); the work is organised for a CPU instead:
 
-* one pass per splat does the quaternion, the projection and the SH colour, without temporaries;
-  a second packs the visible splats in depth order into one record array and bins
-  them to the tiles their alpha >= 1/255 ellipse touches (tighter than the 3.33-sigma box),
-  copying each splat's record into every tile list it joins (so that a tile reads one contiguous
-  block forwards, not records scattered over the whole array);
+* one pass per splat, in splat order, does the quaternion, the projection, the SH colour and the
+  splat's compositing record and the tiles its alpha >= 1/255 ellipse touches (tighter than the
+  3.33-sigma box), without temporaries; a second copies, in depth order, each visible splat's record
+  into every tile list it joins (so that a tile reads one contiguous block forwards, not records
+  scattered over the whole array); scratch arrays are kept per thread from frame to frame;
 * tiles are composited independently; within a tile only that ellipse's pixels are visited (solved
   per pixel row; small round splats simply over their bounding box, the alpha test rejecting the
   corners), with ``o exp(-sigma)`` advanced by multiplication along rows and from row to row;
@@ -28,6 +28,7 @@ numba is optional: :data:`AVAILABLE` tells whether this module can run.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,35 +74,41 @@ _MAX_WALK = 8
 _MIN_CHUNK = 4096
 #: Largest |conic| entry for which a splat is walked (exp(+-30) and 8 steps stay far from overflow).
 _WALK_CONIC = 30.0
+#: Splats gathered at once (in depth order) before their records are computed.
+_PACK_BLOCK = 256
 
 if AVAILABLE:
 
     @cached_njit(error_model="numpy", inline="always", fastmath=True)
-    def _sh_value(x: float, y: float, z: float, degree: int, cf: np.ndarray, i: int, ch: int) -> float:
-        """SH sum of splat i, channel ch at the unit direction (x, y, z) (INRIA basis order); cf [N, K, 3]."""
-        val = SH_C0 * cf[i, 0, ch]
+    def _sh_basis(x: float, y: float, z: float, degree: int, basis: np.ndarray) -> int:
+        """SH basis values at the unit direction (x, y, z) into ``basis[:K]`` (INRIA order, K =
+        (degree + 1)^2, returned); a colour channel is then sum_j basis[j] * coeffs[j, ch]."""
+        basis[0] = SH_C0
         if degree >= 1:
-            val += -SH_C1 * y * cf[i, 1, ch] + SH_C1 * z * cf[i, 2, ch] - SH_C1 * x * cf[i, 3, ch]
+            basis[1], basis[2], basis[3] = -SH_C1 * y, SH_C1 * z, -SH_C1 * x
         if degree >= 2:
             xx, yy, zz = x * x, y * y, z * z
-            val += (
-                SH_C2[0] * x * y * cf[i, 4, ch]
-                + SH_C2[1] * y * z * cf[i, 5, ch]
-                + SH_C2[2] * (2.0 * zz - xx - yy) * cf[i, 6, ch]
-                + SH_C2[3] * x * z * cf[i, 7, ch]
-                + SH_C2[4] * (xx - yy) * cf[i, 8, ch]
-            )
+            basis[4] = SH_C2[0] * x * y
+            basis[5] = SH_C2[1] * y * z
+            basis[6] = SH_C2[2] * (2.0 * zz - xx - yy)
+            basis[7] = SH_C2[3] * x * z
+            basis[8] = SH_C2[4] * (xx - yy)
             if degree >= 3:
-                val += (
-                    SH_C3[0] * y * (3.0 * xx - yy) * cf[i, 9, ch]
-                    + SH_C3[1] * x * y * z * cf[i, 10, ch]
-                    + SH_C3[2] * y * (4.0 * zz - xx - yy) * cf[i, 11, ch]
-                    + SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy) * cf[i, 12, ch]
-                    + SH_C3[4] * x * (4.0 * zz - xx - yy) * cf[i, 13, ch]
-                    + SH_C3[5] * z * (xx - yy) * cf[i, 14, ch]
-                    + SH_C3[6] * x * (xx - 3.0 * yy) * cf[i, 15, ch]
-                )
-        return val
+                basis[9] = SH_C3[0] * y * (3.0 * xx - yy)
+                basis[10] = SH_C3[1] * x * y * z
+                basis[11] = SH_C3[2] * y * (4.0 * zz - xx - yy)
+                basis[12] = SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy)
+                basis[13] = SH_C3[4] * x * (4.0 * zz - xx - yy)
+                basis[14] = SH_C3[5] * z * (xx - yy)
+                basis[15] = SH_C3[6] * x * (xx - 3.0 * yy)
+        return (min(degree, 3) + 1) ** 2
+
+    @cached_njit(error_model="numpy")
+    def _pixel_span(center: float, half: float, lo: int, hi: int) -> tuple[int, int]:
+        """Pixels j in [lo, hi) whose centre j + 0.5 lies in [center - half, center + half]."""
+        first = math.ceil(max(center - half - 0.5, lo - 1.0))
+        last = math.floor(min(center + half - 0.5, float(hi)))
+        return max(int(first), lo), min(int(last) + 1, hi)
 
     @cached_njit(nogil=True, error_model="numpy", fastmath=True)
     def _project(
@@ -126,19 +133,24 @@ if AVAILABLE:
         out_depths: np.ndarray,
         out_conics: np.ndarray,
         out_opacities: np.ndarray,
-        out_rgb: np.ndarray,
+        out_cmp: np.ndarray,
+        depth_key: np.ndarray,
         worker: int,
         n_workers: int,
     ) -> None:
-        """EWA projection of N splats into C cameras; outputs are [C, N, ...] (radii 0 = culled).
-        This call does chunk ``worker`` of ``n_workers`` contiguous chunks of the splats.
+        """EWA projection of N splats into C cameras; outputs are [C, N, ...] (radii 0 = culled; every
+        entry is written, in the outputs' dtype). This call does chunk ``worker`` of ``n_workers``
+        contiguous chunks of the splats.
 
-        ``quats`` [N, 4] wxyz need not be unit. With ``sh_degree >= 0`` the SH colours of the visible
-        splats are written to ``out_rgb`` [C, N, 3] (``sh_coeffs`` [1 or C, N, K, 3], view direction
-        from ``campos`` [C, 3]).
+        ``quats`` [N, 4] wxyz need not be unit. For compositing, row ``c * N + i`` of ``out_cmp``
+        [C * N, 6 + D] gets a visible splat's float64 centre x, y, conic a, b, c and opacity, one short
+        row that the depth-ordered pass gathers instead of four arrays; with ``sh_degree >= 0`` columns
+        6..8 get its SH colour (``sh_coeffs`` [1 or C, N, K, 3], view direction from ``campos`` [C, 3]).
+        ``depth_key`` [C * N] gets every splat's float64 depth.
         """
         n = means.shape[0]
         n_cams = viewmats.shape[0]
+        basis = np.empty(16)
         for i in range(n * worker // n_workers, n * (worker + 1) // n_workers):
             # rotation of the normalised quaternion (as l2t_gs.core.rotation.quat_to_matrix)
             rq = 1.0 / max(math.sqrt(quats[i, 0] ** 2 + quats[i, 1] ** 2 + quats[i, 2] ** 2 + quats[i, 3] ** 2), 1e-12)
@@ -154,11 +166,19 @@ if AVAILABLE:
             for c in range(n_cams):
                 out_radii[c, i, 0] = 0
                 out_radii[c, i, 1] = 0
+                out_means2d[c, i, 0] = 0.0
+                out_means2d[c, i, 1] = 0.0
+                out_conics[c, i, 0] = 0.0
+                out_conics[c, i, 1] = 0.0
+                out_conics[c, i, 2] = 0.0
+                out_opacities[c, i] = 0.0
+                k = c * n + i
                 v = viewmats[c]
                 px = v[0, 0] * means[i, 0] + v[0, 1] * means[i, 1] + v[0, 2] * means[i, 2] + v[0, 3]
                 py = v[1, 0] * means[i, 0] + v[1, 1] * means[i, 1] + v[1, 2] * means[i, 2] + v[1, 3]
                 pz = v[2, 0] * means[i, 0] + v[2, 1] * means[i, 1] + v[2, 2] * means[i, 2] + v[2, 3]
                 out_depths[c, i] = pz
+                depth_key[k] = pz
                 if not (pz >= near_plane and pz <= far_plane):
                     continue
                 # camera-space covariance = (W M)(W M)^T, W the view rotation
@@ -214,10 +234,17 @@ if AVAILABLE:
                 out_radii[c, i, 1] = int(ry)
                 out_means2d[c, i, 0] = mx
                 out_means2d[c, i, 1] = my
-                out_conics[c, i, 0] = d * rdet
-                out_conics[c, i, 1] = -b * rdet
-                out_conics[c, i, 2] = a * rdet
+                ca, cb, cc = d * rdet, -b * rdet, a * rdet
+                out_conics[c, i, 0] = ca
+                out_conics[c, i, 1] = cb
+                out_conics[c, i, 2] = cc
                 out_opacities[c, i] = op
+                out_cmp[k, 0] = mx
+                out_cmp[k, 1] = my
+                out_cmp[k, 2] = ca
+                out_cmp[k, 3] = cb
+                out_cmp[k, 4] = cc
+                out_cmp[k, 5] = op
                 if sh_degree >= 0:  # colour of the view direction mean - camera centre
                     cf = sh_coeffs[min(c, sh_coeffs.shape[0] - 1)]
                     x = means[i, 0] - campos[c, 0]
@@ -225,23 +252,61 @@ if AVAILABLE:
                     z = means[i, 2] - campos[c, 2]
                     nrm = 1.0 / max(math.sqrt(x * x + y * y + z * z), 1e-12)
                     x, y, z = x * nrm, y * nrm, z * nrm
-                    for ch in range(3):
-                        out_rgb[c, i, ch] = max(_sh_value(x, y, z, sh_degree, cf, i, ch) + 0.5, 0.0)
+                    nb = _sh_basis(x, y, z, sh_degree, basis)
+                    r, g, bl = 0.0, 0.0, 0.0
+                    for j in range(nb):  # the basis once, then the three channels together
+                        r += basis[j] * cf[i, j, 0]
+                        g += basis[j] * cf[i, j, 1]
+                        bl += basis[j] * cf[i, j, 2]
+                    out_cmp[k, 6] = max(r + 0.5, 0.0)
+                    out_cmp[k, 7] = max(g + 0.5, 0.0)
+                    out_cmp[k, 8] = max(bl + 0.5, 0.0)
 
-    @cached_njit(error_model="numpy")
-    def _pixel_span(center: float, half: float, lo: int, hi: int) -> tuple[int, int]:
-        """Pixels j in [lo, hi) whose centre j + 0.5 lies in [center - half, center + half]."""
-        first = math.ceil(max(center - half - 0.5, lo - 1.0))
-        last = math.floor(min(center + half - 0.5, float(hi)))
-        return max(int(first), lo), min(int(last) + 1, hi)
+    @cached_njit(error_model="numpy", inline="always", fastmath=True)
+    def _pack_one(
+        geo: np.ndarray,
+        j: int,
+        width: int,
+        height: int,
+        tile_w: int,
+        tile_h: int,
+        rec: np.ndarray,
+        spans: np.ndarray,
+        k: int,
+    ) -> None:
+        """Record ``rec[k]`` and tile span ``spans[k]`` of the splat whose centre, conic and opacity are
+        ``geo[j]``."""
+        spans[k, 0] = 0
+        spans[k, 1] = 0
+        spans[k, 2] = 0
+        spans[k, 3] = 0
+        mx, my, a, b, c = geo[j, 0], geo[j, 1], geo[j, 2], geo[j, 3], geo[j, 4]
+        op = max(geo[j, 5], ALPHA_MIN)
+        lv = math.log(op / ALPHA_MIN) + _SIGMA_SLACK
+        det = a * c - b * b
+        if det <= 0.0 or a <= 0.0:  # degenerate: visit nothing
+            return
+        ex = math.sqrt(2.0 * lv * c / det) + _PIXEL_SLACK
+        ey = math.sqrt(2.0 * lv * a / det) + _PIXEL_SLACK
+        rec[k, 0], rec[k, 1] = mx, my
+        rec[k, 2], rec[k, 3], rec[k, 4] = a, b, c
+        rec[k, 5], rec[k, 6], rec[k, 7] = lv, ex, ey
+        rec[k, 8], rec[k, 9] = math.log(op), 1.0 / a
+        e_a, e_b = math.exp(-a), math.exp(-b)
+        rec[k, 10], rec[k, 11], rec[k, 12], rec[k, 13], rec[k, 14] = e_a, 1.0 / e_a, e_b, 1.0 / e_b, math.exp(-c)
+        area = 2.0 * math.pi * lv / math.sqrt(det)  # of the ellipse sigma <= lv
+        small = ex <= _BOX_MAX and ey <= _BOX_MAX and max(a, abs(b), c) < _WALK_CONIC
+        rec[k, 15] = 1.0 if small and 4.0 * ex * ey <= _BOX_RATIO * area else 0.0
+        x0, x1 = _pixel_span(mx, ex, 0, width)
+        y0, y1 = _pixel_span(my, ey, 0, height)
+        if x1 > x0 and y1 > y0:
+            spans[k, 0], spans[k, 1] = x0 // tile_w, (x1 - 1) // tile_w + 1
+            spans[k, 2], spans[k, 3] = y0 // tile_h, (y1 - 1) // tile_h + 1
 
     @cached_njit(nogil=True, error_model="numpy", fastmath=True)
     def _pack(
         order: np.ndarray,
-        means2d: np.ndarray,
-        conics: np.ndarray,
-        opacities: np.ndarray,
-        feat: np.ndarray,
+        cmp: np.ndarray,
         width: int,
         height: int,
         tile_w: int,
@@ -252,78 +317,78 @@ if AVAILABLE:
         worker: int,
         n_workers: int,
     ) -> None:
-        """Records of the visible flat splats ``order`` [M] (depth order), for chunk ``worker`` of
-        ``n_workers``: ``rec`` [M, _REC] (see :data:`_REC`; zeroed by the caller), features ``fr``
-        [M, D] (``feat`` in the same order), and tile spans [M, 4] (tx0, tx1, ty0, ty1; zeroed by the
-        caller, left empty when off-image or degenerate)."""
+        """Records of the visible flat splats ``order`` [M] (depth order) from :func:`_project`'s rows
+        ``cmp``, for chunk ``worker`` of ``n_workers``: ``rec`` [M, _REC] (see :data:`_REC`), features
+        ``fr`` [M, D] (``cmp``'s columns 6:), and tile spans [M, 4] (tx0, tx1, ty0, ty1; empty when
+        off-image or degenerate). Every row is written."""
         m = order.shape[0]
-        for i in range(m * worker // n_workers, m * (worker + 1) // n_workers):
-            g = order[i]
-            for ch in range(feat.shape[1]):
-                fr[i, ch] = feat[g, ch]
-            a, b, c = conics[g, 0], conics[g, 1], conics[g, 2]
-            op = max(opacities[g], ALPHA_MIN)
-            lv = math.log(op / ALPHA_MIN) + _SIGMA_SLACK
-            det = a * c - b * b
-            if det <= 0.0 or a <= 0.0:  # degenerate: visit nothing
-                continue
-            ex = math.sqrt(2.0 * lv * c / det) + _PIXEL_SLACK
-            ey = math.sqrt(2.0 * lv * a / det) + _PIXEL_SLACK
-            rec[i, 0], rec[i, 1] = means2d[g, 0], means2d[g, 1]
-            rec[i, 2], rec[i, 3], rec[i, 4] = a, b, c
-            rec[i, 5], rec[i, 6], rec[i, 7] = lv, ex, ey
-            rec[i, 8], rec[i, 9] = math.log(op), 1.0 / a
-            e_a, e_b = math.exp(-a), math.exp(-b)
-            rec[i, 10], rec[i, 11], rec[i, 12], rec[i, 13], rec[i, 14] = e_a, 1.0 / e_a, e_b, 1.0 / e_b, math.exp(-c)
-            area = 2.0 * math.pi * lv / math.sqrt(det)  # of the ellipse sigma <= lv
-            small = ex <= _BOX_MAX and ey <= _BOX_MAX and max(a, abs(b), c) < _WALK_CONIC
-            rec[i, 15] = 1.0 if small and 4.0 * ex * ey <= _BOX_RATIO * area else 0.0
-            x0, x1 = _pixel_span(means2d[g, 0], ex, 0, width)
-            y0, y1 = _pixel_span(means2d[g, 1], ey, 0, height)
-            if x1 > x0 and y1 > y0:
-                spans[i, 0], spans[i, 1] = x0 // tile_w, (x1 - 1) // tile_w + 1
-                spans[i, 2], spans[i, 3] = y0 // tile_h, (y1 - 1) // tile_h + 1
+        n_feat = fr.shape[1]
+        lo, hi = m * worker // n_workers, m * (worker + 1) // n_workers
+        geo = np.empty((_PACK_BLOCK, 6))
+        for k0 in range(lo, hi, _PACK_BLOCK):
+            k1 = min(k0 + _PACK_BLOCK, hi)
+            # gather first, in a loop that does nothing else: the rows are scattered over memory, and
+            # only a short loop body lets the CPU keep many of these cache misses in flight at once
+            for k in range(k0, k1):
+                g = order[k]
+                for j in range(6):
+                    geo[k - k0, j] = cmp[g, j]
+                for ch in range(n_feat):
+                    fr[k, ch] = cmp[g, 6 + ch]
+            for k in range(k0, k1):
+                _pack_one(geo, k - k0, width, height, tile_w, tile_h, rec, spans, k)
 
     @cached_njit(nogil=True, error_model="numpy")
-    def _bin_tiles(
-        cams: np.ndarray,
+    def _count_tiles(
+        order: np.ndarray, n: int, spans: np.ndarray, tile_width: int, tile_height: int, counts: np.ndarray
+    ) -> int:
+        """Entries per tile list, ``counts`` [C * T] (zeroed here), of the packed splats (flat
+        (camera, splat) indices ``order`` [M] over ``n`` splats, tile spans [M, 4]); returns the total."""
+        n_tiles = tile_width * tile_height
+        counts[:] = 0
+        total = 0
+        for k in range(spans.shape[0]):
+            base = (order[k] // n) * n_tiles
+            for ty in range(spans[k, 2], spans[k, 3]):
+                for tx in range(spans[k, 0], spans[k, 1]):
+                    counts[base + ty * tile_width + tx] += 1
+                    total += 1
+        return total
+
+    @cached_njit(nogil=True, error_model="numpy")
+    def _fill_tiles(
+        order: np.ndarray,
+        n: int,
         spans: np.ndarray,
         rec: np.ndarray,
         feat: np.ndarray,
-        n_cameras: int,
+        counts: np.ndarray,
         tile_width: int,
         tile_height: int,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Tile lists: counts [C*T], offsets [C*T], and the records ``rec`` [M, _REC] and features
-        ``feat`` [M, D] copied into them (tile t's entries are rows offsets[t]:offsets[t]+counts[t]
-        of the returned [n_isects, _REC] and [n_isects, D] arrays). Records are in (camera, depth)
-        order, so every list is depth-sorted; compositing then reads each tile's records forwards
-        from one contiguous block instead of gathering them from all over ``rec``."""
+        offsets: np.ndarray,
+        trec: np.ndarray,
+        tfeat: np.ndarray,
+    ) -> None:
+        """Tile lists: ``offsets`` [C * T] (from ``counts``), and the packed records ``rec`` [M, _REC]
+        and features ``feat`` [M, D] copied into ``trec`` / ``tfeat`` (tile t's entries are rows
+        offsets[t]:offsets[t]+counts[t]). Packed rows are in (camera, depth) order, so every list is
+        depth-sorted; compositing then reads each tile's records forwards from one contiguous block
+        instead of gathering them from all over ``rec``."""
         n_tiles = tile_width * tile_height
-        counts = np.zeros(n_cameras * n_tiles, dtype=np.int64)
-        for i in range(spans.shape[0]):
-            base = cams[i] * n_tiles
-            for ty in range(spans[i, 2], spans[i, 3]):
-                for tx in range(spans[i, 0], spans[i, 1]):
-                    counts[base + ty * tile_width + tx] += 1
-        offsets = np.zeros_like(counts)
         total = 0
         for t in range(counts.shape[0]):
             offsets[t] = total
             total += counts[t]
-        trec = np.empty((total, rec.shape[1]))
-        tfeat = np.empty((total, feat.shape[1]))
         cursor = offsets.copy()
-        for i in range(spans.shape[0]):
-            base = cams[i] * n_tiles
-            for ty in range(spans[i, 2], spans[i, 3]):
-                for tx in range(spans[i, 0], spans[i, 1]):
+        for k in range(spans.shape[0]):
+            base = (order[k] // n) * n_tiles
+            for ty in range(spans[k, 2], spans[k, 3]):
+                for tx in range(spans[k, 0], spans[k, 1]):
                     t = base + ty * tile_width + tx
-                    k = cursor[t]
-                    trec[k, :] = rec[i, :]
-                    tfeat[k, :] = feat[i, :]
-                    cursor[t] = k + 1
-        return counts, offsets, trec, tfeat
+                    e = cursor[t]
+                    trec[e, :] = rec[k, :]
+                    tfeat[e, :] = feat[k, :]
+                    cursor[t] = e + 1
 
     @cached_njit(nogil=True, error_model="numpy")
     def _composite_tiles(
@@ -476,6 +541,47 @@ if AVAILABLE:
                         out_colors[cam, y, x, ch] = acc[p, ch] + trans[p] * backgrounds[cam, ch]
 
 
+class _Scratch:
+    """Scratch arrays of one thread, kept from call to call: a frame then writes into memory that is
+    already mapped and warm instead of paying page faults on fresh allocations (for 100k splats the
+    records alone are 13 MB). Buffers only grow (by a quarter beyond the request), up to the largest
+    scene the thread rendered; :func:`release_scratch` frees them."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        """A C-contiguous ``shape`` view of buffer ``name`` (contents undefined)."""
+        size = math.prod(shape)
+        buf = self.buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.size < size:
+            buf = np.empty(max(size + size // 4, 1), dtype=dtype)
+            self.buffers[name] = buf
+        return buf[:size].reshape(shape)
+
+
+_scratch = threading.local()
+
+
+def _workspace() -> _Scratch:
+    ws = getattr(_scratch, "ws", None)
+    if ws is None:
+        ws = _scratch.ws = _Scratch()
+    return ws
+
+
+def release_scratch() -> None:
+    """Free this thread's scratch buffers (they are otherwise kept for the next frame)."""
+    _scratch.ws = None
+
+
+def _np_float(x: Tensor) -> np.ndarray:
+    """A C-contiguous float32 or float64 numpy array of ``x``: float32 is passed as it is (kernels promote
+    it exactly as they read), saving a per-frame float64 copy of the splat arrays."""
+    a = x.detach().cpu().numpy()
+    return np.ascontiguousarray(a if a.dtype in (np.float32, np.float64) else a.astype(np.float64))
+
+
 def _np64(x: Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float64)
 
@@ -523,77 +629,70 @@ def render(
     """
     if not AVAILABLE:
         raise RuntimeError("numba is not installed; the fast CPU path is unavailable")
-    dtype = means.dtype
+    out_dtype = np.float32 if means.dtype == torch.float32 else np.float64
     n, c = means.shape[0], viewmats.shape[0]
-    mu3 = _np64(means)
+    ws = _workspace()
+    mu3 = _np_float(means)
     vms = _np64(viewmats)
-    radii = np.zeros((c, n, 2), dtype=np.int32)
-    means2d = np.zeros((c, n, 2))
-    depths = np.zeros((c, n))
-    conics = np.zeros((c, n, 3))
-    ops = np.zeros((c, n))
+    # the dense projection is returned (fresh arrays, written whole by the kernel in the output dtype);
+    # the per-(camera, splat) rows, depths, records and tile lists are scratch reused from frame to frame
+    radii = np.empty((c, n, 2), dtype=np.int32)
+    means2d = np.empty((c, n, 2), dtype=out_dtype)
+    depths = np.empty((c, n), dtype=out_dtype)
+    conics = np.empty((c, n, 3), dtype=out_dtype)
+    ops = np.empty((c, n), dtype=out_dtype)
+    depth_key = ws.array("depth", (c * n,), np.float64)
     wants_rgb = render_mode in ("RGB", "RGB+D", "RGB+ED")
-    if wants_rgb and sh_degree is not None:
+    sh = wants_rgb and sh_degree is not None
+    if sh:
         # float32 coefficients stay float32 (the kernel promotes them as it reads, exactly): no per-frame
         # float64 copy of [N, K, 3], which cost 8 ms a frame for 100k splats at SH degree 3
-        coeffs = colors.detach().cpu().numpy()
-        coeffs = np.ascontiguousarray(coeffs if coeffs.dtype in (np.float32, np.float64) else coeffs.astype(np.float64))
+        coeffs = _np_float(colors)
         coeffs = coeffs[None] if coeffs.ndim == 3 else coeffs  # [1 or C, N, K, 3]
         campos = np.ascontiguousarray(np.linalg.inv(vms)[:, :3, 3])
-        rgb = np.zeros((c, n, 3))
         degree = int(sh_degree)
     else:
-        coeffs, campos, rgb, degree = np.zeros((1, 1, 1, 3)), np.zeros((c, 3)), np.zeros((1, 1, 3)), -1
-    qs, ss, os_, ks = _np64(quats), _np64(scales), _np64(opacities), _np64(Ks)
+        coeffs, campos, degree = np.zeros((1, 1, 1, 3)), np.zeros((c, 3)), -1
+    d = (3 if sh else colors.shape[-1] if wants_rgb else 0) + (render_mode != "RGB")
+    cmp = ws.array("cmp", (c * n, 6 + d), np.float64)
+    qs, ss, os_, ks = _np_float(quats), _np_float(scales), _np_float(opacities), _np64(Ks)
     run_chunks(
         lambda w, k: _project(
             mu3, qs, ss, os_, vms, ks, width, height, float(eps2d), float(near_plane), float(far_plane),
             float(radius_clip), bool(antialiased), coeffs, degree, campos, radii, means2d, depths, conics, ops,
-            rgb, w, k,
+            cmp, depth_key, w, k,
         ),
         n, _MIN_CHUNK,
     )  # fmt: skip
-    visible = (radii > 0).all(axis=-1)  # [C, N]
-
-    feats: list[np.ndarray] = []
-    if wants_rgb:
-        if sh_degree is None:
-            col = colors.detach().cpu().numpy()
-            rgb = np.broadcast_to(col, (c, n, col.shape[-1])) if col.ndim == 2 else col
-        feats.append(rgb.reshape(c * n, rgb.shape[-1]))
+    if wants_rgb and not sh:  # the given features [N, D] or [C, N, D] into the rows' columns 6:
+        col = colors.detach().cpu().numpy()
+        cmp.reshape(c, n, 6 + d)[:, :, 6 : 6 + col.shape[-1]] = col
     if render_mode != "RGB":
-        feats.append(depths.reshape(c * n, 1))
-    # a C-contiguous float64 array, so that one compiled kernel variant serves every call
-    feat = feats[0] if len(feats) == 1 else np.concatenate(feats, axis=1)
-    feat = np.require(feat, np.float64, ["C"])
-    d = feat.shape[1]
+        cmp[:, -1] = depth_key
     bg = np.zeros((c, d))
     if backgrounds is not None and wants_rgb:
         bg[:, : backgrounds.shape[1]] = _np64(backgrounds)
 
     # Visible splats as flat [C * N] indices, ordered by camera then depth (stable).
-    flat_vis = np.flatnonzero(visible.reshape(-1))
-    flat_depth = depths.reshape(-1)[flat_vis]
-    cams = flat_vis // max(n, 1)
+    flat_vis = np.flatnonzero((radii > 0).all(axis=-1).reshape(-1))
+    flat_depth = depth_key[flat_vis]
     # (numpy's default sort is deterministic; only exact depth ties may order differently from the pure path)
-    order = flat_vis[np.lexsort((flat_depth, cams))] if c > 1 else flat_vis[np.argsort(flat_depth)]
-    order = order.astype(np.int64)
+    order = flat_vis[np.lexsort((flat_depth, flat_vis // max(n, 1)))] if c > 1 else flat_vis[np.argsort(flat_depth)]
+    order = order.astype(np.int64, copy=False)
+    m = order.shape[0]
+    rec, feat_r = ws.array("rec", (m, _REC), np.float64), ws.array("feat", (m, d), np.float64)
+    spans = ws.array("spans", (m, 4), np.int64)
+    run_chunks(lambda w, k: _pack(order, cmp, width, height, TILE_W, TILE_H, rec, feat_r, spans, w, k), m, _MIN_CHUNK)
     tw = (width + TILE_W - 1) // TILE_W
     th = (height + TILE_H - 1) // TILE_H
-    m2 = means2d.reshape(c * n, 2)
-    con = conics.reshape(c * n, 3)
-    out_dtype = np.float32 if dtype == torch.float32 else np.float64
+    counts = np.empty(c * tw * th, dtype=np.int64)
+    offsets = np.empty_like(counts)
+    total = _count_tiles(order, max(n, 1), spans, tw, th, counts)
+    trec = ws.array("trec", (total, _REC), np.float64)
+    tfeat = ws.array("tfeat", (total, d), np.float64)
+    _fill_tiles(order, max(n, 1), spans, rec, feat_r, counts, tw, th, offsets, trec, tfeat)
     out_colors = np.empty((c, height, width, d), dtype=out_dtype)
     out_alphas = np.empty((c, height, width, 1), dtype=out_dtype)
-    m = order.shape[0]
-    rec, feat_r, spans = np.zeros((m, _REC)), np.empty((m, d)), np.zeros((m, 4), dtype=np.int64)
-    ops_flat = ops.reshape(-1)
-    run_chunks(
-        lambda w, k: _pack(order, m2, con, ops_flat, feat, width, height, TILE_W, TILE_H, rec, feat_r, spans, w, k),
-        m,
-        _MIN_CHUNK,
-    )
-    counts, offsets, trec, tfeat = _bin_tiles(order // max(n, 1), spans, rec, feat_r, c, tw, th)
     run_chunks(
         lambda w, k: _composite_tiles(
             counts, offsets, trec, tfeat, bg, width, height, TILE_W, TILE_H, tw, th, out_colors, out_alphas, w, k
@@ -601,8 +700,6 @@ def render(
         counts.shape[0],
     )
 
-    def t(x: np.ndarray) -> Tensor:
-        return torch.from_numpy(x.astype(out_dtype, copy=False))
-
-    proj = FastProjection(torch.from_numpy(radii), t(means2d), t(depths), t(conics), t(ops))
+    t = torch.from_numpy
+    proj = FastProjection(t(radii), t(means2d), t(depths), t(conics), t(ops))
     return torch.from_numpy(out_colors), torch.from_numpy(out_alphas), proj
