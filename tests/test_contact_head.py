@@ -73,6 +73,28 @@ def test_the_head_equals_a_brute_force_window_and_reads_only_its_radius():
     assert (diff[8:17] > 1e-9).all() and (diff[:8] == 0).all() and (diff[17:] == 0).all()
 
 
+def test_an_ensemble_is_the_mean_of_its_members_each_a_head_of_its_own():
+    """Members side by side (grouped convolutions): member j equals a one-member head holding member j's
+    slices of the weights, and the ensemble's logits are the members' mean."""
+    ens = _randomised(ContactContext(audio_dim=6, context=2, hidden=5, dropout=0.0, members=3)).double()
+    feats = torch.randn(1, 20, 1, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        members = ens.member_logits(feats)[0].numpy()  # [T, 3, 2]
+        np.testing.assert_allclose(ens(feats)[0].numpy(), members.mean(1), atol=1e-12)
+    for j in range(3):
+        one = ContactContext(audio_dim=6, context=2, hidden=5, dropout=0.0).double().eval()
+        h = slice(5 * j, 5 * (j + 1))
+        with torch.no_grad():
+            one.conv1.weight.copy_(ens.conv1.weight[h])
+            one.conv1.bias.copy_(ens.conv1.bias[h])
+            one.conv2.weight.copy_(ens.conv2.weight[h])
+            one.conv2.bias.copy_(ens.conv2.bias[h])
+            one.out.weight.copy_(ens.out.weight[2 * j : 2 * j + 2])
+            one.out.bias.copy_(ens.out.bias[2 * j : 2 * j + 2])
+        np.testing.assert_allclose(members[:, j], _brute(one, feats[0].numpy()), atol=1e-10)
+    assert np.abs(members[:, 0] - members[:, 1]).max() > 0.1  # the members differ
+
+
 def _model(context: int = 0) -> Audio2Mesh:
     torch.manual_seed(0)
     cfg = Audio2MeshConfig(contact_head=True, contact_context=context, **_SMALL)
@@ -118,6 +140,15 @@ def test_context_config_is_validated_and_stored_only_when_set(tmp_path):
     assert back.contact_context is not None and back.contact_context.radius == 4
     for a, b in zip(back.state_dict().values(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    assert "contact_members" not in read_checkpoint(tmp_path / "ctx.pt")["config"]  # one member: as before
+    with pytest.raises(L2TError, match="contact_members"):
+        Audio2MeshConfig(output="rig", contact_head=True, contact_context=2, contact_members=0).validate()
+    torch.manual_seed(0)
+    cfg = Audio2MeshConfig(contact_head=True, contact_context=2, contact_members=3, **_SMALL)
+    ens = Audio2Mesh(cfg, subjects=["a"], n_verts=7931)
+    save_checkpoint(tmp_path / "ens.pt", ens)
+    assert read_checkpoint(tmp_path / "ens.pt")["config"]["contact_members"] == 3
+    assert load_model(tmp_path / "ens.pt").contact_context.members == 3
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -168,13 +199,14 @@ def test_the_trainer_learns_contacts_from_the_audio_and_writes_a_loadable_model(
     out = tmp_path / "ctx.pt"
     argv = ["train", "contact-head", "--model", str(src_path), "--data", str(dips), "--out", str(out),
             "--steps", "300", "--batch", "8", "--crop", "60", "--hidden", "16", "--lr", "1e-2", "--pos-weight", "1",
-            "--no-progress"]  # fmt: skip
+            "--members", "2", "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     assert "trained the context contact head on 8 clips" in capsys.readouterr().err
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["loss_last_100"] < 0.8 * report["loss_first_100"]  # 0.27 / 0.43 measured
     model = load_model(out)
     assert model.config.contact_context == 3 and model.config.contact_hidden == 16
+    assert model.config.contact_members == 2
     # on the held-out clips the bilabial frames now score above the vowel frames, by a wide margin
     # (medians measured: 0.78 against 0.37)
     val = load_dataset(dips, split="val")
@@ -197,6 +229,7 @@ def test_trainer_errors_are_one_line(dips, tmp_path, capsys):
     for argv, message in (
         (["--model", str(plain)], "no contact head"),
         (["--model", str(plain), "--context", "0"], "--context"),
+        (["--model", str(plain), "--members", "0"], "--members"),
     ):
         out = tmp_path / "x.pt"
         code = main(["train", "contact-head", "--data", str(dips), "--out", str(out), *argv])

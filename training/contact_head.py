@@ -47,6 +47,7 @@ class ContactHeadConfig:
     context: int = 3  # feature frames each side of the first convolution
     hidden: int = 32
     dropout: float = 0.3
+    members: int = 1  # ensemble: heads trained side by side, each on its own loss, logits averaged
     steps: int = 600
     batch: int = 32  # crops per step
     crop: int = 150  # frames per crop
@@ -60,19 +61,22 @@ class ContactHeadConfig:
             raise L2TError(f"--context must be 1..30 frames, got {self.context}")
         if min(self.hidden, self.steps, self.batch, self.crop) < 1:
             raise L2TError("--hidden, --steps, --batch and --crop must be >= 1")
+        if not 1 <= self.members <= 16:
+            raise L2TError(f"--members must be 1..16, got {self.members}")
         if not 0 <= self.dropout < 1:
             raise L2TError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not (self.lr > 0 and self.pos_weight > 0 and self.weight_decay >= 0):
             raise L2TError("--lr and --pos-weight must be > 0, --weight-decay >= 0")
 
 
-def with_context_head(src: Audio2Mesh, context: int, hidden: int, dropout: float) -> Audio2Mesh:
-    """A copy of ``src`` (which has a linear contact head) with a new, zero-output context contact head."""
+def with_context_head(src: Audio2Mesh, context: int, hidden: int, dropout: float, members: int = 1) -> Audio2Mesh:
+    """A copy of ``src`` (which has a linear contact head) with a new, zero-output context contact head
+    (an ensemble of ``members`` heads)."""
     if not src.config.contact_head:
         raise L2TError("the model has no contact head (contact_head = true in [model])")
-    cfg = type(src.config).from_dict(
-        {**src.config.to_dict(), "contact_context": context, "contact_hidden": hidden, "contact_dropout": dropout}
-    )
+    head = {"contact_context": context, "contact_hidden": hidden, "contact_dropout": dropout}
+    head["contact_members"] = members
+    cfg = type(src.config).from_dict({**src.config.to_dict(), **head})
     model = Audio2Mesh(cfg, src.subjects, src.n_verts, head=src.head, encoder=src.encoder)
     missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
     if unexpected or any(not k.startswith("contact_context.") for k in missing):
@@ -123,7 +127,7 @@ def train_contact_head(
     src = load_model(model_path)
     if src.config.contact_context:
         raise L2TError(f"{model_path} already has a context contact head")
-    model = with_context_head(src, cfg.context, cfg.hidden, cfg.dropout)
+    model = with_context_head(src, cfg.context, cfg.hidden, cfg.dropout, cfg.members)
     model.eval()
     dataset = load_dataset(data, split=split)
     torch.manual_seed(cfg.seed)
@@ -153,7 +157,9 @@ def train_contact_head(
             e = min(s + cfg.crop, n)
             feats[b, : e - s], h[b, : e - s], tg[b, : e - s] = f[s:e], hh[s:e], t[s:e]
             valid[b, : e - s] = True
-        loss = contact_bce(lin(h) + head(feats), tg, valid, pw)
+        # each member on its own loss (an ensemble of independently trained heads, not one averaged head)
+        base, members = lin(h), head.member_logits(feats)
+        loss = torch.stack([contact_bce(base + members[:, :, j], tg, valid, pw) for j in range(cfg.members)]).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -202,6 +208,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--hidden", type=int, default=d.hidden, help=f"channels ({d.hidden})")
     p.add_argument("--dropout", type=float, default=d.dropout, help=f"input dropout ({d.dropout})")
+    p.add_argument(
+        "--members", type=int, default=d.members, help=f"heads in an ensemble, each on its own loss ({d.members})"
+    )
     p.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps ({d.steps})")
     p.add_argument("--batch", type=int, default=d.batch, help=f"crops per step ({d.batch})")
     p.add_argument("--crop", type=int, default=d.crop, help=f"frames per crop ({d.crop})")
@@ -221,8 +230,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = ContactHeadConfig(
-        args.context, args.hidden, args.dropout, args.steps, args.batch, args.crop, args.lr, args.weight_decay,
-        args.pos_weight, args.seed,
+        context=args.context, hidden=args.hidden, dropout=args.dropout, members=args.members, steps=args.steps,
+        batch=args.batch, crop=args.crop, lr=args.lr, weight_decay=args.weight_decay, pos_weight=args.pos_weight,
+        seed=args.seed,
     )  # fmt: skip
     report = train_contact_head(
         args.model, args.data, args.out, cfg, split=args.split, subjects=args.subjects, limit=args.limit,

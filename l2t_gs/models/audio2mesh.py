@@ -96,7 +96,8 @@ class Audio2MeshConfig:
     ``l2t-gs train contact-threshold``). ``contact_context`` > 0 adds a context contact head
     (:class:`~l2t_gs.models.contact_context.ContactContext`): logits read from the audio features of
     ``contact_context + 2`` frames on each side, with ``contact_hidden`` channels and input dropout
-    ``contact_dropout``, summed with the linear head's (trained by ``l2t-gs train contact-head``).
+    ``contact_dropout`` (an ensemble of ``contact_members`` such heads, logits averaged), summed with the
+    linear head's (trained by ``l2t-gs train contact-head``).
     """
 
     fps: float = 30.0
@@ -122,6 +123,7 @@ class Audio2MeshConfig:
     contact_context: int = 0  # frames of audio features each side of the context contact head (0: none)
     contact_hidden: int = 32  # channels of the context contact head
     contact_dropout: float = 0.3  # input dropout of the context contact head (training only)
+    contact_members: int = 1  # heads in the context contact head's ensemble (their logits are averaged)
     encoder: str = "builtin"
     encoder_path: str = ""
     encoder_freeze: str = "cnn"
@@ -187,6 +189,8 @@ class Audio2MeshConfig:
             raise bad(f"contact_hidden must be >= 1, got {self.contact_hidden}")
         if not 0 <= self.contact_dropout < 1:
             raise bad(f"contact_dropout must be in [0, 1), got {self.contact_dropout}")
+        if not 1 <= self.contact_members <= 16:
+            raise bad(f"contact_members must be in 1..16, got {self.contact_members}")
         if self.encoder not in ENCODERS:
             raise bad(f"encoder must be one of {', '.join(ENCODERS.choices())}, got {self.encoder!r}")
         if self.encoder_freeze not in ("cnn", "all", "none"):
@@ -457,7 +461,13 @@ class Audio2Mesh(nn.Module):
             out_dim = self.n_verts * 3
         self.decoder = MotionDecoder(config, self.encoder.out_dim, out_dim, len(self.subjects))
         self.contact_context = (
-            ContactContext(self.encoder.out_dim, config.contact_context, config.contact_hidden, config.contact_dropout)
+            ContactContext(
+                self.encoder.out_dim,
+                config.contact_context,
+                config.contact_hidden,
+                config.contact_dropout,
+                config.contact_members,
+            )
             if config.contact_context
             else None
         )

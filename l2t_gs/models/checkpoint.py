@@ -82,7 +82,7 @@ def model_payload(model: Audio2Mesh) -> dict[str, Any]:
 def _config_dict(config: Audio2MeshConfig) -> dict[str, Any]:
     """The config as stored: ``contact_head`` (and ``contact_threshold``) only when on, and
     ``contact_gate_mm``, ``contact_hold_s`` and ``contact_context`` (with ``contact_hidden`` and
-    ``contact_dropout``) only when set, so that models without them stay readable
+    ``contact_dropout``; ``contact_members`` when above 1) only when set, so that models without them stay readable
     by l2t-gs versions that predate them (missing keys load as the defaults)."""
     out = config.to_dict()
     if not out.get("contact_head"):
@@ -94,6 +94,8 @@ def _config_dict(config: Audio2MeshConfig) -> dict[str, Any]:
     if "contact_context" not in out:  # the context head's size matters only with one
         out.pop("contact_hidden", None)
         out.pop("contact_dropout", None)
+    if "contact_context" not in out or out.get("contact_members") == 1:
+        out.pop("contact_members", None)
     return out
 
 
@@ -134,6 +136,7 @@ CONFIG_LIMITS: dict[str, tuple[float, float]] = {
     "n_mels": (1, 1024),
     "offset_scale": (0, 1e6),
     "contact_hidden": (1, 4096),
+    "contact_members": (1, 16),
 }
 _HF_LIMITS = {
     "hidden_size": 8192,
@@ -189,7 +192,7 @@ def _estimate_parameters(cfg: Audio2MeshConfig, n_subjects: int, n_verts: int, h
     d, e = cfg.d_model, cfg.enc_dim
     total = cfg.n_layers * (4 + 2 * cfg.ff_mult) * d * d + d * (3 * n_verts + n_subjects + cfg.rig_expr + 64)
     if cfg.contact_context:  # the context contact head's two convolutions (audio features of at most 8192)
-        k = cfg.contact_hidden
+        k = cfg.contact_hidden * cfg.contact_members
         total += (2 * cfg.contact_context + 1) * k * (e if cfg.encoder == "builtin" else 8192) + 5 * k * k
     if cfg.encoder == "builtin":
         total += cfg.enc_layers * 12 * e * e + cfg.n_mels * e * 8 + e * d * cfg.feats_per_frame
