@@ -249,3 +249,26 @@ def test_phone_clips_filters_subjects_and_limits_in_order(dips, tmp_path):
         assert [c.name for c in phone_clips(load_dataset(dips, split="all"), None, 2)] == ["spk_s01", "spk_s02"]
     finally:
         (tmp_path / "s00.json").rename(dips / "phones" / "spk_s00.json")
+
+
+def test_augmented_copies_are_cached_deterministically_with_the_same_targets(dips):
+    """``--augment N``: every clip is cached N + 1 times (its audio, then N random channels of it), with
+    the clip's own contact targets; the copies differ from the original, and a seed fixes them."""
+    from l2t_gs.training.contact_head import _cache, with_context_head
+    from l2t_gs.training.data.datasets import load_dataset, phone_clips
+
+    model = with_context_head(_model(), context=2, hidden=4, dropout=0.0).eval()
+    ds = load_dataset(dips, split="train")
+
+    def cache(seed: int) -> list:
+        return _cache(model, phone_clips(ds, None, 2), augment=2, seed=seed)[0]
+
+    a, b, c = cache(0), cache(0), cache(1)
+    assert len(a) == 6
+    for k in range(6):
+        assert torch.equal(a[k][0], b[k][0])  # deterministic for a seed
+        assert torch.equal(a[k][2], a[3 * (k // 3)][2])  # the clip's targets for every copy
+    for clip in (0, 3):
+        assert float((a[clip + 1][0] - a[clip][0]).abs().max()) > 1e-3  # a copy is not the original
+        assert torch.equal(a[clip][0], c[clip][0])  # the original does not depend on the seed
+    assert any(float((a[k][0] - c[k][0]).abs().max()) > 1e-3 for k in (1, 2, 4, 5))  # copies do

@@ -8,7 +8,10 @@ BCE against the articulation module's contact windows, contact frames weighted b
 
 Because the rest is frozen, the model runs once per clip of the split: the audio features and the
 decoder's features (mean speaker style, as for an unseen voice) are cached, and the steps train on random
-crops of them, a few minutes on the CPU. The output is a checkpoint of the whole model with
+crops of them, a few minutes on the CPU. With ``--augment N`` each clip is also cached N more times with
+its audio through a random channel (:func:`l2t_gs.training.data.channels.apply_random_channel`: room,
+noise, telephone band and codecs, gain, clipping; time-aligned, so the contact targets stay), seeded from
+``--seed`` and the clip's index. The output is a checkpoint of the whole model with
 ``contact_context`` set, written atomically when the steps are done (a run takes minutes; an interrupted
 one starts over); calibrate it next (``l2t-gs train contact-threshold``)::
 
@@ -48,6 +51,7 @@ class ContactHeadConfig:
     hidden: int = 32
     dropout: float = 0.3
     members: int = 1  # ensemble: heads trained side by side, each on its own loss, logits averaged
+    augment: int = 0  # extra copies of each clip through a random channel
     steps: int = 600
     batch: int = 32  # crops per step
     crop: int = 150  # frames per crop
@@ -63,6 +67,8 @@ class ContactHeadConfig:
             raise L2TError("--hidden, --steps, --batch and --crop must be >= 1")
         if not 1 <= self.members <= 16:
             raise L2TError(f"--members must be 1..16, got {self.members}")
+        if not 0 <= self.augment <= 16:
+            raise L2TError(f"--augment must be 0..16, got {self.augment}")
         if not 0 <= self.dropout < 1:
             raise L2TError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not (self.lr > 0 and self.pos_weight > 0 and self.weight_decay >= 0):
@@ -85,10 +91,12 @@ def with_context_head(src: Audio2Mesh, context: int, hidden: int, dropout: float
 
 
 def _cache(
-    model: Audio2Mesh, clips: Iterable[Any]
+    model: Audio2Mesh, clips: Iterable[Any], augment: int = 0, seed: int = 0
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], set[str]]:
-    """(aligned audio features [T, k, C], decoder features [T, d], contact targets [T, 2]) per clip, and
-    the clips' subjects."""
+    """(aligned audio features [T, k, C], decoder features [T, d], contact targets [T, 2]) per clip and
+    per each of its ``augment`` random-channel copies, and the clips' subjects."""
+    from l2t_gs.training.data.channels import apply_random_channel
+
     out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     subjects: set[str] = set()
     got: dict[str, torch.Tensor] = {}
@@ -96,12 +104,20 @@ def _cache(
     try:
         style = model.decoder.style_vector(torch.tensor([-1]))
         with torch.no_grad():
-            for c in clips:
+            for index, c in enumerate(clips):
                 if abs(c.fps - model.fps) > 1e-6:
                     raise L2TError(f"{c.name} is {c.fps:g} fps, the model {model.fps:g} fps")
-                feats = model.encode(c.audio[None].float(), c.num_frames)
-                model.decoder(feats, style, 0)
-                out.append((feats[0], got["h"][0].clone(), c.contact_targets()))
+                targets = c.contact_targets()
+                audio = c.audio.float()
+                versions = [audio]
+                rng = np.random.default_rng([seed, index])
+                for _ in range(augment):
+                    y, _done = apply_random_channel(audio.numpy(), int(c.audio_sr), rng)
+                    versions.append(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)))
+                for a in versions:
+                    feats = model.encode(a[None], c.num_frames)
+                    model.decoder(feats, style, 0)
+                    out.append((feats[0], got["h"][0].clone(), targets))
                 subjects.add(c.subject)
     finally:
         hook.remove()
@@ -131,7 +147,7 @@ def train_contact_head(
     model.eval()
     dataset = load_dataset(data, split=split)
     torch.manual_seed(cfg.seed)
-    cache, used = _cache(model, phone_clips(dataset, subjects, limit))
+    cache, used = _cache(model, phone_clips(dataset, subjects, limit), cfg.augment, cfg.seed)
     if not cache:
         raise L2TError(f"{data}: no clip of split {split!r} has phone segments to train contacts on")
     head, lin = model.contact_context, model.decoder.contact_out
@@ -175,7 +191,8 @@ def train_contact_head(
         "model": str(model_path),
         "data": str(data),
         "split": split,
-        "clips": len(cache),
+        "clips": len(cache) // (1 + cfg.augment),
+        "cached": len(cache),  # with the random-channel copies
         "subjects": sorted(used),
         "config": asdict(cfg),
         "loss_first_100": float(np.mean(losses[:100])),
@@ -211,6 +228,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--members", type=int, default=d.members, help=f"heads in an ensemble, each on its own loss ({d.members})"
     )
+    p.add_argument(
+        "--augment",
+        type=int,
+        default=d.augment,
+        help=f"extra copies of each clip through a random channel ({d.augment})",
+    )
     p.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps ({d.steps})")
     p.add_argument("--batch", type=int, default=d.batch, help=f"crops per step ({d.batch})")
     p.add_argument("--crop", type=int, default=d.crop, help=f"frames per crop ({d.crop})")
@@ -230,7 +253,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = ContactHeadConfig(
-        context=args.context, hidden=args.hidden, dropout=args.dropout, members=args.members, steps=args.steps,
+        context=args.context, hidden=args.hidden, dropout=args.dropout, members=args.members, augment=args.augment,
+        steps=args.steps,
         batch=args.batch, crop=args.crop, lr=args.lr, weight_decay=args.weight_decay, pos_weight=args.pos_weight,
         seed=args.seed,
     )  # fmt: skip
