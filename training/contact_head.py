@@ -143,10 +143,10 @@ def train_contact_head(
     src = load_model(model_path)
     if src.config.contact_context:
         raise L2TError(f"{model_path} already has a context contact head")
+    torch.manual_seed(cfg.seed)  # before the new head's random start, so that a seed fixes the run
     model = with_context_head(src, cfg.context, cfg.hidden, cfg.dropout, cfg.members)
     model.eval()
     dataset = load_dataset(data, split=split)
-    torch.manual_seed(cfg.seed)
     cache, used = _cache(model, phone_clips(dataset, subjects, limit), cfg.augment, cfg.seed)
     if not cache:
         raise L2TError(f"{data}: no clip of split {split!r} has phone segments to train contacts on")
