@@ -291,3 +291,80 @@ def test_augmented_copies_are_cached_deterministically_with_the_same_targets(dip
         assert float((a[clip + 1][0] - a[clip][0]).abs().max()) > 1e-3  # a copy is not the original
         assert torch.equal(a[clip][0], c[clip][0])  # the original does not depend on the seed
     assert any(float((a[k][0] - c[k][0]).abs().max()) > 1e-3 for k in (1, 2, 4, 5))  # copies do
+
+
+# ------------------------------------------------------------------------------------------ contact encoder
+def _with_encoder(seed: int = 4) -> Audio2Mesh:
+    """A small model with a context head reading its own encoder, both randomised away from the shared one."""
+    from l2t_gs.training.contact_head import with_context_head
+
+    model = with_context_head(_model(), context=2, hidden=6, dropout=0.0, contact_encoder=True).eval()
+    _randomised(model.contact_context, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.contact_encoder.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def test_a_contact_encoder_starts_as_the_shared_one_and_streams_exactly():
+    from l2t_gs.training.contact_head import with_context_head
+
+    src = _model()
+    fresh = with_context_head(src, context=2, hidden=6, dropout=0.0, contact_encoder=True).eval()
+    shared, own = fresh.encoder.state_dict(), fresh.contact_encoder.state_dict()
+    assert all(torch.equal(shared[k], own[k]) for k in shared)  # a copy to start from
+    audio = 0.1 * torch.randn(16000 * 4, generator=torch.Generator().manual_seed(5))
+    model = _with_encoder()
+    n = model.n_frames(audio.shape[0], model.fps)
+    with torch.no_grad():
+        out = model(audio[None], n, torch.tensor([-1]), src.head.v_template[None].float())
+        whole = torch.sigmoid(out["contact_logits"][0])
+        # the head reads the contact encoder's features, not the shared ones
+        shared_feats = model.encode(audio[None], n)
+        own_feats = model.encode(audio[None], n, contacts=True)
+    assert float((own_feats - shared_feats).abs().max()) > 1e-3
+    for chunk in (0.5, 1.0, 10.0):
+        streamed = model.predict_params(audio, contacts=False, chunk_seconds=chunk)["contacts"]
+        assert float((streamed - whole).abs().max()) < 1e-5, chunk
+
+
+def test_crops_are_encoded_as_the_whole_clip_encodes_them():
+    """Training crops of the head's own encoder (with context each side, exact sub-sample shift) equal
+    the whole clip's features at the same frames."""
+    from l2t_gs.training.contact_head import _encoded_crops
+
+    model = _with_encoder()
+    audio = 0.1 * torch.randn(16000 * 6, generator=torch.Generator().manual_seed(6))
+    n = model.n_frames(audio.shape[0], model.fps)
+    with torch.no_grad():
+        whole = model.encode(audio[None], n, contacts=True)[0]
+        crops = [(audio, 0, 40, n), (audio, 37, 77, n), (audio, n - 40, n, n)]
+        got = _encoded_crops(model, crops, 40)
+    for b, (_a, s, e, _n) in enumerate(crops):
+        err = float((got[b, : e - s] - whole[s:e]).abs().max())
+        assert err < 1e-4, (s, e, err)
+
+
+def test_the_trainer_tunes_the_heads_own_encoder_only(dips, tmp_path):
+    from l2t_gs.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+    from l2t_gs.training.contact_head import ContactHeadConfig, train_contact_head
+
+    src_path = tmp_path / "src.pt"
+    src = _model()
+    save_checkpoint(src_path, src)
+    out = tmp_path / "enc.pt"
+    cfg = ContactHeadConfig(hidden=4, steps=4, batch=2, crop=30, tune_encoder=1e-3)
+    train_contact_head(src_path, dips, out, cfg, limit=2, progress=False)
+    assert read_checkpoint(out)["config"]["contact_encoder"] is True
+    model = load_model(out)
+    before = src.encoder.state_dict()
+    assert all(torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())  # motion path as it was
+    own = model.contact_encoder.state_dict()
+    assert any(not torch.equal(before[k], own[k]) for k in before)  # the head's copy was trained
+    with pytest.raises(L2TError, match="contact_encoder needs"):
+        Audio2MeshConfig(output="rig", contact_head=True, contact_encoder=True).validate()
+    with pytest.raises(L2TError, match="--tune-encoder"):
+        ContactHeadConfig(tune_encoder=-1.0)
+    save_checkpoint(tmp_path / "plain.pt", _model(context=2))
+    assert "contact_encoder" not in read_checkpoint(tmp_path / "plain.pt")["config"]

@@ -7,13 +7,16 @@ linear head, everything else frozen, by the contact loss (:func:`l2t_gs.training
 BCE against the articulation module's contact windows, contact frames weighted by ``--pos-weight``).
 
 Because the rest is frozen, the model runs once per clip of the split: the audio features and the
-decoder's features (mean speaker style, as for an unseen voice) are cached, and the steps train on random
-crops of them, a few minutes on the CPU. With ``--augment N`` each clip is also cached N more times with
-its audio through a random channel (:func:`l2t_gs.training.data.channels.apply_random_channel`: room,
-noise, telephone band and codecs, gain, clipping; time-aligned, so the contact targets stay), seeded from
-``--seed`` and the clip's index. The output is a checkpoint of the whole model with
-``contact_context`` set, written atomically when the steps are done (a run takes minutes; an interrupted
-one starts over); calibrate it next (``l2t-gs train contact-threshold``)::
+decoder's features (mean speaker style, as for an unseen voice) are cached, and the steps train on
+random crops of them, a few minutes on the CPU. With ``--augment N`` each clip is also cached N more
+times with its audio through a random channel
+(:func:`l2t_gs.training.data.channels.apply_random_channel`: room, noise, telephone band and codecs,
+gain, clipping; time-aligned, so the contact targets stay), seeded from ``--seed`` and the clip's index.
+With ``--tune-encoder LR`` the head gets an audio encoder of its own (a copy of the model's,
+``contact_encoder``), trained with it at peak learning rate LR on the audio of each crop (with the
+encoder's context on both sides); the motion path keeps the shared encoder. The output is a checkpoint
+of the whole model with ``contact_context`` set, written atomically when the steps are done (a run takes
+minutes; an interrupted one starts over); calibrate it next (``l2t-gs train contact-threshold``)::
 
     l2t-gs train contact-head --model runs/s4a/last.pt --data runs/human --out runs/ctx/last.pt
 """
@@ -36,6 +39,7 @@ from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import output_parent, write_text_atomic
 from l2t_gs.models.audio2mesh import Audio2Mesh
 from l2t_gs.models.checkpoint import load_model, save_checkpoint
+from l2t_gs.models.encoders import SAMPLE_RATE, align_features
 from l2t_gs.training.data.datasets import load_dataset, phone_clips
 from l2t_gs.training.losses.contact import contact_bce
 from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS, Trainer
@@ -52,6 +56,7 @@ class ContactHeadConfig:
     dropout: float = 0.3
     members: int = 1  # ensemble: heads trained side by side, each on its own loss, logits averaged
     augment: int = 0  # extra copies of each clip through a random channel
+    tune_encoder: float = 0.0  # peak lr of the head's own copy of the audio encoder (0: the shared one, frozen)
     steps: int = 600
     batch: int = 32  # crops per step
     crop: int = 150  # frames per crop
@@ -69,35 +74,43 @@ class ContactHeadConfig:
             raise L2TError(f"--members must be 1..16, got {self.members}")
         if not 0 <= self.augment <= 16:
             raise L2TError(f"--augment must be 0..16, got {self.augment}")
+        if not (self.tune_encoder >= 0 and math.isfinite(self.tune_encoder)):
+            raise L2TError(f"--tune-encoder must be a learning rate >= 0, got {self.tune_encoder}")
         if not 0 <= self.dropout < 1:
             raise L2TError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not (self.lr > 0 and self.pos_weight > 0 and self.weight_decay >= 0):
             raise L2TError("--lr and --pos-weight must be > 0, --weight-decay >= 0")
 
 
-def with_context_head(src: Audio2Mesh, context: int, hidden: int, dropout: float, members: int = 1) -> Audio2Mesh:
+def with_context_head(
+    src: Audio2Mesh, context: int, hidden: int, dropout: float, members: int = 1, contact_encoder: bool = False
+) -> Audio2Mesh:
     """A copy of ``src`` (which has a linear contact head) with a new, zero-output context contact head
-    (an ensemble of ``members`` heads)."""
+    (an ensemble of ``members`` heads; with ``contact_encoder``, reading its own copy of the encoder)."""
     if not src.config.contact_head:
         raise L2TError("the model has no contact head (contact_head = true in [model])")
     head = {"contact_context": context, "contact_hidden": hidden, "contact_dropout": dropout}
     head["contact_members"] = members
+    head["contact_encoder"] = contact_encoder
     cfg = type(src.config).from_dict({**src.config.to_dict(), **head})
     model = Audio2Mesh(cfg, src.subjects, src.n_verts, head=src.head, encoder=src.encoder)
     missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("contact_context.") for k in missing):
+    if unexpected or any(not k.startswith(("contact_context.", "contact_encoder.")) for k in missing):
         raise L2TError(f"cannot carry the weights over: missing {missing}, unexpected {unexpected}")
+    if model.contact_encoder is not None:  # starts as the shared encoder
+        model.contact_encoder.load_state_dict(model.encoder.state_dict())
     return model
 
 
 def _cache(
-    model: Audio2Mesh, clips: Iterable[Any], augment: int = 0, seed: int = 0
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], set[str]]:
-    """(aligned audio features [T, k, C], decoder features [T, d], contact targets [T, 2]) per clip and
-    per each of its ``augment`` random-channel copies, and the clips' subjects."""
+    model: Audio2Mesh, clips: Iterable[Any], augment: int = 0, seed: int = 0, keep_audio: bool = False
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]], set[str]]:
+    """(aligned audio features [T, k, C], decoder features [T, d], contact targets [T, 2], the audio [n]
+    when ``keep_audio`` else None) per clip and per each of its ``augment`` random-channel copies, and the
+    clips' subjects."""
     from l2t_gs.training.data.channels import apply_random_channel
 
-    out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
     subjects: set[str] = set()
     got: dict[str, torch.Tensor] = {}
     hook = model.decoder.norm.register_forward_hook(lambda _m, _i, o: got.__setitem__("h", o))
@@ -117,11 +130,42 @@ def _cache(
                 for a in versions:
                     feats = model.encode(a[None], c.num_frames)
                     model.decoder(feats, style, 0)
-                    out.append((feats[0], got["h"][0].clone(), targets))
+                    out.append((feats[0], got["h"][0].clone(), targets, a if keep_audio else None))
                 subjects.add(c.subject)
     finally:
         hook.remove()
     return out, subjects
+
+
+def _encoded_crops(model: Audio2Mesh, crops: list[tuple[Any, int, int, int]], crop: int) -> torch.Tensor:
+    """Aligned features ``[B, crop, k, C]`` of the head's own encoder for crops ``(audio [n], s, e, T)``
+    (frames s..e of a T-frame clip), each encoded from a window that starts on the encoder's chunk grid
+    with the encoder's context on both sides (within the clip), as streaming inference encodes it."""
+    enc, fps = model.contact_encoder, model.fps
+    assert enc is not None
+    pad = math.ceil(enc.context_s * fps) + 1
+    grid = model._grid()  # windows must start on the encoder's grid to see what the whole clip sees
+    span = math.ceil((crop + 2 * pad) / grid) * grid + grid  # frames per window (one size: batched)
+    windows = []
+    for audio, s, e, total in crops:
+        lo = max(0, s - pad) // grid * grid
+        hi = min(total, lo + span)
+        a0 = min(round(lo * SAMPLE_RATE / fps), max(0, audio.shape[0] - enc.stride_samples))
+        b0 = max(a0 + 1, min(audio.shape[0], round(hi * SAMPLE_RATE / fps)))
+        windows.append((audio[a0:b0], s, e, lo, hi, a0))
+    out = torch.zeros(len(windows), crop, model.config.feats_per_frame, enc.out_dim)
+    by_length: dict[int, list[int]] = {}  # windows cut short by the clip's end are encoded apart: no padding
+    for b, w in enumerate(windows):
+        by_length.setdefault(w[0].shape[0], []).append(b)
+    for rows in by_length.values():
+        raw = enc(torch.stack([windows[b][0] for b in rows]))  # [R, N, C]
+        for r, b in enumerate(rows):
+            _seg, s, e, lo, hi, a0 = windows[b]
+            shift = lo / fps - a0 / SAMPLE_RATE
+            k = model.config.feats_per_frame
+            f = align_features(raw[r : r + 1], enc.frame_rate, enc.offset_s, hi - lo, fps, k, shift)
+            out[b, : e - s] = f[0, s - lo : e - lo]
+    return out
 
 
 def train_contact_head(
@@ -144,17 +188,21 @@ def train_contact_head(
     if src.config.contact_context:
         raise L2TError(f"{model_path} already has a context contact head")
     torch.manual_seed(cfg.seed)  # before the new head's random start, so that a seed fixes the run
-    model = with_context_head(src, cfg.context, cfg.hidden, cfg.dropout, cfg.members)
+    tune = cfg.tune_encoder > 0
+    model = with_context_head(src, cfg.context, cfg.hidden, cfg.dropout, cfg.members, contact_encoder=tune)
     model.eval()
     dataset = load_dataset(data, split=split)
-    cache, used = _cache(model, phone_clips(dataset, subjects, limit), cfg.augment, cfg.seed)
+    cache, used = _cache(model, phone_clips(dataset, subjects, limit), cfg.augment, cfg.seed, keep_audio=tune)
     if not cache:
         raise L2TError(f"{data}: no clip of split {split!r} has phone segments to train contacts on")
     head, lin = model.contact_context, model.decoder.contact_out
     assert head is not None and lin is not None
-    params = [*head.parameters(), *lin.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
+    groups = [{"params": [*head.parameters(), *lin.parameters()], "lr": cfg.lr}]
+    if model.contact_encoder is not None:
+        groups.append({"params": list(model.contact_encoder.parameters()), "lr": cfg.tune_encoder})
+        model.contact_encoder.train()
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, [g["lr"] for g in groups], total_steps=cfg.steps)
     pw = torch.tensor([cfg.pos_weight, cfg.pos_weight])
     rng = np.random.default_rng(cfg.seed)
     k, c_dim = cache[0][0].shape[1:]
@@ -166,13 +214,17 @@ def train_contact_head(
         h = torch.zeros(cfg.batch, cfg.crop, d)
         tg = torch.zeros(cfg.batch, cfg.crop, 2)
         valid = torch.zeros(cfg.batch, cfg.crop, dtype=torch.bool)
+        crops = []
         for b, j in enumerate(rng.integers(0, len(cache), cfg.batch)):
-            f, hh, t = cache[int(j)]
+            f, hh, t, audio = cache[int(j)]
             n = min(f.shape[0], t.shape[0])
             s = int(rng.integers(0, max(n - cfg.crop, 0) + 1))
             e = min(s + cfg.crop, n)
             feats[b, : e - s], h[b, : e - s], tg[b, : e - s] = f[s:e], hh[s:e], t[s:e]
             valid[b, : e - s] = True
+            crops.append((audio, s, e, f.shape[0]))
+        if model.contact_encoder is not None:
+            feats = _encoded_crops(model, crops, cfg.crop)
         # each member on its own loss (an ensemble of independently trained heads, not one averaged head)
         base, members = lin(h), head.member_logits(feats)
         loss = torch.stack([contact_bce(base + members[:, :, j], tg, valid, pw) for j in range(cfg.members)]).mean()
@@ -234,6 +286,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d.augment,
         help=f"extra copies of each clip through a random channel ({d.augment})",
     )
+    p.add_argument(
+        "--tune-encoder",
+        type=float,
+        default=d.tune_encoder,
+        metavar="LR",
+        help="give the head its own copy of the audio encoder, trained at this peak learning rate (0: shared, frozen)",
+    )
     p.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps ({d.steps})")
     p.add_argument("--batch", type=int, default=d.batch, help=f"crops per step ({d.batch})")
     p.add_argument("--crop", type=int, default=d.crop, help=f"frames per crop ({d.crop})")
@@ -254,6 +313,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = ContactHeadConfig(
         context=args.context, hidden=args.hidden, dropout=args.dropout, members=args.members, augment=args.augment,
+        tune_encoder=args.tune_encoder,
         steps=args.steps,
         batch=args.batch, crop=args.crop, lr=args.lr, weight_decay=args.weight_decay, pos_weight=args.pos_weight,
         seed=args.seed,

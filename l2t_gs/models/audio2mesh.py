@@ -27,6 +27,7 @@ value cache), which makes decoding of chunks exactly equal to decoding the whole
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -97,7 +98,9 @@ class Audio2MeshConfig:
     (:class:`~l2t_gs.models.contact_context.ContactContext`): logits read from the audio features of
     ``contact_context + 2`` frames on each side, with ``contact_hidden`` channels and input dropout
     ``contact_dropout`` (an ensemble of ``contact_members`` such heads, logits averaged), summed with the
-    linear head's (trained by ``l2t-gs train contact-head``).
+    linear head's (trained by ``l2t-gs train contact-head``); with ``contact_encoder`` it reads the features
+    of an audio encoder of its own (a copy of the model's, fine-tuned for contacts; the motion path keeps
+    the shared one).
     """
 
     fps: float = 30.0
@@ -124,6 +127,7 @@ class Audio2MeshConfig:
     contact_hidden: int = 32  # channels of the context contact head
     contact_dropout: float = 0.3  # input dropout of the context contact head (training only)
     contact_members: int = 1  # heads in the context contact head's ensemble (their logits are averaged)
+    contact_encoder: bool = False  # the context contact head reads an audio encoder of its own (tuned for contacts)
     encoder: str = "builtin"
     encoder_path: str = ""
     encoder_freeze: str = "cnn"
@@ -191,6 +195,8 @@ class Audio2MeshConfig:
             raise bad(f"contact_dropout must be in [0, 1), got {self.contact_dropout}")
         if not 1 <= self.contact_members <= 16:
             raise bad(f"contact_members must be in 1..16, got {self.contact_members}")
+        if self.contact_encoder and not self.contact_context:
+            raise bad("contact_encoder needs a context contact head (contact_context > 0)")
         if self.encoder not in ENCODERS:
             raise bad(f"encoder must be one of {', '.join(ENCODERS.choices())}, got {self.encoder!r}")
         if self.encoder_freeze not in ("cnn", "all", "none"):
@@ -460,6 +466,9 @@ class Audio2Mesh(nn.Module):
             self.n_expr = 0
             out_dim = self.n_verts * 3
         self.decoder = MotionDecoder(config, self.encoder.out_dim, out_dim, len(self.subjects))
+        # the context contact head's own encoder: same architecture, weights from the checkpoint (or copied
+        # from the shared encoder when a head is added, see training.contact_head.with_context_head)
+        self.contact_encoder = copy.deepcopy(self.encoder) if config.contact_encoder else None
         self.contact_context = (
             ContactContext(
                 self.encoder.out_dim,
@@ -499,12 +508,14 @@ class Audio2Mesh(nn.Module):
             return int(style)
         raise L2TError(f"style must be a subject name or an index in 0..{len(self.subjects) - 1}, got {style!r}")
 
-    def encode(self, audio: Tensor, n_frames: int, shift_s: float = 0.0) -> Tensor:
-        """``audio [B, n] -> aligned features [B, n_frames, feats_per_frame, C]`` (frame 0 at ``shift_s``)."""
-        feats = self.encoder(audio)
-        enc = self.encoder
+    def encode(self, audio: Tensor, n_frames: int, shift_s: float = 0.0, contacts: bool = False) -> Tensor:
+        """``audio [B, n] -> aligned features [B, n_frames, feats_per_frame, C]`` (frame 0 at ``shift_s``);
+        ``contacts``: by the context contact head's own encoder (``contact_encoder``)."""
+        enc = self.contact_encoder if contacts else self.encoder
+        if enc is None:
+            raise ValueError("the model has no contact encoder")
         return align_features(
-            feats, enc.frame_rate, enc.offset_s, n_frames, self.fps, self.config.feats_per_frame, shift_s
+            enc(audio), enc.frame_rate, enc.offset_s, n_frames, self.fps, self.config.feats_per_frame, shift_s
         )
 
     def raw_to_offsets(self, raw: Tensor) -> Tensor:
@@ -551,7 +562,8 @@ class Audio2Mesh(nn.Module):
             return {"vertices": template[:, None] + self.raw_to_offsets(raw), "raw": raw}
         raw, logits = raw[..., : self.decoder.out_dim], raw[..., self.decoder.out_dim :]
         if self.contact_context is not None:
-            logits = logits + self.contact_context(feats)
+            cfeats = feats if self.contact_encoder is None else self.encode(audio, n_frames, contacts=True)
+            logits = logits + self.contact_context(cfeats)
         return {"vertices": template[:, None] + self.raw_to_offsets(raw), "raw": raw, "contact_logits": logits}
 
     def _check_template(self, template: Tensor, batched: bool = False) -> None:
@@ -617,7 +629,10 @@ class Audio2Mesh(nn.Module):
             if self.contact_context is not None:  # its window: +-radius frames, cut where the clip ends
                 r = self.contact_context.radius
                 lo, hi = max(a, s - r), min(b, e + r)
-                ctx_logits = self.contact_context(feats[:, lo - a : hi - a])[0, s - lo : e - lo]
+                cfeats = feats
+                if self.contact_encoder is not None:
+                    cfeats = self.encode(audio[None, a0:b0], b - a, a / fps - a0 / SAMPLE_RATE, contacts=True)
+                ctx_logits = self.contact_context(cfeats[:, lo - a : hi - a])[0, s - lo : e - lo]
                 out = torch.cat([out[:, : self.decoder.out_dim], out[:, self.decoder.out_dim :] + ctx_logits], 1)
             yield out
 

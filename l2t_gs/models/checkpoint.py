@@ -96,6 +96,8 @@ def _config_dict(config: Audio2MeshConfig) -> dict[str, Any]:
         out.pop("contact_dropout", None)
     if "contact_context" not in out or out.get("contact_members") == 1:
         out.pop("contact_members", None)
+    if "contact_context" not in out or not out.get("contact_encoder"):
+        out.pop("contact_encoder", None)
     return out
 
 
@@ -194,6 +196,7 @@ def _estimate_parameters(cfg: Audio2MeshConfig, n_subjects: int, n_verts: int, h
     if cfg.contact_context:  # the context contact head's two convolutions (audio features of at most 8192)
         k = cfg.contact_hidden * cfg.contact_members
         total += (2 * cfg.contact_context + 1) * k * (e if cfg.encoder == "builtin" else 8192) + 5 * k * k
+    before_encoder = total
     if cfg.encoder == "builtin":
         total += cfg.enc_layers * 12 * e * e + cfg.n_mels * e * 8 + e * d * cfg.feats_per_frame
     else:
@@ -215,6 +218,8 @@ def _estimate_parameters(cfg: Audio2MeshConfig, n_subjects: int, n_verts: int, h
                 raise L2TError(f"{where}: hf_config field '{key}' must be a list of at most 32 integers in 1..8192")
         dims, kernels = hf.get("conv_dim", []), hf.get("conv_kernel", [])
         total += sum(a * b * k for a, b, k in zip([1, *dims], dims, kernels, strict=False))
+    if cfg.contact_context and cfg.contact_encoder:  # the context contact head's own copy of the encoder
+        total += total - before_encoder
     return int(total)
 
 
