@@ -209,6 +209,7 @@ def train_contact_head(
     d = cache[0][1].shape[1]
     head.train()
     losses: list[float] = []
+    own_encoder = model.contact_encoder is not None  # then the head's features come from the crops' audio
     for step in range(cfg.steps):
         feats = torch.zeros(cfg.batch, cfg.crop, k, c_dim)
         h = torch.zeros(cfg.batch, cfg.crop, d)
@@ -220,10 +221,13 @@ def train_contact_head(
             n = min(f.shape[0], t.shape[0])
             s = int(rng.integers(0, max(n - cfg.crop, 0) + 1))
             e = min(s + cfg.crop, n)
-            feats[b, : e - s], h[b, : e - s], tg[b, : e - s] = f[s:e], hh[s:e], t[s:e]
+            h[b, : e - s], tg[b, : e - s] = hh[s:e], t[s:e]
             valid[b, : e - s] = True
-            crops.append((audio, s, e, f.shape[0]))
-        if model.contact_encoder is not None:
+            if own_encoder:
+                crops.append((audio, s, e, f.shape[0]))
+            else:
+                feats[b, : e - s] = f[s:e]
+        if own_encoder:
             feats = _encoded_crops(model, crops, cfg.crop)
         # each member on its own loss (an ensemble of independently trained heads, not one averaged head)
         base, members = lin(h), head.member_logits(feats)
