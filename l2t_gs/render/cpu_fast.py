@@ -4,11 +4,13 @@ Same semantics as the pure path (:mod:`l2t_gs.render.torch_raster`: EWA projecti
 FOV clamp, eps2d dilation, opacity-aware extent and culling, SH colours, alpha cap, 1/255 cut-off,
 transmittance early stop); the work is organised for a CPU instead:
 
-* one pass per splat, in splat order, does the quaternion, the projection, the SH colour and the
-  splat's compositing record and the tiles its alpha >= 1/255 ellipse touches (tighter than the
-  3.33-sigma box), without temporaries; a second copies, in depth order, each visible splat's record
-  into every tile list it joins (so that a tile reads one contiguous block forwards, not records
-  scattered over the whole array); scratch arrays are kept per thread from frame to frame;
+* one pass per splat, in splat order, does the quaternion, the projection and the SH colour without
+  temporaries, and writes each visible splat's centre, conic, opacity and colour into one short row;
+  a second gathers those rows in depth order (in blocks, so that the cache misses overlap) and makes
+  each splat's compositing record and the tiles its alpha >= 1/255 ellipse touches (tighter than the
+  3.33-sigma box); a third copies each record into every tile list it joins (so that a tile reads one
+  contiguous block forwards, not records scattered over the whole array); the rows, records and tile
+  lists are scratch arrays kept per thread from frame to frame;
 * tiles are composited independently; within a tile only that ellipse's pixels are visited (solved
   per pixel row; small round splats simply over their bounding box, the alpha test rejecting the
   corners), with ``o exp(-sigma)`` advanced by multiplication along rows and from row to row;
