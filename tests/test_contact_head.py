@@ -368,3 +368,67 @@ def test_the_trainer_tunes_the_heads_own_encoder_only(dips, tmp_path):
         ContactHeadConfig(tune_encoder=-1.0)
     save_checkpoint(tmp_path / "plain.pt", _model(context=2))
     assert "contact_encoder" not in read_checkpoint(tmp_path / "plain.pt")["config"]
+
+
+def test_the_second_step_goes_on_from_the_trained_head_with_its_own_encoder(dips, tmp_path, capsys):
+    """``--tune-encoder`` on a model whose context head is trained: the copy starts as the shared encoder
+    (the same contacts as the source), the head keeps its shape and starts from its trained weights, and
+    only the copy, the heads and nothing of the motion path change."""
+    from l2t_gs.cli.main import main
+    from l2t_gs.models.checkpoint import load_model, save_checkpoint
+    from l2t_gs.training.contact_head import ContactHeadConfig, train_contact_head, with_own_encoder
+
+    src = _model(context=2)
+    _randomised(src.contact_context, 3)
+    audio = 0.1 * torch.randn(16000 * 3, generator=torch.Generator().manual_seed(7))
+    copy = with_own_encoder(src).eval()
+    with torch.no_grad():
+        a = src.predict_params(audio, contacts=False)["contacts"]
+        b = copy.predict_params(audio, contacts=False)["contacts"]
+    assert float((a - b).abs().max()) < 1e-6
+    src_path = tmp_path / "ctx.pt"
+    save_checkpoint(src_path, src)
+    out = tmp_path / "two.pt"
+    cfg = ContactHeadConfig(hidden=9, steps=3, batch=2, crop=30, tune_encoder=1e-3, lr=1e-9)
+    report = train_contact_head(src_path, dips, out, cfg, limit=2, progress=False)
+    model = load_model(out)
+    assert model.config.contact_encoder and model.config.contact_hidden == src.config.contact_hidden
+    assert report["config"]["hidden"] == src.config.contact_hidden and report["config"]["context"] == 2
+    before, after = src.state_dict(), model.state_dict()
+    for k, v in before.items():
+        if k.startswith("contact_context."):  # from the trained weights (a learning rate of 1e-9 barely moves them)
+            assert float((after[k] - v).abs().max()) < 1e-5, k
+        elif not k.startswith("decoder.contact_out"):
+            assert torch.equal(after[k], v), k
+    own = model.contact_encoder.state_dict()
+    assert any(not torch.equal(before["encoder." + k], own[k]) for k in own)
+    # a head that already has its own encoder, or no --tune-encoder: one line, nothing written
+    for model_path, extra in ((src_path, []), (out, ["--tune-encoder", "1e-4"])):
+        bad = tmp_path / "bad.pt"
+        argv = ["train", "contact-head", "--model", str(model_path), "--data", str(dips), "--out", str(bad)]
+        code = main([*argv, *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and len(err) == 1 and "already has a context contact head" in err[0], err
+        assert not bad.exists()
+
+
+def test_the_event_term_enters_training_and_is_validated(dips, tmp_path):
+    from dataclasses import replace
+
+    from l2t_gs.models.checkpoint import save_checkpoint
+    from l2t_gs.training.contact_head import ContactHeadConfig, train_contact_head
+
+    src = tmp_path / "src.pt"
+    save_checkpoint(src, _model())
+    base = ContactHeadConfig(hidden=4, steps=3, batch=2, crop=30)
+    weights = []
+    for k, cfg in enumerate((base, replace(base, event_weight=2.0))):
+        out = tmp_path / f"e{k}.pt"
+        report = train_contact_head(src, dips, out, cfg, limit=2, progress=False)
+        assert report["config"]["event_weight"] == cfg.event_weight
+        weights.append(torch.load(out, map_location="cpu", weights_only=False)["model"])
+    keys = [k for k in weights[0] if k.startswith("contact_context.")]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in keys)  # same seed, the term changed the steps
+    for bad in ({"event_weight": -1.0}, {"event_weight": math.inf}, {"event_widen": 16}, {"event_widen": -1}):
+        with pytest.raises(L2TError, match="--event-weight"):
+            ContactHeadConfig(**bad)

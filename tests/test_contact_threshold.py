@@ -41,7 +41,10 @@ def test_calibrating_a_model_without_contact_head_is_one_line(tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("field, bad, value", [("contact_gate_mm", -1.0, 3.0), ("contact_hold_s", -0.1, 0.04)])
+@pytest.mark.parametrize(
+    "field, bad, value",
+    [("contact_gate_mm", -1.0, 3.0), ("contact_hold_s", -0.1, 0.04), ("contact_peak_s", -0.1, 0.07)],
+)
 def test_calibrated_contact_fields_are_validated_and_stored_only_when_set(tmp_path, field, bad, value):
     from l2t_gs.models.audio2mesh import Audio2Mesh
     from l2t_gs.models.checkpoint import load_model, read_checkpoint, save_checkpoint
@@ -99,3 +102,47 @@ def test_the_sweep_scores_each_hold_and_the_choice_takes_the_short_closure():
     assert by_hold[0.0]["recall1"] == 1.0 and by_hold[0.0]["false_closures"] == 1.0
     assert by_hold[0.04]["recall1"] == 1.0 and by_hold[0.04]["false_closures"] == 0.0
     assert choose(table, 0.0)["hold_s"] == 0.04
+
+
+def test_the_sweep_scores_peak_radii_and_a_run_over_two_bilabials_closes_both():
+    """One contact run covers "m aa m" with a probability peak in each m: one closure per run closes the
+    first m only; a peak radius of 0.07 s (two frames) closes both, and ``choose`` takes it."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from l2t_gs.motion import articulation as art
+    from l2t_gs.rig import FlameRig, load_head_model
+    from l2t_gs.training.contact_threshold import sweep
+    from l2t_gs.training.metrics.regions import builtin_regions
+
+    fps = 30.0
+    hm = load_head_model("builtin")
+    phones = [("sil", 0.0, 0.2), ("aa", 0.2, 0.5), ("m", 0.5, 0.6), ("aa", 0.6, 0.7), ("m", 0.7, 0.8),
+              ("aa", 0.8, 1.1), ("sil", 1.1, 1.3)]  # fmt: skip
+    n = 39
+    no_m = [("aa" if p == "m" else p, a, b) for p, a, b in phones]
+    open_track = art.articulate(no_m, fps=fps, n_frames=n, model=hm)
+    probs = np.zeros((n, 2), np.float32)
+    probs[15:24, 0] = [0.7, 0.9, 0.8, 0.7, 0.6, 0.7, 0.85, 0.8, 0.7]  # peaks at 16 (first m) and 21 (second m)
+
+    class Fake:
+        head = hm
+        rig = FlameRig(hm)
+
+        def predict_params(self, audio, fps, contacts):
+            return {
+                "expr": torch.as_tensor(open_track.expr),
+                "jaw_pose": torch.as_tensor(open_track.jaw_pose),
+                "contacts": torch.as_tensor(probs),
+            }
+
+    clip = SimpleNamespace(audio=None, fps=fps, phones=phones, subject="a")
+    table = sweep(Fake(), [clip], (0.5,), builtin_regions().lip_pair, (0.0,), (0.0, 0.04), (0.0, 0.07))
+    assert len(table) == 3  # no hold: the radius is not swept
+    by = {(row["hold_s"], row["peak_s"]): row for row in table}
+    assert by[0.04, 0.0]["bilabials"] == 2 and by[0.04, 0.0]["recall1"] == 0.5
+    assert by[0.04, 0.07]["recall1"] == 1.0 and by[0.04, 0.07]["false_closures"] == 0.0
+    best = choose(table, 0.0)
+    assert (best["hold_s"], best["peak_s"]) == (0.04, 0.07)

@@ -225,6 +225,49 @@ def test_hold_peaks_matches_a_run_by_run_walk():
     assert np.nonzero(hold_peaks(on, score, 3))[0].tolist() == [3, 4, 5, 8, 9]
 
 
+def _peaks_loop(on: np.ndarray, score: np.ndarray, k: int, radius: int) -> np.ndarray:
+    """Brute-force reference of hold_peaks with a radius: test each frame against its neighbours."""
+    n = on.size
+
+    def top(t: int) -> bool:  # the highest of the on frames within the radius
+        near = range(max(0, t - radius), min(n, t + radius + 1))
+        return bool(on[t]) and score[t] == max(score[u] for u in near if on[u])
+
+    out = np.zeros_like(on)
+    for t in range(n):
+        if not top(t) or (t > 0 and top(t - 1) and score[t - 1] == score[t]):  # a plateau counts once
+            continue
+        i, j = t, t
+        while i > 0 and on[i - 1]:
+            i -= 1
+        while j < n and on[j]:
+            j += 1
+        a = max(i, min(t - (k - 1) // 2, j - k))
+        out[a : min(a + k, j)] = True
+    return out
+
+
+def test_hold_peaks_with_a_radius_keeps_every_local_maximum():
+    rng = np.random.default_rng(1)
+    for _ in range(400):
+        n = int(rng.integers(1, 40))
+        on = rng.random(n) < rng.random()
+        score = rng.random(n) if rng.random() < 0.5 else rng.integers(0, 4, n) / 3.0
+        for k in (1, 2, 3):
+            for radius in (1, 2, 4):
+                got = hold_peaks(on, score, k, radius)
+                np.testing.assert_array_equal(got, _peaks_loop(on, score, k, radius), err_msg=f"{k} {radius}")
+                assert not (got & ~on).any()
+    # analytic: one run with two peaks 5 frames apart keeps both at radius 2, one at radius 0 or 5
+    on = np.zeros(12, bool)
+    on[2:10] = True
+    score = np.array([0, 0, 0.6, 0.9, 0.7, 0.6, 0.5, 0.7, 0.8, 0.6, 0, 0])
+    assert np.nonzero(hold_peaks(on, score, 1, 2))[0].tolist() == [3, 8]
+    assert np.nonzero(hold_peaks(on, score, 1, 0))[0].tolist() == [3]
+    assert np.nonzero(hold_peaks(on, score, 1, 5))[0].tolist() == [3]
+    assert np.nonzero(hold_peaks(on, score, 2, 2))[0].tolist() == [3, 4, 8, 9]
+
+
 def test_the_closure_hold_closes_at_the_surest_frame_only(head):
     """A long stretch of likely contact frames over an open vowel: without a hold the lips stay shut
     through all of it; with ``hold_s`` one (two) frame(s) at the probability peak close and the vowel's
@@ -342,6 +385,13 @@ def test_contact_head_config_and_streaming(head, tmp_path):
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
     torch.testing.assert_close(probs, params["contacts"], atol=1e-6, rtol=0)
     assert lip_gap(whole, pair)[on.numpy()].max() * 1000 < 1.0
+    # with a closure hold and a peak radius the stream still equals the whole clip
+    model.config.contact_hold_s, model.config.contact_peak_s = 0.04, 0.07
+    held = model.predict(audio, neutral, chunk_seconds=30.0)
+    assert not torch.equal(held, whole)
+    for chunk in (0.3, 0.7):
+        torch.testing.assert_close(model.predict(audio, neutral, chunk_seconds=chunk), held, atol=1e-5, rtol=0)
+    model.config.contact_hold_s, model.config.contact_peak_s = 0.0, 0.0
     # checkpoints carry the flag; models without a contact head store no new key
     save_checkpoint(tmp_path / "c.pt", model)
     back = load_model(tmp_path / "c.pt")
@@ -459,6 +509,57 @@ def test_short_bilabial_frames_mark_only_bilabials_under_40_ms():
     assert on.tolist() == list(range(49, 55)) and mask.dtype == np.float32
     assert not mask[75:95].any()  # the 80 ms 'm' is not short
     assert not short_bilabial_frames(phones, 100.0, 120, max_s=0.02).any()
+
+
+def _event_bce_brute(logits, targets, valid, widen):
+    """Events found and pooled by explicit loops."""
+    losses = []
+    B, T, C = logits.shape
+    for c in range(C):
+        for b in range(B):
+            t = 0
+            while t < T:
+                if valid[b, t] and targets[b, t, c] >= 0.5:
+                    e = t
+                    while e + 1 < T and valid[b, e + 1] and targets[b, e + 1, c] >= 0.5:
+                        e += 1
+                    frames = [k for k in range(max(0, t - widen), min(T, e + widen + 1)) if valid[b, k]]
+                    z = max(float(logits[b, k, c]) for k in frames)
+                    losses.append(np.log1p(np.exp(-z)))
+                    t = e + 1
+                else:
+                    t += 1
+    return float(np.mean(losses)) if losses else 0.0
+
+
+def test_contact_event_bce_pools_each_event_over_its_widened_window():
+    from l2t_gs.training.losses.contact import contact_event_bce
+
+    g = torch.Generator().manual_seed(3)
+    for widen in (0, 1, 3):
+        logits = torch.randn(3, 40, 2, generator=g, dtype=torch.float64)
+        targets = (torch.rand(3, 40, 2, generator=g) > 0.7).double() * torch.rand(3, 40, 2, generator=g) * 1.5
+        valid = torch.ones(3, 40, dtype=torch.bool)
+        valid[2, 31:] = False
+        got = float(contact_event_bce(logits, targets, valid, widen))
+        assert abs(got - _event_bce_brute(logits, targets, valid, widen)) < 1e-12, widen
+    # analytic: one event at frames 10..12; the largest logit within 2 frames (at 8) decides, one outside does not
+    logits = torch.full((1, 30, 2), -5.0)
+    logits[0, 8, 0], logits[0, 20, 0] = 2.0, 9.0
+    targets = torch.zeros(1, 30, 2)
+    targets[0, 10:13, 0] = 1.0
+    valid = torch.ones(1, 30, dtype=torch.bool)
+    softplus = torch.nn.functional.softplus
+    assert abs(float(contact_event_bce(logits, targets, valid, 2)) - float(softplus(torch.tensor(-2.0)))) < 1e-6
+    assert abs(float(contact_event_bce(logits, targets, valid, 1)) - float(softplus(torch.tensor(5.0)))) < 1e-6
+    # gradients reach only the pooled frame; no event: zero, still differentiable
+    z = logits.clone().requires_grad_(True)
+    contact_event_bce(z, targets, valid, 2).backward()
+    assert torch.count_nonzero(z.grad) == 1 and z.grad[0, 8, 0] < 0
+    z = logits.clone().requires_grad_(True)
+    out = contact_event_bce(z, torch.zeros(1, 30, 2), valid, 2)
+    out.backward()
+    assert out.item() == 0.0 and torch.count_nonzero(z.grad) == 0
 
 
 def test_contact_loss_short_boost_weighs_the_bilabial_channel_of_short_frames():

@@ -378,6 +378,7 @@ _UNCOMPARED = (
     "contact_threshold",
     "contact_gate_mm",
     "contact_hold_s",
+    "contact_peak_s",
 )  # may move / are resolved when the model loads / are calibrated after training
 
 

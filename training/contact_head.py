@@ -4,7 +4,9 @@ The linear contact head reads one frame of the causal decoder. ``l2t-gs train co
 :class:`~l2t_gs.models.contact_context.ContactContext` (logits from the audio features of
 ``--context + 2`` frames on each side, summed with the linear head's) and trains it together with the
 linear head, everything else frozen, by the contact loss (:func:`l2t_gs.training.losses.contact.contact_bce`:
-BCE against the articulation module's contact windows, contact frames weighted by ``--pos-weight``).
+BCE against the articulation module's contact windows, contact frames weighted by ``--pos-weight``; with
+``--event-weight W``, plus W times the event-level term :func:`~l2t_gs.training.losses.contact.contact_event_bce`,
+which scores each contact event by its largest logit within ``--event-widen`` frames).
 
 Because the rest is frozen, the model runs once per clip of the split: the audio features and the
 decoder's features (mean speaker style, as for an unseen voice) are cached, and the steps train on
@@ -14,7 +16,10 @@ times with its audio through a random channel
 gain, clipping; time-aligned, so the contact targets stay), seeded from ``--seed`` and the clip's index.
 With ``--tune-encoder LR`` the head gets an audio encoder of its own (a copy of the model's,
 ``contact_encoder``), trained with it at peak learning rate LR on the audio of each crop (with the
-encoder's context on both sides); the motion path keeps the shared encoder. The output is a checkpoint
+encoder's context on both sides); the motion path keeps the shared encoder. Given a model whose context
+head is already trained (on the shared encoder), ``--tune-encoder`` goes on from that head instead of a new
+one (its shape stays: ``--context``, ``--hidden``, ``--dropout`` and ``--members`` are then the model's).
+The output is a checkpoint
 of the whole model with ``contact_context`` set, written atomically when the steps are done (a run takes
 minutes; an interrupted one starts over); calibrate it next (``l2t-gs train contact-threshold``)::
 
@@ -28,7 +33,7 @@ import json
 import math
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +46,10 @@ from l2t_gs.models.audio2mesh import Audio2Mesh
 from l2t_gs.models.checkpoint import load_model, save_checkpoint
 from l2t_gs.models.encoders import SAMPLE_RATE, align_features
 from l2t_gs.training.data.datasets import load_dataset, phone_clips
-from l2t_gs.training.losses.contact import contact_bce
+from l2t_gs.training.losses.contact import contact_bce, contact_event_bce
 from l2t_gs.training.trainers import TRAINER_HELP, TRAINERS, Trainer
 
-__all__ = ["ContactHeadConfig", "train_contact_head", "with_context_head"]
+__all__ = ["ContactHeadConfig", "train_contact_head", "with_context_head", "with_own_encoder"]
 
 
 @dataclass
@@ -63,6 +68,8 @@ class ContactHeadConfig:
     lr: float = 2e-3  # peak of the one-cycle schedule
     weight_decay: float = 1e-2
     pos_weight: float = 4.0
+    event_weight: float = 0.0  # weight of the event-level (multiple-instance) term; 0: frames only
+    event_widen: int = 2  # frames each side of an event where its largest logit is taken
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -78,6 +85,8 @@ class ContactHeadConfig:
             raise L2TError(f"--tune-encoder must be a learning rate >= 0, got {self.tune_encoder}")
         if not 0 <= self.dropout < 1:
             raise L2TError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not (self.event_weight >= 0 and math.isfinite(self.event_weight)) or not 0 <= self.event_widen <= 15:
+            raise L2TError("--event-weight must be >= 0 and --event-widen 0..15 frames")
         if not (self.lr > 0 and self.pos_weight > 0 and self.weight_decay >= 0):
             raise L2TError("--lr and --pos-weight must be > 0, --weight-decay >= 0")
 
@@ -99,6 +108,21 @@ def with_context_head(
         raise L2TError(f"cannot carry the weights over: missing {missing}, unexpected {unexpected}")
     if model.contact_encoder is not None:  # starts as the shared encoder
         model.contact_encoder.load_state_dict(model.encoder.state_dict())
+    return model
+
+
+def with_own_encoder(src: Audio2Mesh) -> Audio2Mesh:
+    """A copy of ``src`` (whose context contact head reads the shared encoder) whose head reads an encoder of
+    its own, starting as a copy of the shared one: the same outputs until it is trained."""
+    if not src.config.contact_context or src.config.contact_encoder:
+        raise L2TError("the model needs a context contact head that reads the shared encoder")
+    cfg = type(src.config).from_dict({**src.config.to_dict(), "contact_encoder": True})
+    model = Audio2Mesh(cfg, src.subjects, src.n_verts, head=src.head, encoder=src.encoder)
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("contact_encoder.") for k in missing):
+        raise L2TError(f"cannot carry the weights over: missing {missing}, unexpected {unexpected}")
+    assert model.contact_encoder is not None
+    model.contact_encoder.load_state_dict(model.encoder.state_dict())
     return model
 
 
@@ -185,11 +209,21 @@ def train_contact_head(
         raise L2TError(f"--out must end in .pt, got {out}")
     output_parent(out, writable=False)
     src = load_model(model_path)
-    if src.config.contact_context:
-        raise L2TError(f"{model_path} already has a context contact head")
-    torch.manual_seed(cfg.seed)  # before the new head's random start, so that a seed fixes the run
     tune = cfg.tune_encoder > 0
-    model = with_context_head(src, cfg.context, cfg.hidden, cfg.dropout, cfg.members, contact_encoder=tune)
+    if src.config.contact_context:  # the second step: the trained head goes on with an encoder of its own
+        if not tune or src.config.contact_encoder:
+            raise L2TError(
+                f"{model_path} already has a context contact head (--tune-encoder continues one that reads "
+                "the shared encoder)"
+            )
+        c = src.config
+        shape = {"context": c.contact_context, "hidden": c.contact_hidden, "dropout": c.contact_dropout}
+        cfg = replace(cfg, **shape, members=c.contact_members)  # the head keeps its shape
+        model = with_own_encoder(src)
+        torch.manual_seed(cfg.seed)  # the training's dropout
+    else:
+        torch.manual_seed(cfg.seed)  # before the new head's random start, so that a seed fixes the run
+        model = with_context_head(src, cfg.context, cfg.hidden, cfg.dropout, cfg.members, contact_encoder=tune)
     model.eval()
     dataset = load_dataset(data, split=split)
     cache, used = _cache(model, phone_clips(dataset, subjects, limit), cfg.augment, cfg.seed, keep_audio=tune)
@@ -231,7 +265,14 @@ def train_contact_head(
             feats = _encoded_crops(model, crops, cfg.crop)
         # each member on its own loss (an ensemble of independently trained heads, not one averaged head)
         base, members = lin(h), head.member_logits(feats)
-        loss = torch.stack([contact_bce(base + members[:, :, j], tg, valid, pw) for j in range(cfg.members)]).mean()
+        per_member = []
+        for j in range(cfg.members):
+            z = base + members[:, :, j]
+            term = contact_bce(z, tg, valid, pw)
+            if cfg.event_weight > 0:
+                term = term + cfg.event_weight * contact_event_bce(z, tg, valid, cfg.event_widen)
+            per_member.append(term)
+        loss = torch.stack(per_member).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -295,7 +336,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=d.tune_encoder,
         metavar="LR",
-        help="give the head its own copy of the audio encoder, trained at this peak learning rate (0: shared, frozen)",
+        help="give the head its own copy of the audio encoder, trained at this peak learning rate (0: shared, "
+        "frozen); on a model with a trained context head, that head goes on with the copy",
     )
     p.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps ({d.steps})")
     p.add_argument("--batch", type=int, default=d.batch, help=f"crops per step ({d.batch})")
@@ -306,6 +348,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--pos-weight", type=float, default=d.pos_weight, help=f"weight of contact frames ({d.pos_weight:g})"
+    )
+    p.add_argument(
+        "--event-weight",
+        type=float,
+        default=d.event_weight,
+        metavar="W",
+        help="add W x the event-level loss: each contact event's largest logit near it against 1 (0: off)",
+    )
+    p.add_argument(
+        "--event-widen",
+        type=int,
+        default=d.event_widen,
+        metavar="N",
+        help=f"frames each side of an event searched for its largest logit ({d.event_widen})",
     )
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed ({d.seed})")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -320,7 +376,7 @@ def run(args: argparse.Namespace) -> int:
         tune_encoder=args.tune_encoder,
         steps=args.steps,
         batch=args.batch, crop=args.crop, lr=args.lr, weight_decay=args.weight_decay, pos_weight=args.pos_weight,
-        seed=args.seed,
+        event_weight=args.event_weight, event_widen=args.event_widen, seed=args.seed,
     )  # fmt: skip
     report = train_contact_head(
         args.model, args.data, args.out, cfg, split=args.split, subjects=args.subjects, limit=args.limit,

@@ -3,14 +3,17 @@
 The contact loss weighs contact frames up (``pos_weight`` w), which inflates the predicted odds by about
 w: a frame the head calls 50 % is rarer than that. ``l2t-gs train contact-threshold`` runs the model once
 per clip of the split (raw rig parameters and contact probabilities), then for every threshold, lip-gap
-gate and closure hold of a grid (the gate: a contact frame closes only where the decoder's own lip gap is
-under it, 0: no gate; the hold: each run of contact frames is cut to that long around its most probable
-frame, 0: whole runs) applies the contacts exactly as inference does (:func:`l2t_gs.motion.contacts.apply_contacts`),
+gate, closure hold and peak radius of a grid (the gate: a contact frame closes only where the decoder's own
+lip gap is under it, 0: no gate; the hold: each run of contact frames is cut to that long around its most
+probable frame, 0: whole runs; the peak radius: with a hold, every local maximum of the probability within
+it keeps a closure, 0: one per run) applies the contacts exactly as inference does
+(:func:`l2t_gs.motion.contacts.apply_contacts`),
 skins the lip pair (:func:`l2t_gs.motion.contacts.lip_gap_mm`) and scores the lip gap against the
 clip's phones (:mod:`l2t_gs.training.metrics.lipsync`):
 closure recall (< 1 mm) and false closures per open vowel. It picks the setting with the highest recall
 whose false-closure rate stays within ``--max-false`` (else the one with the fewest false closures) and
-writes a copy of the checkpoint with ``contact_threshold``, ``contact_gate_mm`` and ``contact_hold_s`` set,
+writes a copy of the checkpoint with ``contact_threshold``, ``contact_gate_mm``, ``contact_hold_s`` and
+``contact_peak_s`` set,
 plus the whole sweep as JSON beside it::
 
     l2t-gs train contact-threshold --model runs/default12 --data runs/human --split val --out runs/default12/model.pt
@@ -39,6 +42,8 @@ GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 GATES = (0.0, 2.0, 3.0, 4.0)
 #: Closure holds swept (seconds; 0: whole runs; 0.04 and 0.07 are one and two frames at 25 and 30 fps).
 HOLDS = (0.0, 0.04, 0.07)
+#: Peak radii swept (seconds; 0: one closure per contact run; 0.07: two frames at 25 and 30 fps).
+PEAKS = (0.0, 0.07)
 
 
 def sweep(
@@ -48,19 +53,24 @@ def sweep(
     pair: tuple[int, int],
     gates: tuple[float, ...] = (0.0,),
     holds: tuple[float, ...] = (0.0,),
+    peaks: tuple[float, ...] = (0.0,),
 ) -> list[dict[str, float]]:
     """Aggregated lip-sync scores (:func:`lipsync.aggregate`) of ``model`` on ``clips`` for each
-    (threshold, gate, hold), one row each with ``threshold``, ``gate_mm`` and ``hold_s``."""
-    grid = [(t, g, h) for h in holds for g in gates for t in thresholds]
-    rows: dict[tuple[float, float, float], list[dict[str, float]]] = {k: [] for k in grid}
+    (threshold, gate, hold, peak radius), one row each with ``threshold``, ``gate_mm``, ``hold_s`` and
+    ``peak_s`` (a peak radius matters only with a hold: without one the radius is swept as 0 only)."""
+    grid = [(t, g, h, r) for r in peaks for h in holds for g in gates for t in thresholds if h > 0 or r == min(peaks)]
+    rows: dict[tuple[float, float, float, float], list[dict[str, float]]] = {k: [] for k in grid}
     for clip in clips:
         params = model.predict_params(clip.audio, fps=clip.fps, contacts=False)
         probs = params.pop("contacts")
-        for t, g, h in grid:
-            p = apply_contacts(params, probs, model.head, t, fps=clip.fps, gate_mm=g, hold_s=h)
+        for t, g, h, r in grid:
+            p = apply_contacts(params, probs, model.head, t, fps=clip.fps, gate_mm=g, hold_s=h, peak_s=r)
             gap = lip_gap_mm(p["expr"], p["jaw_pose"], model.head, pair)  # the lip pair skinned alone
-            rows[t, g, h].append(lipsync.score_clip(gap, clip.phones, clip.fps))
-    return [{"threshold": t, "gate_mm": g, "hold_s": h, **lipsync.aggregate(rows[t, g, h])} for t, g, h in grid]
+            rows[t, g, h, r].append(lipsync.score_clip(gap, clip.phones, clip.fps))
+    return [
+        {"threshold": t, "gate_mm": g, "hold_s": h, "peak_s": r, **lipsync.aggregate(rows[t, g, h, r])}
+        for t, g, h, r in grid
+    ]
 
 
 def choose(table: list[dict[str, float]], max_false: float) -> dict[str, float]:
@@ -84,6 +94,7 @@ def calibrate(
     thresholds: tuple[float, ...] = GRID,
     gates: tuple[float, ...] = GATES,
     holds: tuple[float, ...] = HOLDS,
+    peaks: tuple[float, ...] = PEAKS,
 ) -> dict[str, Any]:
     """Sweep, choose, write ``out`` (the checkpoint with ``contact_threshold``) and ``out``.json."""
     out = Path(out)
@@ -96,6 +107,8 @@ def calibrate(
         raise L2TError(f"--gates must be lip gaps in [0, 100) mm, got {list(gates)}")
     if not holds or not all(0.0 <= h <= 1.0 for h in holds):
         raise L2TError(f"--holds must be closure lengths in [0, 1] s, got {list(holds)}")
+    if not peaks or not all(0.0 <= r <= 1.0 for r in peaks):
+        raise L2TError(f"--peaks must be peak radii in [0, 1] s, got {list(peaks)}")
     model = load_model(model_path)
     if not model.config.contact_head:
         raise L2TError(f"{model_path}: the model has no contact head (contact_head = true in [model])")
@@ -113,11 +126,13 @@ def calibrate(
         builtin_regions().lip_pair,
         tuple(sorted(set(gates))),
         tuple(sorted(set(holds))),
+        tuple(sorted(set(peaks))),
     )
     best = choose(table, max_false)
     model.config.contact_threshold = float(best["threshold"])
     model.config.contact_gate_mm = float(best["gate_mm"])
     model.config.contact_hold_s = float(best["hold_s"])
+    model.config.contact_peak_s = float(best["peak_s"]) if best["hold_s"] > 0 else 0.0
     save_checkpoint(out, model)
     report = {
         "model": str(model_path),
@@ -145,6 +160,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ("--thresholds", GRID, "P", "contact probabilities to sweep (default 0.3 0.4 ... 0.9)"),
         ("--gates", GATES, "MM", "lip-gap gates to sweep, mm (0: none; default 0 2 3 4)"),
         ("--holds", HOLDS, "S", "closure holds to sweep, seconds (0: whole contact runs; default 0 0.04 0.07)"),
+        ("--peaks", PEAKS, "S", "peak radii to sweep with a hold, seconds (0: one closure per run; default 0 0.07)"),
     )
     for flag, default, metavar, text in grids:
         p.add_argument(flag, nargs="+", type=float, default=list(default), metavar=metavar, help=text)
@@ -162,10 +178,12 @@ def run(args: argparse.Namespace) -> int:
         thresholds=tuple(args.thresholds),
         gates=tuple(args.gates),
         holds=tuple(args.holds),
+        peaks=tuple(args.peaks),
     )
     for row in report["sweep"]:
         print(
-            f"threshold {row['threshold']:.2f} gate {row['gate_mm']:g} mm hold {row['hold_s']:g} s: "
+            f"threshold {row['threshold']:.2f} gate {row['gate_mm']:g} mm hold {row['hold_s']:g} s "
+            f"peaks {row['peak_s']:g} s: "
             f"closure<1mm {row['recall1']:.3f}  "
             f"mid {row['recall1_mid']:.3f}  "
             f"false/ov {row['false_closure_rate']:.3f}  r {row['r']:.3f}",
@@ -173,7 +191,8 @@ def run(args: argparse.Namespace) -> int:
         )
     chosen = report["chosen"]
     print(
-        f"chose threshold {chosen['threshold']:.2f}, gate {chosen['gate_mm']:g} mm, hold {chosen['hold_s']:g} s; "
+        f"chose threshold {chosen['threshold']:.2f}, gate {chosen['gate_mm']:g} mm, hold {chosen['hold_s']:g} s, "
+        f"peaks {chosen['peak_s']:g} s; "
         f"wrote {args.out}",
         file=sys.stderr,
     )
@@ -182,4 +201,4 @@ def run(args: argparse.Namespace) -> int:
 
 TRAINERS.add("contact-threshold", Trainer(add_arguments, run), help=TRAINER_HELP["contact-threshold"])
 
-__all__ = ["GATES", "GRID", "HOLDS", "calibrate", "choose", "sweep"]
+__all__ = ["GATES", "GRID", "HOLDS", "PEAKS", "calibrate", "choose", "sweep"]

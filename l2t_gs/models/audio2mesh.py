@@ -92,8 +92,9 @@ class Audio2MeshConfig:
     probability exceeds ``contact_threshold`` and, when ``contact_gate_mm`` > 0, the decoder's own
     midline lip gap at that frame is under ``contact_gate_mm`` (the two must agree, which keeps the head
     from shutting a mouth the regressor holds wide open), and with ``contact_hold_s`` > 0 each run of
-    bilabial contact frames is cut to that long around its most probable frame
-    (:func:`l2t_gs.motion.contacts.apply_contacts`; all three calibrated on validation by
+    bilabial contact frames is cut to that long around its most probable frame (with ``contact_peak_s`` > 0,
+    around each local maximum of the probability within that radius)
+    (:func:`l2t_gs.motion.contacts.apply_contacts`; all four calibrated on validation by
     ``l2t-gs train contact-threshold``). ``contact_context`` > 0 adds a context contact head
     (:class:`~l2t_gs.models.contact_context.ContactContext`): logits read from the audio features of
     ``contact_context + 2`` frames on each side, with ``contact_hidden`` channels and input dropout
@@ -123,6 +124,7 @@ class Audio2MeshConfig:
         0.0  # a bilabial contact frame closes only where the decoder's lip gap is below this (0: off)
     )
     contact_hold_s: float = 0.0  # longest bilabial closure, kept around the most probable frame (0: off)
+    contact_peak_s: float = 0.0  # with the hold: a closure per local maximum within this radius (0: one per run)
     contact_context: int = 0  # frames of audio features each side of the context contact head (0: none)
     contact_hidden: int = 32  # channels of the context contact head
     contact_dropout: float = 0.3  # input dropout of the context contact head (training only)
@@ -185,6 +187,8 @@ class Audio2MeshConfig:
             raise bad(f"contact_gate_mm must be a finite number >= 0, got {self.contact_gate_mm}")
         if not (0.0 <= self.contact_hold_s <= 1.0):
             raise bad(f"contact_hold_s must be in [0, 1] seconds, got {self.contact_hold_s}")
+        if not (0.0 <= self.contact_peak_s <= 1.0):
+            raise bad(f"contact_peak_s must be in [0, 1] seconds, got {self.contact_peak_s}")
         if not 0 <= self.contact_context <= 30:
             raise bad(f"contact_context must be in 0..30 frames, got {self.contact_context}")
         if self.contact_context and not self.contact_head:
@@ -893,5 +897,6 @@ class Audio2Mesh(nn.Module):
             fps=fps,
             gate_mm=self.config.contact_gate_mm,
             hold_s=self.config.contact_hold_s,
+            peak_s=self.config.contact_peak_s,
         )
         return torch.cat([out["expr"], out["jaw_pose"]], dim=1)

@@ -81,14 +81,14 @@ def model_payload(model: Audio2Mesh) -> dict[str, Any]:
 
 def _config_dict(config: Audio2MeshConfig) -> dict[str, Any]:
     """The config as stored: ``contact_head`` (and ``contact_threshold``) only when on, and
-    ``contact_gate_mm``, ``contact_hold_s`` and ``contact_context`` (with ``contact_hidden`` and
+    ``contact_gate_mm``, ``contact_hold_s``, ``contact_peak_s`` and ``contact_context`` (with ``contact_hidden`` and
     ``contact_dropout``; ``contact_members`` when above 1) only when set, so that models without them stay readable
     by l2t-gs versions that predate them (missing keys load as the defaults)."""
     out = config.to_dict()
     if not out.get("contact_head"):
         out.pop("contact_head", None)
         out.pop("contact_threshold", None)
-    for key in ("contact_gate_mm", "contact_hold_s", "contact_context"):
+    for key in ("contact_gate_mm", "contact_hold_s", "contact_peak_s", "contact_context"):
         if not out.get("contact_head") or not out.get(key):
             out.pop(key, None)
     if "contact_context" not in out:  # the context head's size matters only with one

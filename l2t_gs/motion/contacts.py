@@ -10,7 +10,8 @@ labiodental contact (f, v).
 * :func:`apply_contacts`: given contact probabilities [T, 2] (e.g. an Audio2Mesh contact head), the
   frames with ``p > threshold`` (and, with ``gate_mm``, an incoming lip gap under it) become contact
   frames (with ``hold_s``, each run of bilabial contact frames is shortened to the ``hold_s`` around its
-  most probable frame, :func:`hold_peaks`); around them a raised-cosine weight falls from 1 to 0 over
+  most probable frame, or with ``peak_s`` around each local maximum, :func:`hold_peaks`); around them a
+  raised-cosine weight falls from 1 to 0 over
   ``edge_s`` seconds (smooth approach and release). The articulation module's closure math
   (:func:`~l2t_gs.motion.articulation.enforce_contacts`) then closes the lips (bilabial weight) and
   puts the lower lip on the upper teeth (labiodental weight). The closure uses the lip gap's
@@ -81,25 +82,41 @@ def contact_weights(on: np.ndarray, fps: float, edge_s: float = art.EDGE_S) -> n
     return 0.5 + 0.5 * np.cos(np.pi * x)
 
 
-def hold_peaks(on: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
-    """Each run of consecutive ``on`` [T] frames cut to the ``k`` frames around its highest ``score`` [T]
-    (first on ties): the run's peak frame and ``(k - 1) // 2`` frames before it, kept inside the run;
-    runs of at most ``k`` frames stay whole. ``k <= 0`` returns ``on`` unchanged (vectorised)."""
+def hold_peaks(on: np.ndarray, score: np.ndarray, k: int, radius: int = 0) -> np.ndarray:
+    """Contact runs cut to ``k`` frames around their peaks (vectorised).
+
+    ``radius == 0``: each run of consecutive ``on`` [T] frames is cut to the ``k`` frames around its highest
+    ``score`` [T] (first on ties): the run's peak frame and ``(k - 1) // 2`` frames before it, kept inside
+    the run; runs of at most ``k`` frames stay whole. ``radius > 0``: every ``on`` frame whose score is the
+    highest of the ``on`` frames within ``radius`` frames of it (the first of equal neighbours) is a peak,
+    so a run over two contacts a few frames apart keeps both; each peak keeps ``k`` frames placed the same
+    way inside its run. ``k <= 0`` returns ``on`` unchanged."""
     on = np.asarray(on, dtype=bool)
     if k <= 0 or not on.any():
         return on.copy()
     edges = np.diff(np.concatenate([[0], on.astype(np.int8), [0]]))
     starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]  # run r is [starts[r], ends[r])
     idx = np.nonzero(on)[0]
-    run = np.repeat(np.arange(starts.size), ends - starts)  # run of each on frame
-    order = np.lexsort((idx, -np.asarray(score, dtype=np.float64)[idx], run))  # per run: best score, earliest
-    first = np.concatenate([[0], np.cumsum(ends - starts)[:-1]])
-    peak = idx[order[first]]
-    a = np.clip(peak - (k - 1) // 2, starts, np.maximum(ends - k, starts))
-    b = np.minimum(a + k, ends)
-    edge = np.zeros(on.size + 1, dtype=np.int64)  # runs are disjoint and apart: no a equals another b
-    edge[a] += 1
-    edge[b] -= 1
+    if radius <= 0:
+        run = np.repeat(np.arange(starts.size), ends - starts)  # run of each on frame
+        order = np.lexsort((idx, -np.asarray(score, dtype=np.float64)[idx], run))  # per run: best score, earliest
+        first = np.concatenate([[0], np.cumsum(ends - starts)[:-1]])
+        peak = idx[order[first]]
+        lo, hi = starts, ends
+    else:
+        s = np.where(on, np.asarray(score, dtype=np.float64), -np.inf)
+        pad = np.concatenate([np.full(radius, -np.inf), s, np.full(radius, -np.inf)])
+        best = np.lib.stride_tricks.sliding_window_view(pad, 2 * radius + 1).max(axis=1)
+        is_peak = on & (s == best)
+        is_peak[1:] &= ~(is_peak[:-1] & (s[1:] == s[:-1]))  # a plateau: its first frame
+        peak = np.nonzero(is_peak)[0]
+        run = np.searchsorted(starts, peak, side="right") - 1
+        lo, hi = starts[run], ends[run]
+    a = np.clip(peak - (k - 1) // 2, lo, np.maximum(hi - k, lo))
+    b = np.minimum(a + k, hi)
+    edge = np.zeros(on.size + 1, dtype=np.int64)  # windows may touch or overlap: count them
+    np.add.at(edge, a, 1)
+    np.add.at(edge, b, -1)
     return np.cumsum(edge[:-1]) > 0
 
 
@@ -145,6 +162,7 @@ def apply_contacts(
     max_iter: int = 4,
     gate_mm: float = 0.0,
     hold_s: float = 0.0,
+    peak_s: float = 0.0,
 ) -> dict[str, Any]:
     """Close the lips (and place f/v contacts) where contact probabilities exceed ``threshold``.
 
@@ -166,6 +184,10 @@ def apply_contacts(
             ``max(1, round(hold_s * fps))`` frames around its most probable one (:func:`hold_peaks`): a
             closure as long as a real one, at the head's surest frame, instead of lips shut through a
             whole stretch of moderately likely frames that spills into the neighbouring vowels.
+        peak_s: with ``hold_s``, when > 0, every local maximum of the probability within
+            ``max(1, round(peak_s * fps))`` frames keeps its own closure instead of one per run
+            (:func:`hold_peaks` with ``radius``): two bilabials whose contact frames run together
+            ("maybe", "bump") both close.
     Returns:
         A new dict of the same kind (tensors stay tensors, on their device and dtype) with
         ``expr`` and ``jaw_pose`` changed only near contact frames.
@@ -194,7 +216,8 @@ def apply_contacts(
         cand = np.nonzero(on_b)[0]
         on_b[cand[lip_gap_mm(expr[cand], jaw[cand], model) >= gate_mm]] = False
     if hold_s > 0:
-        on_b = hold_peaks(on_b, p[:, 0], max(1, int(round(hold_s * fps))))
+        radius = max(1, int(round(peak_s * fps))) if peak_s > 0 else 0
+        on_b = hold_peaks(on_b, p[:, 0], max(1, int(round(hold_s * fps))), radius)
     cb = contact_weights(on_b, fps, edge_s)
     cf = contact_weights(on_f, fps, edge_s) * (1.0 - cb)
     act = np.nonzero((cb > 0) | (cf > 0))[0]

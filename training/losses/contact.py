@@ -24,7 +24,7 @@ from torch import Tensor
 from l2t_gs.errors import L2TError
 from l2t_gs.training.losses.registry import LOSSES
 
-__all__ = ["contact_bce", "contact_loss_factory"]
+__all__ = ["contact_bce", "contact_event_bce", "contact_loss_factory"]
 
 
 def contact_bce(
@@ -38,6 +38,28 @@ def contact_bce(
         bce = torch.cat([bce[..., :1] * frame_weight.to(bce.dtype)[..., None], bce[..., 1:]], dim=-1)
     m = valid.to(bce.dtype)[..., None]
     return (bce * m).sum() / (m.sum() * bce.shape[-1]).clamp_min(1.0)
+
+
+def contact_event_bce(logits: Tensor, targets: Tensor, valid: Tensor, widen: int = 2) -> Tensor:
+    """Event-level BCE (multiple-instance): each contact event (a run of valid frames whose target is >= 0.5,
+    per batch row and contact kind) is one positive whose logit is the largest of ``logits [B, T, 2]`` within
+    ``widen`` frames of the run; the mean of ``softplus(-that logit)`` over events (0 without events).
+
+    One confident frame near the labelled window counts, as for closure recall (the smallest gap over the
+    phone +-1 frame): alignment jitter of a few frames is not punished as a miss next to a false alarm."""
+    B, T, C = logits.shape
+    pos = (targets >= 0.5) & valid[..., None]  # [B, T, C]
+    if not bool(pos.any()):
+        return logits.sum() * 0.0
+    masked = logits.masked_fill(~valid[..., None], float("-inf")).permute(0, 2, 1).reshape(B * C, 1, T)
+    near = F.max_pool1d(masked, 2 * widen + 1, stride=1, padding=widen).reshape(B, C, T).permute(0, 2, 1)
+    starts = pos & ~F.pad(pos[:, :-1], (0, 0, 1, 0), value=False)  # [B, T, C]
+    run = starts.flatten(0, 1).T.reshape(-1).cumsum(0).reshape(C, B * T).T.reshape(B, T, C) - 1
+    ids = run[pos]  # events numbered across rows and kinds (row-major over (c, b, t))
+    n = int(ids.max()) + 1
+    best = torch.full((n,), float("-inf"), dtype=logits.dtype, device=logits.device)
+    best = best.scatter_reduce(0, ids, near[pos], reduce="amax")
+    return F.softplus(-best).mean()
 
 
 def _pos_weight(value: Any) -> list[float]:
