@@ -61,6 +61,22 @@ def test_calibrated_contact_fields_are_validated_and_stored_only_when_set(tmp_pa
     assert getattr(load_model(tmp_path / "set.pt").config, field) == value
 
 
+class _Fixed:
+    """A stand-in model whose prediction is a given track and contact probabilities."""
+
+    def __init__(self, hm, track, probs) -> None:
+        from l2t_gs.rig import FlameRig
+
+        self.head, self.rig, self.track, self.probs = hm, FlameRig(hm), track, probs
+
+    def predict_params(self, audio, fps, contacts):
+        import torch
+
+        t = self.track
+        return {"expr": torch.as_tensor(t.expr), "jaw_pose": torch.as_tensor(t.jaw_pose),
+                "contacts": torch.as_tensor(self.probs)}  # fmt: skip
+
+
 def test_the_sweep_scores_each_hold_and_the_choice_takes_the_short_closure():
     """A contact run that covers a bilabial and spills into the next open vowel: whole runs close the vowel
     (a false closure), a one-frame hold at the run's peak closes the bilabial only, and ``choose`` with a
@@ -68,10 +84,9 @@ def test_the_sweep_scores_each_hold_and_the_choice_takes_the_short_closure():
     from types import SimpleNamespace
 
     import numpy as np
-    import torch
 
     from l2t_gs.motion import articulation as art
-    from l2t_gs.rig import FlameRig, load_head_model
+    from l2t_gs.rig import load_head_model
     from l2t_gs.training.contact_threshold import sweep
     from l2t_gs.training.metrics.regions import builtin_regions
 
@@ -85,19 +100,8 @@ def test_the_sweep_scores_each_hold_and_the_choice_takes_the_short_closure():
     run = np.arange(15, 23)  # 0.50 .. 0.73 s: the m and 140 ms of the vowel after it
     probs[run, 0] = 0.9 - 0.05 * np.abs(run - 16)  # peak at frame 16, inside the m
 
-    class Fake:
-        head = hm
-        rig = FlameRig(hm)
-
-        def predict_params(self, audio, fps, contacts):
-            return {
-                "expr": torch.as_tensor(open_track.expr),
-                "jaw_pose": torch.as_tensor(open_track.jaw_pose),
-                "contacts": torch.as_tensor(probs),
-            }
-
     clip = SimpleNamespace(audio=None, fps=fps, phones=phones, subject="a")
-    table = sweep(Fake(), [clip], (0.5,), builtin_regions().lip_pair, (0.0,), (0.0, 0.04))
+    table = sweep(_Fixed(hm, open_track, probs), [clip], (0.5,), builtin_regions().lip_pair, (0.0,), (0.0, 0.04))
     by_hold = {row["hold_s"]: row for row in table}
     assert by_hold[0.0]["recall1"] == 1.0 and by_hold[0.0]["false_closures"] == 1.0
     assert by_hold[0.04]["recall1"] == 1.0 and by_hold[0.04]["false_closures"] == 0.0
@@ -110,10 +114,9 @@ def test_the_sweep_scores_peak_radii_and_a_run_over_two_bilabials_closes_both():
     from types import SimpleNamespace
 
     import numpy as np
-    import torch
 
     from l2t_gs.motion import articulation as art
-    from l2t_gs.rig import FlameRig, load_head_model
+    from l2t_gs.rig import load_head_model
     from l2t_gs.training.contact_threshold import sweep
     from l2t_gs.training.metrics.regions import builtin_regions
 
@@ -127,19 +130,10 @@ def test_the_sweep_scores_peak_radii_and_a_run_over_two_bilabials_closes_both():
     probs = np.zeros((n, 2), np.float32)
     probs[15:24, 0] = [0.7, 0.9, 0.8, 0.7, 0.6, 0.7, 0.85, 0.8, 0.7]  # peaks at 16 (first m) and 21 (second m)
 
-    class Fake:
-        head = hm
-        rig = FlameRig(hm)
-
-        def predict_params(self, audio, fps, contacts):
-            return {
-                "expr": torch.as_tensor(open_track.expr),
-                "jaw_pose": torch.as_tensor(open_track.jaw_pose),
-                "contacts": torch.as_tensor(probs),
-            }
-
     clip = SimpleNamespace(audio=None, fps=fps, phones=phones, subject="a")
-    table = sweep(Fake(), [clip], (0.5,), builtin_regions().lip_pair, (0.0,), (0.0, 0.04), (0.0, 0.07))
+    table = sweep(
+        _Fixed(hm, open_track, probs), [clip], (0.5,), builtin_regions().lip_pair, (0.0,), (0.0, 0.04), (0.0, 0.07)
+    )
     assert len(table) == 3  # no hold: the radius is not swept
     by = {(row["hold_s"], row["peak_s"]): row for row in table}
     assert by[0.04, 0.0]["bilabials"] == 2 and by[0.04, 0.0]["recall1"] == 0.5
