@@ -19,9 +19,9 @@ With ``--tune-encoder LR`` the head gets an audio encoder of its own (a copy of 
 encoder's context on both sides); the motion path keeps the shared encoder. Given a model whose context
 head is already trained (on the shared encoder), ``--tune-encoder`` goes on from that head instead of a new
 one (its shape stays: ``--context``, ``--hidden``, ``--dropout`` and ``--members`` are then the model's).
-The output is a checkpoint
-of the whole model with ``contact_context`` set, written atomically when the steps are done (a run takes
-minutes; an interrupted one starts over); calibrate it next (``l2t-gs train contact-threshold``)::
+The output is a checkpoint of the whole model with ``contact_context`` set, written atomically when the
+steps are done (a run takes minutes; an interrupted one starts over); calibrate it next
+(``l2t-gs train contact-threshold``)::
 
     l2t-gs train contact-head --model runs/s4a/last.pt --data runs/human --out runs/ctx/last.pt
 """
