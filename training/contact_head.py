@@ -101,14 +101,7 @@ def with_context_head(
     head = {"contact_context": context, "contact_hidden": hidden, "contact_dropout": dropout}
     head["contact_members"] = members
     head["contact_encoder"] = contact_encoder
-    cfg = type(src.config).from_dict({**src.config.to_dict(), **head})
-    model = Audio2Mesh(cfg, src.subjects, src.n_verts, head=src.head, encoder=src.encoder)
-    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
-    if unexpected or any(not k.startswith(("contact_context.", "contact_encoder.")) for k in missing):
-        raise L2TError(f"cannot carry the weights over: missing {missing}, unexpected {unexpected}")
-    if model.contact_encoder is not None:  # starts as the shared encoder
-        model.contact_encoder.load_state_dict(model.encoder.state_dict())
-    return model
+    return _rebuilt(src, head, ("contact_context.", "contact_encoder."))
 
 
 def with_own_encoder(src: Audio2Mesh) -> Audio2Mesh:
@@ -116,13 +109,20 @@ def with_own_encoder(src: Audio2Mesh) -> Audio2Mesh:
     its own, starting as a copy of the shared one: the same outputs until it is trained."""
     if not src.config.contact_context or src.config.contact_encoder:
         raise L2TError("the model needs a context contact head that reads the shared encoder")
-    cfg = type(src.config).from_dict({**src.config.to_dict(), "contact_encoder": True})
+    return _rebuilt(src, {"contact_encoder": True}, ("contact_encoder.",))
+
+
+def _rebuilt(src: Audio2Mesh, changes: dict[str, Any], new: tuple[str, ...]) -> Audio2Mesh:
+    """``src`` rebuilt with the config ``changes``, carrying all its weights over; only parameters under the
+    ``new`` prefixes may be missing from it (they keep their fresh values), and a contact encoder starts as a
+    copy of the shared encoder."""
+    cfg = type(src.config).from_dict({**src.config.to_dict(), **changes})
     model = Audio2Mesh(cfg, src.subjects, src.n_verts, head=src.head, encoder=src.encoder)
     missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("contact_encoder.") for k in missing):
+    if unexpected or any(not k.startswith(new) for k in missing):
         raise L2TError(f"cannot carry the weights over: missing {missing}, unexpected {unexpected}")
-    assert model.contact_encoder is not None
-    model.contact_encoder.load_state_dict(model.encoder.state_dict())
+    if model.contact_encoder is not None and not src.config.contact_encoder:
+        model.contact_encoder.load_state_dict(model.encoder.state_dict())
     return model
 
 

@@ -57,7 +57,7 @@ def sweep(
 ) -> list[dict[str, float]]:
     """Aggregated lip-sync scores (:func:`lipsync.aggregate`) of ``model`` on ``clips`` for each
     (threshold, gate, hold, peak radius), one row each with ``threshold``, ``gate_mm``, ``hold_s`` and
-    ``peak_s`` (a peak radius matters only with a hold: without one the radius is swept as 0 only)."""
+    ``peak_s`` (a peak radius matters only with a hold: without one only the smallest radius is scored)."""
     grid = [(t, g, h, r) for r in peaks for h in holds for g in gates for t in thresholds if h > 0 or r == min(peaks)]
     rows: dict[tuple[float, float, float, float], list[dict[str, float]]] = {k: [] for k in grid}
     for clip in clips:

@@ -54,8 +54,9 @@ def contact_event_bce(logits: Tensor, targets: Tensor, valid: Tensor, widen: int
     masked = logits.masked_fill(~valid[..., None], float("-inf")).permute(0, 2, 1).reshape(B * C, 1, T)
     near = F.max_pool1d(masked, 2 * widen + 1, stride=1, padding=widen).reshape(B, C, T).permute(0, 2, 1)
     starts = pos & ~F.pad(pos[:, :-1], (0, 0, 1, 0), value=False)  # [B, T, C]
-    run = starts.flatten(0, 1).T.reshape(-1).cumsum(0).reshape(C, B * T).T.reshape(B, T, C) - 1
-    ids = run[pos]  # events numbered across rows and kinds (row-major over (c, b, t))
+    # events numbered kind by kind, then row by row (each kind's runs counted apart from the other's)
+    run = starts.permute(2, 0, 1).reshape(-1).cumsum(0).reshape(C, B, T).permute(1, 2, 0) - 1
+    ids = run[pos]
     n = int(ids.max()) + 1
     best = torch.full((n,), float("-inf"), dtype=logits.dtype, device=logits.device)
     best = best.scatter_reduce(0, ids, near[pos], reduce="amax")
