@@ -13,14 +13,37 @@ import torch
 from PIL import Image
 
 from l2t_gs.authoring.photo import landmarks as lm
-from l2t_gs.authoring.photo.appearance import face_region_mask, photo_colors, psnr, refine, render_view
-from l2t_gs.authoring.photo.build import PhotoAvatarConfig, _find_face, build_photo_avatar, load_photo
+from l2t_gs.authoring.photo.appearance import (
+    face_region_mask,
+    mouth_opening_mask,
+    photo_colors,
+    psnr,
+    refine,
+    render_view,
+)
+from l2t_gs.authoring.photo.build import (
+    PhotoAvatarConfig,
+    _find_face,
+    build_photo_avatar,
+    fitted_avatar,
+    load_photo,
+    photo_expression,
+)
 from l2t_gs.authoring.photo.correspondence import load_correspondence, points_on_mesh
-from l2t_gs.authoring.photo.fit import _FLIP, fit_landmarks, project
+from l2t_gs.authoring.photo.fit import (
+    _FLIP,
+    REST_ZEROED,
+    fit_landmarks,
+    lip_contact_pairs,
+    photo_pose,
+    project,
+    rest_params,
+)
 from l2t_gs.cli import avatar as avatar_cli
 from l2t_gs.errors import L2TError
 from l2t_gs.gaussians import load_avatar
 from l2t_gs.gaussians.avatar import GaussianAvatar
+from l2t_gs.motion.articulation import builtin_lip_pair
 from l2t_gs.render import intrinsics, look_at, rasterize, to_uint8
 from l2t_gs.render.camera import camera_from_json
 from l2t_gs.render.sh import rgb_to_sh
@@ -200,14 +223,11 @@ def test_fit_holds_under_drawn_glasses_hat_and_beard(astronaut, default_avatar) 
 
 
 # ------------------------------------------------------------------------------------------ appearance
-def _coloured(avatar: GaussianAvatar, fit, photo: np.ndarray) -> tuple[GaussianAvatar, torch.Tensor, object]:
-    a = GaussianAvatar(
-        means=avatar.means, log_scales=avatar.log_scales, quats=avatar.quats, opacity_logits=avatar.opacity_logits,
-        sh=avatar.sh.clone(), binding=avatar.binding, head_model=avatar.head_model,
-        neutral_params={**avatar.neutral_params, **fit.params}, head_model_spec=avatar.head_model_spec,
-    )  # fmt: skip
-    verts = a.neutral_vertices()
-    colors = photo_colors(a, verts, photo, fit.viewmat, fit.K)
+def _coloured(avatar: GaussianAvatar, mesh, fit, photo: np.ndarray) -> tuple[GaussianAvatar, torch.Tensor, object]:
+    """As ``build_photo_avatar`` does: the fitted avatar, the photo-pose vertices, projected colours."""
+    a, verts = fitted_avatar(avatar, fit.params)
+    opening = mouth_opening_mask(mesh.points, photo.shape[1], photo.shape[0])
+    colors = photo_colors(a, verts, photo, fit.viewmat, fit.K, opening=opening)
     sh = torch.zeros(a.num_splats, 1, 3)
     sh[:, 0] = rgb_to_sh(torch.as_tensor(colors.colors, dtype=torch.float32))
     a.sh = sh
@@ -220,7 +240,7 @@ def test_photo_colours_and_refinement_raise_psnr(astronaut, astronaut_fit, defau
     photo = astronaut.astype(np.float32) / 255
     region = face_region_mask(mesh.points, 512, 512)
     template, _ = render_view(default_avatar, default_avatar.neutral_vertices(), fit.viewmat, fit.K, 512, 512)
-    a, verts, colors = _coloured(default_avatar, fit, photo)
+    a, verts, colors = _coloured(default_avatar, mesh, fit, photo)
     projected, _ = render_view(a, verts, fit.viewmat, fit.K, 512, 512)
     assert psnr(projected, photo, region) > psnr(template, photo, region) + 3
     refined, losses = refine(a, verts, photo, fit.viewmat, fit.K, region, colors.direct > 0.05, colors.visible,
@@ -233,18 +253,30 @@ def test_photo_colours_and_refinement_raise_psnr(astronaut, astronaut_fit, defau
     assert torch.equal(refined.binding, a.binding) and torch.equal(refined.quats, a.quats)
 
 
+def _gap_mm(verts: torch.Tensor) -> float:
+    upper, lower = builtin_lip_pair()
+    return float((verts[upper] - verts[lower]).norm()) * 1000
+
+
 @pytest.mark.slow
 def test_the_photo_avatar_talks(astronaut, astronaut_fit, default_avatar) -> None:
-    _, fit = astronaut_fit
-    a, _, _ = _coloured(default_avatar, fit, astronaut.astype(np.float32) / 255)
+    """Frames made as the motion model makes them: the avatar's rest face plus the built-in head's
+    articulation (``vertices = rest + rig(expr, jaw) - rig(0, 0)``)."""
+    mesh, fit = astronaut_fit
+    a, _, _ = _coloured(default_avatar, mesh, fit, astronaut.astype(np.float32) / 255)
     names = list(a.head_model.expr_names)
     closed = torch.zeros(len(names))
     closed[names.index("lip_close")] = 1.0
     closed[names.index("lip_press")] = 0.5
-    frames = {
-        "bilabial": a.vertices_from_params({"expr": closed, "jaw_pose": torch.zeros(3)})[0],
-        "open": a.vertices_from_params({"jaw_pose": torch.tensor([0.3, 0.0, 0.0])})[0],
-    }
+    rest, template = a.neutral_vertices(), default_avatar.neutral_vertices()
+
+    def frame(**params: torch.Tensor) -> torch.Tensor:
+        return rest + default_avatar.vertices_from_params(params)[0] - template
+
+    frames = {"bilabial": frame(expr=closed), "open": frame(jaw_pose=torch.tensor([0.3, 0.0, 0.0]))}
+    # the lips rest as the template's and close where the template's close (the closure's < 1 mm)
+    assert abs(_gap_mm(rest) - _gap_mm(template)) < 0.1
+    assert _gap_mm(frames["bilabial"]) < 0.1 and _gap_mm(frames["open"]) > 8
     images = {k: render_view(a, v, fit.viewmat, fit.K, 512, 512)[0] for k, v in frames.items()}
     corr = load_correspondence()
     mouth = {}
@@ -258,6 +290,71 @@ def test_the_photo_avatar_talks(astronaut, astronaut_fit, default_avatar) -> Non
     mx, my = np.round(mouth["bilabial"]).astype(int)
     assert diff[my - 6 : my + 7, mx - 10 : mx + 11].mean() > 0.05
     assert diff[:60].max() < 1e-6  # above the head nothing moves
+
+
+def test_lip_contact_pairs_face_each_other(default_avatar: GaussianAvatar) -> None:
+    model = default_avatar.head_model
+    lower, upper = lip_contact_pairs(model)
+    assert len(lower) >= 10 and len(set(lower.tolist())) == len(lower)
+    assert set(lower.tolist()) <= set(model.masks["lip_lower"].tolist())
+    assert set(upper.tolist()) <= set(model.masks["lip_upper"].tolist())
+    v = model.v_template.double().numpy()
+    assert np.linalg.norm(v[lower] - v[upper], axis=1).max() < 3e-3
+    mid_upper, mid_lower = builtin_lip_pair()
+    assert upper[lower.tolist().index(mid_lower)] == mid_upper  # the midline pair is one of them
+    # left and right alike: the pairs mirror each other (x -> -x)
+    pts = v[lower]
+    mirror = np.abs(pts[:, None, 0] + pts[None, :, 0]) + np.abs(pts[:, None, 1:] - pts[None, :, 1:]).sum(-1)
+    assert mirror.min(1).max() < 1e-4
+
+
+def test_rest_params_keep_identity_smile_and_eyes(default_avatar: GaussianAvatar) -> None:
+    model = default_avatar.head_model
+    names = list(model.expr_names)
+    expr = torch.linspace(0.1, 1.2, len(names))
+    offset = torch.randn(model.n_verts, 3) * 1e-3
+    lip = torch.zeros(model.n_verts, 3)
+    lip[model.masks["lips"]] = 2e-3
+    params = {"shape": torch.ones(model.n_shape), "expr": expr, "jaw_pose": torch.tensor([0.2, 0.0, 0.0]),
+              "static_offset": offset, "lip_offset": lip}  # fmt: skip
+    rest = rest_params(params, model)
+    assert "lip_offset" not in rest and torch.equal(rest["jaw_pose"], torch.zeros(3))
+    assert torch.equal(rest["shape"], params["shape"]) and torch.equal(rest["static_offset"], offset)
+    for i, name in enumerate(names):
+        assert float(rest["expr"][i]) == (0.0 if name in REST_ZEROED else float(expr[i])), name
+    assert {"spread", "blink_left", "brow_raise", "mouth_corners_down"} <= set(names) - set(REST_ZEROED)
+    shown = photo_pose(params)
+    assert torch.equal(shown["static_offset"], offset + lip) and torch.equal(shown["expr"], expr)
+
+
+@pytest.mark.slow
+def test_fit_of_an_open_mouth_rests_closed(default_avatar: GaussianAvatar) -> None:
+    """A render of the built-in head speaking (jaw and lips open): the fit opens the mouth with the jaw,
+    the expression and the lips' own offset, and the rest face it keeps is closed as the template's."""
+    names = list(default_avatar.head_model.expr_names)
+    expr = torch.zeros(len(names))
+    expr[names.index("lower_lip_drop")] = 0.6
+    expr[names.index("upper_lip_raise")] = 0.4
+    truth = default_avatar.vertices_from_params({"expr": expr, "jaw_pose": torch.tensor([0.18, 0.0, 0.0])})[0]
+    size = 384
+    az, el = math.radians(15.0), math.radians(-4.0)
+    eye = np.array([math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)]) * 0.9
+    view = look_at(eye + np.array([0.0, -0.01, 0.0]), (0.0, -0.01, 0.0))
+    k = intrinsics(None, size, size, focal=1.4 * size)
+    with torch.no_grad():
+        rgb, _, _ = rasterize(
+            **default_avatar.splat_params(truth), viewmats=view[None], Ks=k[None], width=size, height=size,
+            backgrounds=torch.ones(1, 3), backend="torch",
+        )  # fmt: skip
+    mesh, _ = _find_face(to_uint8(rgb[0]), None, 20.0, "render")
+    fit = fit_landmarks(mesh.points, size, size, default_avatar.head_model, steps=120)
+    a, shown = fitted_avatar(default_avatar, fit.params)
+    template_gap = _gap_mm(default_avatar.neutral_vertices())
+    assert abs(_gap_mm(a.neutral_vertices()) - template_gap) < 0.1  # the rest face is closed as the template's
+    assert _gap_mm(truth) > 4 * template_gap  # the render's mouth is open ...
+    assert abs(_gap_mm(shown) - _gap_mm(truth)) < 0.35 * _gap_mm(truth)  # ... and so is the fitted photo pose
+    lips = np.abs(fit.params["lip_offset"].numpy()).sum(1) > 0
+    assert set(np.nonzero(lips)[0].tolist()) <= set(default_avatar.head_model.masks["lips"].tolist())
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -356,6 +453,8 @@ def test_cli_from_photo_and_render(tmp_path: Path, capsys: pytest.CaptureFixture
     fit = json.loads((out / "fit.json").read_text())
     assert fit["width"] == 512 and len(fit["K"]) == 3 and len(fit["viewmat"]) == 4
     assert fit["rerender_landmark_error_iod"] <= 0.04 and fit["face_psnr_db"] >= 24
+    assert abs(fit["rest_lip_gap_mm"] - _gap_mm(load_avatar("default").neutral_vertices())) < 0.1
+    assert set(fit["photo_expression"]) == {"expr", "jaw_pose", "lip_offset"}
     assert run_cli(["avatar", "render", "--avatar", str(out), "--camera-json", str(out / "fit.json"),
                     "--out", str(tmp_path / "x.png")]) == 0  # fmt: skip
     img = np.asarray(Image.open(tmp_path / "x.png"))
@@ -380,6 +479,58 @@ def test_render_camera_json_equals_the_same_preset(tmp_path: Path, default_avata
     assert all(np.array_equal(a, b) for a, b in zip(preset, frames, strict=True))
     with pytest.raises(L2TError, match="--camera-json not found"):
         next(render_frames(asset_path("samples", "hello.wav"), RenderConfig(camera_json=str(tmp_path / "no.json"))))
+
+
+def test_avatar_render_poses_the_photo_expression(tmp_path: Path, default_avatar: GaussianAvatar) -> None:
+    """``avatar render --camera-json`` poses the face as fit.json's photo_expression says (expression, jaw and
+    the lips' offset), unless --jaw / --expr or --no-photo-expression; bad content is a one-line error."""
+    from l2t_gs.render import head_camera
+
+    view, k = head_camera("front", default_avatar.neutral_vertices(), 64, 64)
+    lips = default_avatar.head_model.masks["lips"][:5].tolist()
+    shown = {"expr": [0.0, 0.0, 0.0, 0.3] + [0.0] * 8, "jaw_pose": [0.25, 0.0, 0.0],
+             "lip_offset": {"vertices": lips, "xyz": [[0.0, -0.004, 0.001]] * 5}}  # fmt: skip
+    cam = {"width": 64, "height": 64, "K": k[0].double().tolist(), "viewmat": view[0].double().tolist()}
+    (tmp_path / "fit.json").write_text(json.dumps({**cam, "photo_expression": shown}))
+    (tmp_path / "camera.json").write_text(json.dumps(cam))
+    params = photo_expression(tmp_path / "fit.json", default_avatar)
+    assert torch.equal(params["jaw_pose"], torch.tensor([0.25, 0.0, 0.0]))
+    moved = params["static_offset"] - default_avatar.neutral_params["static_offset"]
+    assert torch.allclose(moved[lips], torch.tensor([0.0, -0.004, 0.001]).expand(5, 3))
+    assert float(moved.abs().sum()) == pytest.approx(5 * 0.005, rel=1e-5)
+    assert photo_expression(tmp_path / "camera.json", default_avatar) == {}
+
+    def render(name: str, *extra: str) -> np.ndarray:
+        out = tmp_path / f"{name}.png"
+        argv = [
+            "avatar",
+            "render",
+            "--camera-json",
+            str(tmp_path / "fit.json"),
+            "--backend",
+            "torch",
+            "--out",
+            str(out),
+        ]
+        assert run_cli([*argv, *extra]) == 0
+        return np.asarray(Image.open(out)).astype(int)
+
+    def direct(params: dict) -> np.ndarray:
+        verts = default_avatar.vertices_from_params(params)[0]
+        with torch.no_grad():
+            rgb, _, _ = rasterize(**default_avatar.splat_params(verts), viewmats=view, Ks=k, width=64, height=64,
+                                  backgrounds=torch.ones(1, 3), backend="torch")  # fmt: skip
+        return to_uint8(rgb[0]).astype(int)
+
+    photo = render("photo")
+    assert np.array_equal(photo, direct(params))
+    assert np.abs(photo - direct({})).max() > 50  # the open jaw shows
+    assert np.array_equal(render("rest", "--no-photo-expression"), direct({}))
+    closed = render("closed", "--jaw", "0,0,0")  # --jaw wins; the expression and lips stay the photo's
+    assert np.array_equal(closed, direct({**params, "jaw_pose": torch.zeros(3)}))
+    (tmp_path / "bad.json").write_text(json.dumps({**cam, "photo_expression": {"jaw_pose": ["x"]}}))
+    with pytest.raises(L2TError, match="unreadable photo_expression"):
+        photo_expression(tmp_path / "bad.json", default_avatar)
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

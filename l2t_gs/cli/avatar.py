@@ -160,14 +160,20 @@ def run_render(args: argparse.Namespace) -> int:
         raise L2TError(f"--size must be between 16 and 4096, got {args.size}")
     bg = torch.tensor([parse_color(args.background)], dtype=torch.float32)
     avatar = load_avatar(args.avatar)
-    verts = avatar.vertices_from_params(pose_params(args, avatar.head_model))[0]
+    params = pose_params(args, avatar.head_model)
     width = height = args.size
     if getattr(args, "camera_json", None):  # the photo's camera of `avatar from-photo` (fit.json), at its size
+        from l2t_gs.authoring.photo.build import photo_expression
         from l2t_gs.render.camera import camera_from_json
 
         viewmats, ks, width, height = camera_from_json(args.camera_json)
+        # the face as the photo shows it (mouth, jaw), unless --expr / --jaw say otherwise
+        shown = photo_expression(args.camera_json, avatar) if getattr(args, "photo_expression", True) else {}
+        for key, value in shown.items():
+            params.setdefault(key, value[None])
     else:
         viewmats, ks = head_camera(args.view, avatar.neutral_vertices(), args.size, args.size)
+    verts = avatar.vertices_from_params(params)[0]
     rgb, _, _ = rasterize(
         **avatar.splat_params(verts.float()), viewmats=viewmats, Ks=ks, width=width, height=height,
         backgrounds=bg, backend=args.backend,
@@ -233,7 +239,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--background", default="white", help="white, black, gray, #rrggbb or r,g,b in 0..1")
     r.add_argument("--backend", default="auto", choices=backend_choices(), help="rasterizer (default: auto)")
     r.add_argument(
-        "--camera-json", metavar="FIT.json", help="camera of a photo avatar (DIR/fit.json): its view and size"
+        "--camera-json",
+        metavar="FIT.json",
+        help="camera of a photo avatar (DIR/fit.json): its view and size, and the photo's expression and jaw "
+        "(unless --expr / --jaw, or --no-photo-expression for the avatar's rest face)",
+    )
+    r.add_argument(
+        "--photo-expression",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --camera-json, pose the face as the photo shows it (default: yes)",
     )
     add_pose_options(r)
     r.set_defaults(func=run_render)

@@ -7,7 +7,11 @@
    region (scalp, ears, skin) plus half the template's variation around the template's mean. Weights blend the
    three smoothly by the facing ratio. Eyeballs, teeth, the mouth interior and the eyelid rims keep
    the template's colours (the photo rarely shows them usefully); the lips take the photo's; the neck
-   takes the face's skin tone (under a chin the photo shows collars and shadow).
+   takes the face's skin tone (under a chin the photo shows collars and shadow). No splat takes a
+   colour from inside the photo's mouth opening (:func:`mouth_opening_mask`) but the teeth and the
+   mouth interior, which take it from there only: with the mouth open the photo shows the person's
+   teeth and the dark interior there, which must not be painted onto the lips (lip splats that see
+   only the opening take the photo's mean lip colour).
 2. **Photometric refinement** (:func:`refine`): colours, opacities, small local offsets and scales
    of the splats seen in the photo are optimised through the differentiable rasterizer
    (``torch-pure``) against a crop of the photo around the face, masked to the face outline, with
@@ -29,11 +33,14 @@ from l2t_gs.gaussians.binding import local_to_world, triangle_frames
 from l2t_gs.render import rasterize
 from l2t_gs.render.sh import SH_C0
 
-__all__ = ["KEEP_TEMPLATE", "face_region_mask", "photo_colors", "psnr", "refine", "render_view"]
+__all__ = ["KEEP_TEMPLATE", "face_region_mask", "mouth_opening_mask", "photo_colors", "psnr", "refine", "render_view"]
 
-#: Regions whose splats keep the template's colours.
+#: Regions whose splats keep the template's colours (the teeth and the mouth interior only where the
+#: photo's mouth opening does not show them).
 KEEP_TEMPLATE = ("eyes", "eye_left", "eye_right", "teeth_upper", "teeth_lower", "mouth_interior", "eyelid_rims")
-_REGIONS = ("scalp", "ears", "neck")
+#: What the mouth opening shows.
+MOUTH_INSIDE = ("teeth_upper", "teeth_lower", "mouth_interior")
+_REGIONS = ("lips", "scalp", "ears", "neck")
 #: Height (metres, head frame) above which the scalp's photo colour is taken as the hair colour.
 HAIR_HEIGHT = 0.085
 
@@ -82,19 +89,29 @@ def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ProjectedColors:
-    """Per-splat colours [N, 3] and how they were obtained (``direct`` / ``mirror`` weights [N])."""
+    """Per-splat colours [N, 3] and how they were obtained (``direct`` / ``mirror`` weights [N] of the
+    splats outside the template regions, which the refinement may change)."""
 
     colors: np.ndarray
     direct: np.ndarray
     mirror: np.ndarray
-    keep: np.ndarray  # [N] bool: template colour kept
+    keep: np.ndarray  # [N] bool: in a template region (eyes, lids; teeth and interior unless seen)
     visible: np.ndarray  # [N] bool: in front (not hidden by other splats) in the photo's view
 
 
 def photo_colors(
-    avatar: GaussianAvatar, verts: Tensor, photo: np.ndarray, viewmat: Tensor, K: Tensor
+    avatar: GaussianAvatar,
+    verts: Tensor,
+    photo: np.ndarray,
+    viewmat: Tensor,
+    K: Tensor,
+    opening: np.ndarray | None = None,
 ) -> ProjectedColors:
-    """Colour every splat of ``avatar`` (placed on ``verts [V, 3]``) from ``photo`` (float RGB [H, W, 3])."""
+    """Colour every splat of ``avatar`` (placed on ``verts [V, 3]``) from ``photo`` (float RGB [H, W, 3]).
+
+    ``opening [H, W] bool``: the photo's mouth opening (:func:`mouth_opening_mask`). Only the teeth and
+    the mouth interior take colours from inside it, and only from inside it.
+    """
     h, w = photo.shape[:2]
     depth, alpha = render_view(avatar, verts, viewmat, K, w, h, depth=True)
     splats = avatar.deform(verts.float())
@@ -110,7 +127,14 @@ def photo_colors(
     depth32 = np.ascontiguousarray(depth, dtype=np.float32)[..., None]
     alpha32 = np.ascontiguousarray(alpha, dtype=np.float32)[..., None]
 
-    def seen(p: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    binding = avatar.binding.numpy()
+    mouth = _face_mask_of_regions(avatar, MOUTH_INSIDE)[binding]  # [N]: teeth and mouth interior
+    if opening is None:  # the teeth and the interior keep the template's colours
+        mouth = np.zeros_like(mouth)
+    keep = _face_mask_of_regions(avatar, KEEP_TEMPLATE)[binding] & ~mouth
+
+    def seen(p: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Pixel positions, photo-colour weights, visibility and (visible and) inside the opening."""
         cam = p @ vm[:3, :3].T + vm[:3, 3]
         xy = cam[:, :2] / np.maximum(cam[:, 2:], 1e-6) * km[[0, 1], [0, 1]] + km[:2, 2]
         inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h) & (cam[:, 2] > 0)
@@ -119,17 +143,20 @@ def photo_colors(
         to_cam = centre - p
         facing = (n * to_cam).sum(1) / np.maximum(np.linalg.norm(to_cam, axis=1), 1e-12)
         ok = inside & (a > 0.5) & (cam[:, 2] <= d + 0.004)  # d: expected depth (ED)
-        return xy, np.where(ok, _smoothstep(0.2, 0.55, facing), 0.0), ok
+        in_opening = np.zeros_like(ok)
+        if opening is not None:
+            in_opening = ok & (_sample(opening.astype(np.float32)[..., None], xy)[:, 0] >= 0.5)
+            ok &= in_opening == mouth
+        return xy, np.where(ok, _smoothstep(0.2, 0.55, facing), 0.0), ok, in_opening
 
-    xy, w_direct, visible = seen(means, normal)
+    xy, w_direct, visible, lips_edge = seen(means, normal)
     flip = np.array([-1.0, 1.0, 1.0])
-    xy_m, w_mirror, _ = seen(means * flip, normal * flip)
+    xy_m, w_mirror, _, _ = seen(means * flip, normal * flip)
     c_direct = _sample(blurred, xy)
     c_mirror = _sample(blurred, xy_m)
 
     sh0 = avatar.sh[:, 0].double().numpy()
     default = np.clip(sh0 * SH_C0 + 0.5, 0.0, 1.0)
-    keep = _face_mask_of_regions(avatar, KEEP_TEMPLATE)[avatar.binding.numpy()]
     neck = (
         _face_mask_of_regions(avatar, ("neck",))[avatar.binding.numpy()]
         & ~_face_mask_of_regions(avatar, ("face",))[avatar.binding.numpy()]
@@ -162,16 +189,43 @@ def photo_colors(
         w_mirror[:, None] * c_mirror + (1 - w_mirror[:, None]) * fallback
     )
     colors[keep] = default[keep]
-    return ProjectedColors(np.clip(colors, 0.0, 1.0), w_direct * ~keep, w_mirror * ~keep, keep, visible)
+    if opening is not None:
+        # the lips' inner edge where it covers the opening: the photo's dark line between the lips, never
+        # its teeth (the photo's colour only where darker than the lip colour)
+        lips_edge &= _face_mask_of_regions(avatar, ("lips",))[binding]
+        colors[lips_edge] = np.minimum(colors[lips_edge], c_direct[lips_edge])
+        # teeth and interior the photo does not show: the template's
+        w_mouth = w_direct[mouth][:, None]
+        colors[mouth] = w_mouth * c_direct[mouth] + (1 - w_mouth) * default[mouth]
+        w_mirror[mouth] = 0.0
+    template = keep | mouth
+    return ProjectedColors(np.clip(colors, 0.0, 1.0), w_direct * ~template, w_mirror * ~template, template, visible)
+
+
+def _polygon_mask(landmarks: np.ndarray, ring: tuple[int, ...], width: int, height: int) -> np.ndarray:
+    """[H, W] bool: inside the polygon of the face-mesh points ``ring`` (indices into ``landmarks``)."""
+    mask = np.zeros((height, width), np.uint8)
+    poly = np.round(np.asarray(landmarks)[list(ring), :2] * 16).astype(np.int32)
+    cv2.fillPoly(mask, [poly], 1, lineType=cv2.LINE_8, shift=4)
+    return mask.astype(bool)
 
 
 def face_region_mask(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
     """[H, W] bool: inside the face outline of face-mesh landmarks [468, >=2]."""
     from l2t_gs.authoring.photo.landmarks import FACE_OVAL
 
-    mask = np.zeros((height, width), np.uint8)
-    poly = np.round(np.asarray(landmarks)[list(FACE_OVAL), :2] * 16).astype(np.int32)
-    cv2.fillPoly(mask, [poly], 1, lineType=cv2.LINE_8, shift=4)
+    return _polygon_mask(landmarks, FACE_OVAL, width, height)
+
+
+def mouth_opening_mask(landmarks: np.ndarray, width: int, height: int, grow: float = 0.03) -> np.ndarray:
+    """[H, W] bool: between the inner lips of face-mesh landmarks [468, >=2] (teeth, tongue, the dark
+    interior when the mouth is open; a sliver when it is shut), grown by ``grow`` eye distances."""
+    from l2t_gs.authoring.photo.landmarks import LIPS_INNER, inter_ocular
+
+    mask = _polygon_mask(landmarks, LIPS_INNER, width, height).astype(np.uint8)
+    r = int(round(grow * inter_ocular(np.asarray(landmarks))))
+    if r > 0:
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     return mask.astype(bool)
 
 

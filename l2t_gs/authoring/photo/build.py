@@ -17,6 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,7 +26,18 @@ from l2t_gs.errors import L2TError
 from l2t_gs.io.atomic import replace_dir
 from l2t_gs.io.tempfiles import make_temp_dir
 
-__all__ = ["MIN_EYE_DISTANCE", "PhotoAvatarConfig", "PhotoAvatarResult", "build_photo_avatar", "load_photo"]
+if TYPE_CHECKING:
+    from l2t_gs.gaussians.avatar import GaussianAvatar
+
+__all__ = [
+    "MIN_EYE_DISTANCE",
+    "PhotoAvatarConfig",
+    "PhotoAvatarResult",
+    "build_photo_avatar",
+    "fitted_avatar",
+    "load_photo",
+    "photo_expression",
+]
 
 #: Smallest distance between the eye centres (pixels) of a usable face. The issue asked for 80 px;
 #: scikit-image's 512-pixel astronaut photo has 43, so the default is lower (see docs/photo-avatar.md).
@@ -104,6 +116,69 @@ def _landmark_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a[:, :2] - b[:, :2], axis=1).mean() / inter_ocular(b))
 
 
+def photo_expression(fit_json: str | os.PathLike, avatar: GaussianAvatar) -> dict[str, torch.Tensor]:
+    """Rig inputs (unbatched) that pose ``avatar`` as its photo shows the face, from a ``fit.json``:
+    the photo's ``expr`` and ``jaw_pose``, and ``static_offset`` with the photo's lip displacement.
+
+    Only what fits ``avatar`` (a head with as many components and vertices) is returned; ``{}`` when
+    the file stores no expression (a camera file of another origin).
+    """
+    try:
+        data = json.loads(Path(fit_json).read_text(encoding="utf-8")).get("photo_expression") or {}
+        shown = {k: torch.tensor(data[k], dtype=torch.float32) for k in ("expr", "jaw_pose") if k in data}
+        lip = data.get("lip_offset") or {"vertices": [], "xyz": []}
+        ids = torch.tensor(lip["vertices"], dtype=torch.long)
+        xyz = torch.tensor(lip["xyz"], dtype=torch.float32).reshape(len(ids), 3)
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, RuntimeError) as exc:
+        raise L2TError(f"{fit_json}: unreadable photo_expression ({type(exc).__name__}: {exc})") from None
+    if any(not torch.isfinite(v).all() for v in (*shown.values(), xyz)):
+        raise L2TError(f"{fit_json}: photo_expression must hold finite numbers")
+    neutral = avatar.neutral_params
+    out = {k: v for k, v in shown.items() if tuple(v.shape) == tuple(neutral[k].shape)}
+    static = neutral.get("static_offset")
+    if len(ids) and static is not None and int(ids.min()) >= 0 and int(ids.max()) < static.shape[0]:
+        out["static_offset"] = static.float().index_add(0, ids, xyz)
+    return out
+
+
+def fitted_avatar(
+    base: GaussianAvatar, params: dict[str, torch.Tensor], name: str | None = None, notes: str = ""
+) -> tuple[GaussianAvatar, torch.Tensor]:
+    """``base``'s splats on the fitted head (a fit's ``params``): the avatar, whose neutral frame is the
+    rest face it talks from (:func:`~l2t_gs.authoring.photo.fit.rest_params`), and the vertices ``[V, 3]``
+    of the face as the photo shows it, where the photo's colours are projected."""
+    from l2t_gs.authoring.photo.fit import photo_pose, rest_params
+    from l2t_gs.gaussians.avatar import GaussianAvatar, default_neutral_params
+
+    neutral = default_neutral_params(base.head_model)
+    neutral.update(rest_params(params, base.head_model))
+    avatar = GaussianAvatar(
+        means=base.means, log_scales=base.log_scales, quats=base.quats, opacity_logits=base.opacity_logits,
+        sh=base.sh.clone(), binding=base.binding, head_model=base.head_model, neutral_params=neutral,
+        head_model_spec=base.head_model_spec, name=name or base.name, notes=notes,
+    )  # fmt: skip
+    return avatar, avatar.vertices_from_params(photo_pose(params))[0]
+
+
+def _photo_expression_json(params: dict[str, torch.Tensor]) -> dict:
+    """``fit.json``'s ``photo_expression``: expression, jaw and the lips' own offsets (metres)."""
+    lip = params["lip_offset"].double()
+    ids = (lip.abs().sum(1) > 0).nonzero().squeeze(1)
+    return {
+        "expr": np.round(params["expr"].double().numpy(), 5).tolist(),
+        "jaw_pose": np.round(params["jaw_pose"].double().numpy(), 5).tolist(),
+        "lip_offset": {"vertices": ids.tolist(), "xyz": np.round(lip[ids].numpy(), 7).tolist()},
+    }
+
+
+def _lip_gap_mm(verts: torch.Tensor) -> float:
+    """Midline lip gap (mm) of the built-in head's vertices ``[V, 3]``."""
+    from l2t_gs.motion.articulation import builtin_lip_pair
+
+    upper, lower = builtin_lip_pair()
+    return float((verts[upper] - verts[lower]).norm()) * 1000.0
+
+
 def _find_face(rgb: np.ndarray, face: int | None, min_eye_distance: float, what: str):  # noqa: ANN202
     from l2t_gs.authoring.photo.landmarks import detect_faces, face_mesh
 
@@ -135,9 +210,15 @@ def build_photo_avatar(
     from PIL import Image
 
     from l2t_gs.authoring.avatar import build_default_avatar
-    from l2t_gs.authoring.photo.appearance import face_region_mask, photo_colors, psnr, refine, render_view
+    from l2t_gs.authoring.photo.appearance import (
+        face_region_mask,
+        mouth_opening_mask,
+        photo_colors,
+        psnr,
+        refine,
+        render_view,
+    )
     from l2t_gs.authoring.photo.fit import fit_landmarks
-    from l2t_gs.gaussians.avatar import GaussianAvatar, default_neutral_params
     from l2t_gs.gaussians.avatar_io import check_avatar_out_dir, load_avatar, save_avatar
     from l2t_gs.render.sh import rgb_to_sh
 
@@ -155,17 +236,13 @@ def build_photo_avatar(
 
     base = load_avatar("default") if cfg.splats is None else build_default_avatar(num_splats=cfg.splats, seed=cfg.seed)
     fit = fit_landmarks(mesh.points, w, h, base.head_model, steps=cfg.fit_steps)
-    neutral = default_neutral_params(base.head_model)
-    neutral.update(fit.params)
-    avatar = GaussianAvatar(
-        means=base.means, log_scales=base.log_scales, quats=base.quats, opacity_logits=base.opacity_logits,
-        sh=base.sh, binding=base.binding, head_model=base.head_model, neutral_params=neutral,
-        head_model_spec=base.head_model_spec, name=cfg.name or out.resolve().name,
-        notes=f"from photo {Path(photo).name} (l2t_gs.authoring.photo, seed {cfg.seed})",
+    avatar, verts = fitted_avatar(
+        base, fit.params, cfg.name or out.resolve().name,
+        f"from photo {Path(photo).name} (l2t_gs.authoring.photo, seed {cfg.seed})",
     )  # fmt: skip
-    verts = avatar.neutral_vertices()
     photo_f = rgb.astype(np.float32) / 255.0
-    colors = photo_colors(avatar, verts, photo_f, fit.viewmat, fit.K)
+    mouth = mouth_opening_mask(mesh.points, w, h)  # teeth / interior: only they take colours from there
+    colors = photo_colors(avatar, verts, photo_f, fit.viewmat, fit.K, opening=mouth)
     sh = torch.zeros(avatar.num_splats, 1, 3)
     sh[:, 0] = rgb_to_sh(torch.as_tensor(colors.colors, dtype=torch.float32))
     avatar.sh = sh
@@ -179,7 +256,7 @@ def build_photo_avatar(
             photo_f,
             fit.viewmat,
             fit.K,
-            region,
+            region & ~mouth,
             colors.direct > 0.3,
             colors.visible,
             steps=cfg.steps,
@@ -206,6 +283,8 @@ def build_photo_avatar(
         "face_psnr_projected_db": round(psnr_projected, 3),
         "eye_distance_px": round(mesh.iod, 2),
         "head_rotation_deg": np.round(fit.head_rotation_deg, 3).tolist(),
+        "photo_expression": _photo_expression_json(fit.params),
+        "rest_lip_gap_mm": round(_lip_gap_mm(avatar.neutral_vertices()), 3),
         "photo": Path(photo).name,
         "notes": notes,
         "seconds": round(time.perf_counter() - t0, 2),

@@ -13,6 +13,13 @@ units of the inter-ocular distance, the face outline down-weighted (it slides al
 the same on the face-mesh model's relative depth (it pins the head's turn, which 2-D points alone
 leave to trade against the identity offsets), plus Gaussian priors on the coefficients and a
 graph-Laplacian smoothness + size prior on the offsets.
+
+The identity offsets cannot open or shut the mouth: each vertex of the lower lip's inner edge takes
+the offset of the upper-lip vertex facing it (:func:`lip_contact_pairs`). What parts the lips in
+the photo is the jaw, the expression and a smooth offset of the lips that belongs to the photo's
+expression only (``lip_offset``; a smile that bares the teeth goes beyond the few expression
+components). :func:`rest_params` drops those (keeping the photo's smile, brows and eyelids) for
+the avatar's rest frame: its lips rest as the template's, and the motion model's closures close them.
 """
 
 from __future__ import annotations
@@ -25,12 +32,21 @@ import torch
 from torch import Tensor
 
 from l2t_gs.authoring.photo.correspondence import Correspondence, load_correspondence, points_on_mesh
-from l2t_gs.authoring.photo.landmarks import FACE_OVAL, inter_ocular
+from l2t_gs.authoring.photo.landmarks import FACE_OVAL, LIPS_INNER, inter_ocular
 from l2t_gs.core.rotation import axis_angle_to_matrix, matrix_to_axis_angle
 from l2t_gs.errors import L2TError
 from l2t_gs.rig import FlameRig, HeadModel
 
-__all__ = ["FOCAL_OVER_SIZE", "FitResult", "fit_landmarks", "project"]
+__all__ = [
+    "FOCAL_OVER_SIZE",
+    "REST_ZEROED",
+    "FitResult",
+    "fit_landmarks",
+    "lip_contact_pairs",
+    "project",
+    "photo_pose",
+    "rest_params",
+]
 
 #: Focal length over the photo's longer side (about a 40 degree field of view across it).
 FOCAL_OVER_SIZE = 1.4
@@ -40,6 +56,19 @@ OVAL_WEIGHT = 0.3
 DEPTH_SCALE = 0.9
 #: Weight of the depth term against the 2-D reprojection term (a fifth of it once the identity is free).
 DEPTH_WEIGHT = 0.5
+#: Scale of the robust landmark loss (inter-ocular units): residuals well beyond it barely pull.
+ROBUST_C = 0.05
+#: The inner lips' robust scale at the start of the full stage, narrowed to :data:`ROBUST_C` over its
+#: first half (graduated non-convexity): a smile that bares the teeth starts a fifth of an eye
+#: distance away from the closed rest mouth, where the narrow loss would leave it.
+LIP_ROBUST_C_START = 0.3
+#: Lower-lip vertices closer than this to an upper-lip vertex at rest form the lips' contact line.
+LIP_CONTACT_M = 3e-3
+#: Expression components the rest frame zeroes (with the jaw): the mouth's articulation, which the
+#: motion model drives. The photo's smile (``spread``, ``mouth_corners_down``), brows and eyelids stay.
+REST_ZEROED: tuple[str, ...] = (
+    "lip_close", "lip_press", "pucker", "upper_lip_raise", "lower_lip_drop", "labiodental",
+)  # fmt: skip
 #: Rotation taking FLAME axes (+y up, face toward +z) to an OpenCV camera looking at the face.
 _FLIP = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
 
@@ -48,7 +77,9 @@ _FLIP = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
 class FitResult:
     """The fitted rig parameters (unbatched, float32) and camera.
 
-    ``params``: ``shape``, ``expr``, ``jaw_pose``, ``static_offset`` of the avatar's neutral frame;
+    ``params``: ``shape``, ``expr``, ``jaw_pose``, ``static_offset`` (identity) as the photo shows the
+    face, and ``lip_offset [V, 3]``, the photo's own lip displacement (zero off the lips), added to
+    ``static_offset`` in the photo's pose (:func:`photo_pose`); :func:`rest_params` gives the rest frame;
     ``viewmat [4, 4]`` world-to-camera (OpenCV), ``K [3, 3]``; ``verts [V, 3]`` the fitted mesh;
     ``projected [468, 2]`` its landmarks in the photo; ``error_iod`` the mean landmark distance over
     the inter-ocular distance.
@@ -74,6 +105,46 @@ def project(points: Tensor, viewmat: Tensor, K: Tensor) -> Tensor:
     cam = points @ viewmat[:3, :3].T + viewmat[:3, 3]
     z = cam[..., 2:].clamp_min(1e-6)
     return cam[..., :2] / z * torch.stack([K[0, 0], K[1, 1]]) + K[:2, 2]
+
+
+def lip_contact_pairs(head_model: HeadModel) -> tuple[np.ndarray, np.ndarray]:
+    """The lips' contact line at rest: (lower-lip vertices ``[P]``, the upper-lip vertex nearest each ``[P]``).
+
+    Lower-lip vertices within :data:`LIP_CONTACT_M` of the upper lip in the rest template. Empty
+    without ``lip_upper`` / ``lip_lower`` masks (a head model other than the built-in one).
+    """
+    masks = head_model.masks
+    if "lip_upper" not in masks or "lip_lower" not in masks:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    up = np.asarray(masks["lip_upper"].cpu(), dtype=np.int64)
+    lo = np.asarray(masks["lip_lower"].cpu(), dtype=np.int64)
+    v = head_model.v_template.detach().cpu().double().numpy()
+    d = np.linalg.norm(v[lo][:, None] - v[up][None], axis=2)  # [lower, upper]
+    near = d.min(1) < LIP_CONTACT_M
+    return lo[near], up[d.argmin(1)[near]]
+
+
+def rest_params(params: dict[str, Tensor], head_model: HeadModel) -> dict[str, Tensor]:
+    """The avatar's rest frame (neutral parameters) from a fit's ``params``: identity, the photo's
+    smile, brows and eyelids; the jaw closed, :data:`REST_ZEROED` zeroed, no ``lip_offset``."""
+    out = {k: v for k, v in params.items() if k != "lip_offset"}
+    expr = params["expr"].clone()
+    names = list(head_model.expr_names or [])
+    for name in REST_ZEROED:
+        if name in names and names.index(name) < expr.shape[-1]:
+            expr[..., names.index(name)] = 0.0
+    out["expr"] = expr
+    out["jaw_pose"] = torch.zeros_like(params["jaw_pose"])
+    return out
+
+
+def photo_pose(params: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rig inputs that pose an avatar built from a fit's ``params`` as the photo shows the face."""
+    return {
+        "expr": params["expr"],
+        "jaw_pose": params["jaw_pose"],
+        "static_offset": params["static_offset"] + params["lip_offset"],
+    }
 
 
 def _laplacian(faces: np.ndarray, n: int) -> Tensor:
@@ -138,9 +209,14 @@ def fit_landmarks(
     expr = torch.zeros(rig.n_expr, dtype=dt, requires_grad=True)
     jaw = torch.zeros(3, dtype=dt, requires_grad=True)
     offset = torch.zeros(rig.n_verts, 3, dtype=dt, requires_grad=True)
+    lip_lower, lip_upper = (torch.as_tensor(i) for i in lip_contact_pairs(head_model))
+    lips_mask = head_model.masks.get("lips")
+    lips = torch.as_tensor(np.asarray(lips_mask.cpu()) if lips_mask is not None else [], dtype=torch.long)
+    lip_offset = torch.zeros(len(lips), 3, dtype=dt, requires_grad=True)
     lap = _laplacian(faces.numpy(), rig.n_verts).to(dt)
     scale_px = iod  # residuals in inter-ocular units
-    c2 = 0.05**2
+    c2 = torch.full((468,), ROBUST_C**2, dtype=dt)  # per landmark; the inner lips' widens at first
+    inner_lips = list(LIPS_INNER)
 
     def viewmat() -> Tensor:
         r = axis_angle_to_matrix(aa) @ _FLIP.to(dt)
@@ -150,9 +226,15 @@ def fit_landmarks(
     def jaw_axis() -> Tensor:  # opening about x only, never closed past rest
         return torch.stack([jaw[0].clamp_min(0.0), jaw[0] * 0.0, jaw[0] * 0.0])
 
+    def tied_offset() -> Tensor:  # identity: the lower lip's contact line moves with the upper lip
+        return offset.index_copy(0, lip_lower, offset[lip_upper])
+
+    def photo_offset() -> Tensor:  # identity + the photo's own lip displacement
+        return tied_offset().index_add(0, lips, lip_offset)
+
     def forward() -> tuple[Tensor, Tensor, Tensor]:
         verts = rig(shape=shape, expr=expr, jaw_pose=jaw_axis(),
-                    static_offset=offset)[0]  # fmt: skip
+                    static_offset=photo_offset())[0]  # fmt: skip
         pts = points_on_mesh(corr, verts, faces)
         vm = viewmat()
         depth = pts @ vm[2, :3] + vm[2, 3]
@@ -171,20 +253,24 @@ def fit_landmarks(
     rigid = [{"params": [aa], "lr": 0.02}, {"params": [trans], "lr": 0.002}]
     stages = [(rigid, steps // 3, DEPTH_WEIGHT)]
     if fit_identity:
-        full = rigid + [{"params": [shape, expr, jaw], "lr": 0.02}, {"params": [offset], "lr": 5e-4}]
+        full = rigid + [{"params": [shape, expr, jaw], "lr": 0.02}, {"params": [offset, lip_offset], "lr": 5e-4}]
         stages.append((full, steps - steps // 3, DEPTH_WEIGHT * 0.2))
     for groups, n, depth_weight in stages:
         opt = torch.optim.Adam([dict(g) for g in groups])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(n, 1), eta_min=1e-5)
-        for _ in range(n):
+        for i in range(n):
+            if len(groups) > 2:  # the full stage: graduated robustness for the inner lips
+                frac = max(0.0, 1.0 - 2.0 * i / n)
+                c2[inner_lips] = (ROBUST_C + (LIP_ROBUST_C_START - ROBUST_C) * frac) ** 2
             opt.zero_grad()
             _, proj, depth = forward()
             loss = data_term(proj, depth, depth_weight)
             if fit_identity:
                 loss = loss + 2e-3 * (shape**2).sum() + 2e-3 * (expr**2).sum() + 0.05 * (jaw**2).sum()
                 loss = loss + 1e-3 * torch.relu(-expr).sum()  # the components are one-sided
-                lo = torch.sparse.mm(lap, offset)
-                loss = loss + 40.0 * (lo**2).sum() + 2.0 * (offset**2).sum()
+                shown = photo_offset()
+                lo = torch.sparse.mm(lap, shown)
+                loss = loss + 40.0 * (lo**2).sum() + 2.0 * (shown**2).sum() + 2.0 * (lip_offset**2).sum()
             loss.backward()
             opt.step()
             sched.step()
@@ -196,7 +282,8 @@ def fit_landmarks(
             "shape": shape.detach().float(),
             "expr": expr.detach().clamp_min(0).float(),
             "jaw_pose": jaw_axis().detach().float(),
-            "static_offset": offset.detach().float(),
+            "static_offset": tied_offset().detach().float(),
+            "lip_offset": (photo_offset() - tied_offset()).detach().float(),
         }
         return FitResult(
             params, viewmat().detach().float(), K.float(), verts.float(), proj.numpy(), float(err), history
