@@ -26,6 +26,7 @@ from l2t_gs.authoring.photo.build import (
     _find_face,
     build_photo_avatar,
     fitted_avatar,
+    grey_sh,
     load_photo,
     photo_expression,
 )
@@ -389,6 +390,13 @@ def test_grayscale_huge_and_exif(tmp_path: Path, astronaut: np.ndarray) -> None:
     grey, notes = load_photo(tmp_path / "grey.png")
     assert grey.shape == (512, 512, 3) and np.array_equal(grey[..., 0], grey[..., 2])
     assert any("grayscale" in n for n in notes)
+    Image.fromarray(grey).save(tmp_path / "grey-rgb.png")  # grey content in an RGB file counts too
+    assert any("grayscale" in n for n in load_photo(tmp_path / "grey-rgb.png")[1])
+    assert not any("grayscale" in n for n in load_photo(ASTRONAUT)[1])
+    sh = torch.randn(50, 4, 3)  # a grey photo's avatar is grey throughout: each coefficient's luma
+    g = grey_sh(sh)
+    assert torch.equal(g[..., 0], g[..., 2]) and torch.equal(g[..., 1], g[..., 2])
+    assert torch.allclose(g[..., 0], 0.299 * sh[..., 0] + 0.587 * sh[..., 1] + 0.114 * sh[..., 2])
     mesh, _ = _find_face(grey, None, 30.0, "grey")
     assert mesh.score > 0.9
 

@@ -1,4 +1,5 @@
-"""Build photo avatars and draw docs/photo-avatar.jpg: photo, re-render, three-quarter, side, talking.
+"""Build photo avatars and draw docs/photo-avatar.jpg: photo, re-render (the photo's expression), the rest
+face it talks from (photo's view), three-quarter, side, talking (open mouth, photo's view).
 
 Usage: python docs/scripts/photo_avatar_figure.py [--out docs/photo-avatar.jpg] [--work DIR]
 Rows: scikit-image's astronaut photo (tests/data/photos/astronaut.jpg), the same photo mirrored and
@@ -20,7 +21,7 @@ import torch
 from PIL import Image
 
 from l2t_gs.authoring.photo.appearance import render_view
-from l2t_gs.authoring.photo.build import build_photo_avatar
+from l2t_gs.authoring.photo.build import build_photo_avatar, photo_expression
 from l2t_gs.gaussians import load_avatar
 from l2t_gs.io.atomic import atomic_path
 from l2t_gs.render import head_camera
@@ -35,12 +36,13 @@ def tiles_for(avatar_dir: Path) -> tuple[list[np.ndarray], dict]:
     avatar = load_avatar(avatar_dir)
     photo = np.asarray(Image.open(avatar_dir / "photo.png").convert("RGB"))
     view, k, w, h = camera_from_json(str(avatar_dir / "fit.json"))
-    neutral = avatar.neutral_vertices()
+    neutral = avatar.neutral_vertices()  # the rest face it talks from
+    shown = avatar.vertices_from_params(photo_expression(avatar_dir / "fit.json", avatar))[0]  # as in the photo
     names = list(avatar.head_model.expr_names)
     expr = avatar.neutral_params["expr"].clone()
     expr[names.index("upper_lip_raise")] += 0.3
     talking = avatar.vertices_from_params({"jaw_pose": torch.tensor([0.28, 0.0, 0.0]), "expr": expr})[0]
-    out = [photo, (render_view(avatar, neutral, view[0], k[0], w, h)[0] * 255).astype(np.uint8)]
+    out = [photo] + [(render_view(avatar, v, view[0], k[0], w, h)[0] * 255).astype(np.uint8) for v in (shown, neutral)]
     for preset in ("three-quarter", "side"):
         v, kk = head_camera(preset, neutral, TILE, TILE)
         out.append((render_view(avatar, neutral, v[0], kk[0], TILE, TILE)[0] * 255).astype(np.uint8))
@@ -80,7 +82,7 @@ def main() -> None:
         cx = min(max(cx, half), fit["width"] - half) if 2 * half <= fit["width"] else cx
         cy = min(max(cy, half), fit["height"] - half) if 2 * half <= fit["height"] else cy
         box = (max(cx - half, 0), max(cy - half, 0), cx + half, cy + half)
-        row = [crop_face(tiles[0], box), crop_face(tiles[1], box), tiles[2], tiles[3], crop_face(tiles[4], box)]
+        row = [*(crop_face(t, box) for t in tiles[:3]), tiles[3], tiles[4], crop_face(tiles[5], box)]
         rows.append(np.concatenate(row, 1))
     figure = np.concatenate(rows, 0)
     with atomic_path(args.out) as tmp:

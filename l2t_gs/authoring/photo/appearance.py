@@ -4,7 +4,7 @@
    the photo; it takes the photo's colour where it is visible (its depth agrees with the rendered
    depth map of all splats and its triangle faces the camera), else the colour of its mirror image
    (x -> -x in the head's frame) where that one is visible, else the photo's mean colour of its
-   region (scalp, ears, skin) plus half the template's variation around the template's mean. Weights blend the
+   region (lips, scalp, ears, skin) plus half the template's brightness variation around its mean. Weights blend the
    three smoothly by the facing ratio. Eyeballs, teeth, the mouth interior and the eyelid rims keep
    the template's colours (the photo rarely shows them usefully); the lips take the photo's; the neck
    takes the face's skin tone (under a chin the photo shows collars and shadow). No splat takes a
@@ -41,6 +41,7 @@ KEEP_TEMPLATE = ("eyes", "eye_left", "eye_right", "teeth_upper", "teeth_lower", 
 #: What the mouth opening shows.
 MOUTH_INSIDE = ("teeth_upper", "teeth_lower", "mouth_interior")
 _REGIONS = ("lips", "scalp", "ears", "neck")
+_LUMA = np.array([0.299, 0.587, 0.114])
 #: Height (metres, head frame) above which the scalp's photo colour is taken as the hair colour.
 HAIR_HEIGHT = 0.085
 
@@ -183,7 +184,8 @@ def photo_colors(
         if k == 0:
             skin_mean = mean
         if sel.any():
-            fallback[sel] = mean + 0.5 * (default[sel] - default[sel].mean(0))
+            shade = default[sel] @ _LUMA  # the template's variation as brightness only: no tint of its own
+            fallback[sel] = mean + 0.5 * (shade - shade.mean())[:, None]
     fallback = np.clip(fallback, 0.0, 1.0)
     colors = w_direct[:, None] * c_direct + (1 - w_direct[:, None]) * (
         w_mirror[:, None] * c_mirror + (1 - w_mirror[:, None]) * fallback

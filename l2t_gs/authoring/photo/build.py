@@ -1,9 +1,10 @@
 """``build_photo_avatar``: one photo -> an avatar folder (splats, rig parameters, ``fit.json``).
 
 Stated choices for awkward input: EXIF orientation is applied; grayscale photos are used as RGB
-(grey avatar colours); photos larger than ``max_side`` pixels are downscaled first (``fit.json`` then
-describes the downscaled size, which ``photo.png`` in the folder shows); with several faces the
-largest is used unless ``face`` picks another (index in order of size). No face, a face whose eyes
+and the whole avatar is made grey (the template's eyes and mouth too); photos larger than
+``max_side`` pixels are downscaled first (``fit.json`` then describes the downscaled size, which
+``photo.png`` in the folder shows); with several faces the largest is used unless ``face`` picks
+another (index in order of size). No face, a face whose eyes
 are closer than ``min_eye_distance`` pixels, or a file that is not an image is a one-line
 :class:`~l2t_gs.errors.L2TError`, and nothing is written: the folder is built in a temporary sibling
 and renamed into place at the end.
@@ -35,6 +36,7 @@ __all__ = [
     "PhotoAvatarResult",
     "build_photo_avatar",
     "fitted_avatar",
+    "grey_sh",
     "load_photo",
     "photo_expression",
 ]
@@ -87,8 +89,6 @@ def load_photo(path: str | os.PathLike, max_side: int = 1024) -> tuple[np.ndarra
                 if orientation not in (None, 1):
                     notes.append(f"EXIF orientation {orientation} applied")
             img = rotated
-            if img.mode in ("L", "LA", "I", "I;16", "F", "1"):
-                notes.append("grayscale photo: the avatar's colours will be grey")
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -98,6 +98,8 @@ def load_photo(path: str | os.PathLike, max_side: int = 1024) -> tuple[np.ndarra
         raise L2TError(f"not a readable image: {path} ({type(exc).__name__})") from None
     except OSError as exc:
         raise L2TError(f"cannot read image {path}: {exc}") from None
+    if _is_grey(rgb):
+        notes.append("grayscale photo: the whole avatar will be grey (the template's eyes and mouth too)")
     h, w = rgb.shape[:2]
     if min(h, w) < 32:
         raise L2TError(f"photo too small: {w}x{h} pixels")
@@ -158,6 +160,17 @@ def fitted_avatar(
         head_model_spec=base.head_model_spec, name=name or base.name, notes=notes,
     )  # fmt: skip
     return avatar, avatar.vertices_from_params(photo_pose(params))[0]
+
+
+def _is_grey(rgb: np.ndarray) -> bool:
+    """A grey photo ``[H, W, 3]`` uint8: its channels differ by at most 2 levels anywhere (JPEG noise)."""
+    return int(np.ptp(rgb.astype(np.int16), axis=2).max()) <= 2
+
+
+def grey_sh(sh: torch.Tensor) -> torch.Tensor:
+    """Spherical-harmonic colours ``[N, K, 3]`` made grey: each coefficient's Rec. 601 luma in all channels."""
+    luma = sh @ torch.tensor([0.299, 0.587, 0.114], dtype=sh.dtype)
+    return luma[..., None].expand_as(sh).clone()
 
 
 def _photo_expression_json(params: dict[str, torch.Tensor]) -> dict:
@@ -262,6 +275,8 @@ def build_photo_avatar(
             steps=cfg.steps,
             seed=cfg.seed,
         )
+    if _is_grey(rgb):  # the template's eyes and mouth too
+        avatar.sh = grey_sh(avatar.sh)
     render, _ = render_view(avatar, verts, fit.viewmat, fit.K, w, h)
     face_psnr = psnr(render, photo_f, region)
     render_u8 = (np.clip(render, 0, 1) * 255 + 0.5).astype(np.uint8)
