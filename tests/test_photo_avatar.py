@@ -149,9 +149,10 @@ def test_fit_recovers_pose_of_a_rendered_head(default_avatar: GaussianAvatar) ->
         )  # fmt: skip
     mesh, _ = _find_face(to_uint8(rgb[0]), None, 10.0, "render")
     fit = fit_landmarks(mesh.points, size, size, default_avatar.head_model, steps=120)
-    # 3.9 degrees measured: the face-mesh model reads the painted mannequin's turn slightly off (its own
-    # points at the true pose are 0.07 eye distances from the correspondence's), see docs/photo-avatar.md
-    assert _angle_deg(fit.viewmat[:3, :3].double().numpy(), view[:3, :3].double().numpy()) < 5.0
+    # 3.2 degrees measured (4.0 before the rest-mouth fit; the issue asks 3): the face-mesh model reads the
+    # painted mannequin's turn slightly off (its own points at the true pose are 0.07 eye distances from the
+    # correspondence's), see docs/photo-avatar.md
+    assert _angle_deg(fit.viewmat[:3, :3].double().numpy(), view[:3, :3].double().numpy()) < 4.0
     # landmarks: the fitted mesh's points against the face-mesh model's, and against the true mesh's
     assert fit.error_iod < 0.02
     corr = load_correspondence()
