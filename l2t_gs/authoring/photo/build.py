@@ -223,14 +223,7 @@ def build_photo_avatar(
     from PIL import Image
 
     from l2t_gs.authoring.avatar import build_default_avatar
-    from l2t_gs.authoring.photo.appearance import (
-        face_region_mask,
-        mouth_opening_mask,
-        photo_colors,
-        psnr,
-        refine,
-        render_view,
-    )
+    from l2t_gs.authoring.photo import appearance
     from l2t_gs.authoring.photo.fit import fit_landmarks
     from l2t_gs.gaussians.avatar_io import check_avatar_out_dir, load_avatar, save_avatar
     from l2t_gs.render.sh import rgb_to_sh
@@ -254,16 +247,16 @@ def build_photo_avatar(
         f"from photo {Path(photo).name} (l2t_gs.authoring.photo, seed {cfg.seed})",
     )  # fmt: skip
     photo_f = rgb.astype(np.float32) / 255.0
-    mouth = mouth_opening_mask(mesh.points, w, h)  # teeth / interior: only they take colours from there
-    colors = photo_colors(avatar, verts, photo_f, fit.viewmat, fit.K, opening=mouth)
+    mouth = appearance.mouth_opening_mask(mesh.points, w, h)  # teeth / interior: only they take colours from there
+    colors = appearance.photo_colors(avatar, verts, photo_f, fit.viewmat, fit.K, opening=mouth)
     sh = torch.zeros(avatar.num_splats, 1, 3)
     sh[:, 0] = rgb_to_sh(torch.as_tensor(colors.colors, dtype=torch.float32))
     avatar.sh = sh
-    region = face_region_mask(mesh.points, w, h)
-    before, _ = render_view(avatar, verts, fit.viewmat, fit.K, w, h)
-    psnr_projected = psnr(before, photo_f, region)
+    region = appearance.face_region_mask(mesh.points, w, h)
+    before, _ = appearance.render_view(avatar, verts, fit.viewmat, fit.K, w, h)
+    psnr_projected = appearance.psnr(before, photo_f, region)
     if cfg.steps > 0:
-        avatar, _ = refine(
+        avatar, _ = appearance.refine(
             avatar,
             verts,
             photo_f,
@@ -277,8 +270,8 @@ def build_photo_avatar(
         )
     if _is_grey(rgb):  # the template's eyes and mouth too
         avatar.sh = grey_sh(avatar.sh)
-    render, _ = render_view(avatar, verts, fit.viewmat, fit.K, w, h)
-    face_psnr = psnr(render, photo_f, region)
+    render, _ = appearance.render_view(avatar, verts, fit.viewmat, fit.K, w, h)
+    face_psnr = appearance.psnr(render, photo_f, region)
     render_u8 = (np.clip(render, 0, 1) * 255 + 0.5).astype(np.uint8)
     try:
         again, _ = _find_face(render_u8, None, 0.0, "the re-render")
