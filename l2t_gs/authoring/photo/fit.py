@@ -11,8 +11,9 @@ frame.
 Loss: a robust (Geman-McClure-like, ``r^2 / (r^2 + c^2)``) reprojection error of the landmarks in
 units of the inter-ocular distance, the face outline down-weighted (it slides along the silhouette),
 the same on the face-mesh model's relative depth (it pins the head's turn, which 2-D points alone
-leave to trade against the identity offsets), plus Gaussian priors on the coefficients and a
-graph-Laplacian smoothness + size prior on the offsets.
+leave to trade against the identity offsets), Gaussian priors on the coefficients and a
+graph-Laplacian smoothness + size prior on the offsets; once the identity is free, a one-sided term
+makes the head's projected silhouette reach the photo's outline (:data:`OUTLINE_COVERAGE_WEIGHT`).
 
 The identity offsets cannot open or shut the mouth: each vertex of the lower lip's inner edge takes
 the offset of the upper-lip vertex facing it (:func:`lip_contact_pairs`). What parts the lips in
@@ -62,6 +63,15 @@ ROBUST_C = 0.05
 #: first half (graduated non-convexity): a smile that bares the teeth starts a fifth of an eye
 #: distance away from the closed rest mouth, where the narrow loss would leave it.
 LIP_ROBUST_C_START = 0.3
+#: Weight of the outline coverage term: each face-outline point of the photo that lies beyond the head's
+#: projected silhouette (in its direction from the outline's centre) costs its squared distance to it in
+#: eye distances. The outline points themselves slide along the silhouette, so their fixed surface points
+#: (down-weighted above) leave the fitted head narrower than wide faces, and the render's background then
+#: shows inside the photo's face.
+OUTLINE_COVERAGE_WEIGHT = 100.0
+#: Half-width of the strip (a fraction of the outline point's distance from the centre) in which head
+#: vertices count as lying in an outline point's direction.
+OUTLINE_WINDOW = 0.05
 #: Lower-lip vertices closer than this to an upper-lip vertex at rest form the lips' contact line.
 LIP_CONTACT_M = 3e-3
 #: Expression components the rest frame zeroes (with the jaw): the mouth's articulation, which the
@@ -147,6 +157,20 @@ def photo_pose(params: dict[str, Tensor]) -> dict[str, Tensor]:
     }
 
 
+def _outline_vertices(head_model: HeadModel) -> np.ndarray:
+    """Vertices that can form the head's outline seen from the front: face, scalp and neck, without the
+    features inside the face (nose, lips, eyes and their surroundings, the mouth) and the ears."""
+    masks = head_model.masks
+    keep = np.zeros(head_model.n_verts, bool)
+    for name in ("face", "scalp", "neck"):
+        if name in masks:
+            keep[np.asarray(masks[name].cpu())] = True
+    for name in ("nose", "lips", "eye_region", "eyes", "mouth_interior", "teeth_upper", "teeth_lower", "ears"):
+        if name in masks:
+            keep[np.asarray(masks[name].cpu())] = False
+    return np.nonzero(keep)[0]
+
+
 def _laplacian(faces: np.ndarray, n: int) -> Tensor:
     """Uniform graph Laplacian ``L = I - D^-1 A`` as a sparse ``[V, V]`` tensor."""
     e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
@@ -217,6 +241,23 @@ def fit_landmarks(
     scale_px = iod  # residuals in inter-ocular units
     c2 = torch.full((468,), ROBUST_C**2, dtype=dt)  # per landmark; the inner lips' widens at first
     inner_lips = list(LIPS_INNER)
+    outer = torch.as_tensor(_outline_vertices(head_model), dtype=torch.long)
+    oval = list(FACE_OVAL)
+
+    def coverage_term(verts: Tensor, vm: Tensor) -> Tensor:
+        """How far the photo's outline points lie outside the head's projected silhouette (one-sided)."""
+        p = project(verts[outer], vm, K)  # [C, 2]
+        centre = target[oval].mean(0)
+        d_l = target[oval] - centre
+        r_l = d_l.norm(dim=-1)
+        u = d_l / r_l[:, None]  # [O, 2] directions of the outline points
+        d_v = p - centre
+        along = d_v @ u.T  # [C, O]
+        across = (d_v[:, None, :] - along[..., None] * u[None]).norm(dim=-1)
+        near = across < OUTLINE_WINDOW * r_l[None]
+        reach = torch.where(near, along, torch.full_like(along, -1e9)).max(0).values
+        gap = torch.relu(r_l - reach.clamp_min(0.0)) / scale_px
+        return (gap**2).mean()
 
     def viewmat() -> Tensor:
         r = axis_angle_to_matrix(aa) @ _FLIP.to(dt)
@@ -263,8 +304,10 @@ def fit_landmarks(
                 frac = max(0.0, 1.0 - 2.0 * i / n)
                 c2[inner_lips] = (ROBUST_C + (LIP_ROBUST_C_START - ROBUST_C) * frac) ** 2
             opt.zero_grad()
-            _, proj, depth = forward()
+            verts_i, proj, depth = forward()
             loss = data_term(proj, depth, depth_weight)
+            if len(groups) > 2:  # the head must reach the photo's outline: widen it (the camera held), not turn it
+                loss = loss + OUTLINE_COVERAGE_WEIGHT * coverage_term(verts_i, viewmat().detach())
             if fit_identity:
                 loss = loss + 2e-3 * (shape**2).sum() + 2e-3 * (expr**2).sum() + 0.05 * (jaw**2).sum()
                 loss = loss + 1e-3 * torch.relu(-expr).sum()  # the components are one-sided
