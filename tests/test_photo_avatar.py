@@ -283,6 +283,40 @@ def _coloured(avatar: GaussianAvatar, mesh, fit, photo: np.ndarray) -> tuple[Gau
     return a, verts, colors
 
 
+def test_colours_inside_the_mouth_opening(default_avatar: GaussianAvatar) -> None:
+    """Only the teeth and the mouth interior take colours from the photo's mouth opening, and only from there;
+    the lips' edge over the opening takes the photo's colour only where it is darker than the lips."""
+    from l2t_gs.authoring.photo.appearance import _face_mask_of_regions
+    from l2t_gs.render import head_camera
+
+    a = default_avatar
+    verts = a.vertices_from_params({"jaw_pose": torch.tensor([0.3, 0.0, 0.0])})[0]  # mouth open
+    view, k = head_camera("front", verts, 160, 160)
+    corr = load_correspondence()
+    p = project(points_on_mesh(corr, verts.double(), a.faces), view[0].double(), k[0].double()).numpy()
+    opening = np.zeros((160, 160), bool)
+    x0, y0 = np.floor(p[[78, 308, 13, 14], :2].min(0)).astype(int)
+    x1, y1 = np.ceil(p[[78, 308, 13, 14], :2].max(0)).astype(int)
+    opening[y0 : y1 + 1, x0 : x1 + 1] = True
+    photo = np.empty((160, 160, 3), np.float32)
+    photo[:] = (0.8, 0.2, 0.1)  # skin and lips
+    photo[opening] = (1.0, 1.0, 1.0)  # "teeth" in the opening
+    colors = photo_colors(a, verts, photo, view[0], k[0], opening=opening)
+    binding = a.binding.numpy()
+    mouth = _face_mask_of_regions(a, ("teeth_upper", "teeth_lower", "mouth_interior"))[binding]
+    white = colors.colors.min(1) > 0.9
+    assert white[mouth].sum() >= 20  # teeth seen through the opening take its colour ...
+    assert not white[~mouth].any()  # ... and nothing else does, the lips included
+    lips = _face_mask_of_regions(a, ("lips",))[binding]
+    # the lips keep the photo's lip colour (green 0.2; unseen ones plus the template's brightness variation,
+    # mean 0.28 measured); at the opening's border the photo's blur leaks a little (max 0.59)
+    assert colors.colors[lips, 1].mean() < 0.35 and colors.colors[lips, 1].max() < 0.65
+    assert not colors.direct[mouth].any() and colors.keep[mouth].all()  # not refined
+    without = photo_colors(a, verts, photo, view[0], k[0])  # no opening given: teeth stay the template's
+    default = np.clip(a.sh[:, 0].double().numpy() * 0.28209479177387814 + 0.5, 0, 1)
+    assert np.allclose(without.colors[mouth], default[mouth], atol=1e-6)
+
+
 @pytest.mark.slow
 def test_photo_colours_and_refinement_raise_psnr(astronaut, astronaut_fit, default_avatar) -> None:
     mesh, fit = astronaut_fit

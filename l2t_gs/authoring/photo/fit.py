@@ -242,16 +242,14 @@ def fit_landmarks(
     c2 = torch.full((468,), ROBUST_C**2, dtype=dt)  # per landmark; the inner lips' widens at first
     inner_lips = list(LIPS_INNER)
     outer = torch.as_tensor(_outline_vertices(head_model), dtype=torch.long)
-    oval = list(FACE_OVAL)
+    outline = target[list(FACE_OVAL)]
+    centre = outline.mean(0)
+    r_l = (outline - centre).norm(dim=-1)  # [O] the photo's outline points: distance from the centre
+    u = (outline - centre) / r_l[:, None]  # [O, 2] and direction
 
     def coverage_term(verts: Tensor, vm: Tensor) -> Tensor:
         """How far the photo's outline points lie outside the head's projected silhouette (one-sided)."""
-        p = project(verts[outer], vm, K)  # [C, 2]
-        centre = target[oval].mean(0)
-        d_l = target[oval] - centre
-        r_l = d_l.norm(dim=-1)
-        u = d_l / r_l[:, None]  # [O, 2] directions of the outline points
-        d_v = p - centre
+        d_v = project(verts[outer], vm, K) - centre  # [C, 2]
         along = d_v @ u.T  # [C, O]
         across = (d_v[:, None, :] - along[..., None] * u[None]).norm(dim=-1)
         near = across < OUTLINE_WINDOW * r_l[None]
@@ -292,23 +290,23 @@ def fit_landmarks(
     history: list[float] = []
     # learning rates: radians, metres (translation), coefficients, metres (offsets)
     rigid = [{"params": [aa], "lr": 0.02}, {"params": [trans], "lr": 0.002}]
-    stages = [(rigid, steps // 3, DEPTH_WEIGHT)]
+    stages = [(rigid, steps // 3, DEPTH_WEIGHT, False)]  # (groups, steps, depth weight, identity free)
     if fit_identity:
         full = rigid + [{"params": [shape, expr, jaw], "lr": 0.02}, {"params": [offset, lip_offset], "lr": 5e-4}]
-        stages.append((full, steps - steps // 3, DEPTH_WEIGHT * 0.2))
-    for groups, n, depth_weight in stages:
+        stages.append((full, steps - steps // 3, DEPTH_WEIGHT * 0.2, True))
+    for groups, n, depth_weight, identity in stages:
         opt = torch.optim.Adam([dict(g) for g in groups])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(n, 1), eta_min=1e-5)
         for i in range(n):
-            if len(groups) > 2:  # the full stage: graduated robustness for the inner lips
+            if identity:  # graduated robustness for the inner lips
                 frac = max(0.0, 1.0 - 2.0 * i / n)
                 c2[inner_lips] = (ROBUST_C + (LIP_ROBUST_C_START - ROBUST_C) * frac) ** 2
             opt.zero_grad()
             verts_i, proj, depth = forward()
             loss = data_term(proj, depth, depth_weight)
-            if len(groups) > 2:  # the head must reach the photo's outline: widen it (the camera held), not turn it
+            if identity and len(outer):  # reach the photo's outline by widening the head (camera held), not turning it
                 loss = loss + OUTLINE_COVERAGE_WEIGHT * coverage_term(verts_i, viewmat().detach())
-            if fit_identity:
+            if identity:
                 loss = loss + 2e-3 * (shape**2).sum() + 2e-3 * (expr**2).sum() + 0.05 * (jaw**2).sum()
                 loss = loss + 1e-3 * torch.relu(-expr).sum()  # the components are one-sided
                 shown = photo_offset()
