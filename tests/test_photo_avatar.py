@@ -24,6 +24,7 @@ from l2t_gs.authoring.photo.appearance import (
 from l2t_gs.authoring.photo.build import (
     PhotoAvatarConfig,
     _find_face,
+    _lip_gap_mm,
     build_photo_avatar,
     fitted_avatar,
     grey_sh,
@@ -47,7 +48,7 @@ from l2t_gs.gaussians.avatar import GaussianAvatar
 from l2t_gs.motion.articulation import builtin_lip_pair
 from l2t_gs.render import intrinsics, look_at, rasterize, to_uint8
 from l2t_gs.render.camera import camera_from_json
-from l2t_gs.render.sh import rgb_to_sh
+from l2t_gs.render.sh import SH_C0, rgb_to_sh
 
 ASTRONAUT = Path(__file__).parent / "data" / "photos" / "astronaut.jpg"
 OBAMA = Path(__file__).parent / "data" / "photos" / "obama.jpg"
@@ -313,7 +314,7 @@ def test_colours_inside_the_mouth_opening(default_avatar: GaussianAvatar) -> Non
     assert colors.colors[lips, 1].mean() < 0.35 and colors.colors[lips, 1].max() < 0.65
     assert not colors.direct[mouth].any() and colors.keep[mouth].all()  # not refined
     without = photo_colors(a, verts, photo, view[0], k[0])  # no opening given: teeth stay the template's
-    default = np.clip(a.sh[:, 0].double().numpy() * 0.28209479177387814 + 0.5, 0, 1)
+    default = np.clip(a.sh[:, 0].double().numpy() * SH_C0 + 0.5, 0, 1)
     assert np.allclose(without.colors[mouth], default[mouth], atol=1e-6)
 
 
@@ -336,11 +337,6 @@ def test_photo_colours_and_refinement_raise_psnr(astronaut, astronaut_fit, defau
     assert torch.equal(refined.binding, a.binding) and torch.equal(refined.quats, a.quats)
 
 
-def _gap_mm(verts: torch.Tensor) -> float:
-    upper, lower = builtin_lip_pair()
-    return float((verts[upper] - verts[lower]).norm()) * 1000
-
-
 @pytest.mark.slow
 def test_the_photo_avatar_talks(astronaut, astronaut_fit, default_avatar) -> None:
     """Frames made as the motion model makes them: the avatar's rest face plus the built-in head's
@@ -358,8 +354,8 @@ def test_the_photo_avatar_talks(astronaut, astronaut_fit, default_avatar) -> Non
 
     frames = {"bilabial": frame(expr=closed), "open": frame(jaw_pose=torch.tensor([0.3, 0.0, 0.0]))}
     # the lips rest as the template's and close where the template's close (the closure's < 1 mm)
-    assert abs(_gap_mm(rest) - _gap_mm(template)) < 0.1
-    assert _gap_mm(frames["bilabial"]) < 0.1 and _gap_mm(frames["open"]) > 8
+    assert abs(_lip_gap_mm(rest) - _lip_gap_mm(template)) < 0.1
+    assert _lip_gap_mm(frames["bilabial"]) < 0.1 and _lip_gap_mm(frames["open"]) > 8
     images = {k: render_view(a, v, fit.viewmat, fit.K, 512, 512)[0] for k, v in frames.items()}
     corr = load_correspondence()
     mouth = {}
@@ -424,10 +420,11 @@ def test_fit_of_an_open_mouth_rests_closed(default_avatar: GaussianAvatar) -> No
     mesh, _ = _find_face(image, None, 20.0, "render")
     fit = fit_landmarks(mesh.points, size, size, default_avatar.head_model, steps=120)
     a, shown = fitted_avatar(default_avatar, fit.params)
-    template_gap = _gap_mm(default_avatar.neutral_vertices())
-    assert abs(_gap_mm(a.neutral_vertices()) - template_gap) < 0.1  # the rest face is closed as the template's
-    assert _gap_mm(truth) > 4 * template_gap  # the render's mouth is open ...
-    assert abs(_gap_mm(shown) - _gap_mm(truth)) < 0.35 * _gap_mm(truth)  # ... and so is the fitted photo pose
+    template_gap = _lip_gap_mm(default_avatar.neutral_vertices())
+    assert abs(_lip_gap_mm(a.neutral_vertices()) - template_gap) < 0.1  # the rest face is closed as the template's
+    truth_gap = _lip_gap_mm(truth)
+    assert truth_gap > 4 * template_gap  # the render's mouth is open ...
+    assert abs(_lip_gap_mm(shown) - truth_gap) < 0.35 * truth_gap  # ... and so is the fitted photo pose
     lips = np.abs(fit.params["lip_offset"].numpy()).sum(1) > 0
     assert set(np.nonzero(lips)[0].tolist()) <= set(default_avatar.head_model.masks["lips"].tolist())
 
@@ -535,7 +532,7 @@ def test_cli_from_photo_and_render(tmp_path: Path, capsys: pytest.CaptureFixture
     fit = json.loads((out / "fit.json").read_text())
     assert fit["width"] == 512 and len(fit["K"]) == 3 and len(fit["viewmat"]) == 4
     assert fit["rerender_landmark_error_iod"] <= 0.04 and fit["face_psnr_db"] >= 24
-    assert abs(fit["rest_lip_gap_mm"] - _gap_mm(load_avatar("default").neutral_vertices())) < 0.1
+    assert abs(fit["rest_lip_gap_mm"] - _lip_gap_mm(load_avatar("default").neutral_vertices())) < 0.1
     assert set(fit["photo_expression"]) == {"expr", "jaw_pose", "lip_offset"}
     assert run_cli(["avatar", "render", "--avatar", str(out), "--camera-json", str(out / "fit.json"),
                     "--out", str(tmp_path / "x.png")]) == 0  # fmt: skip
