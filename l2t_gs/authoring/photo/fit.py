@@ -42,21 +42,30 @@ __all__ = [
     "FOCAL_OVER_SIZE",
     "REST_ZEROED",
     "FitResult",
+    "face_mesh_depth",
     "fit_landmarks",
     "lip_contact_pairs",
     "project",
     "photo_pose",
     "rest_params",
+    "true_relative_depth",
 ]
 
 #: Focal length over the photo's longer side (about a 40 degree field of view across it).
 FOCAL_OVER_SIZE = 1.4
 #: Weight of the face outline's points (they slide along the silhouette as the head turns).
 OVAL_WEIGHT = 0.3
-#: The face-mesh model's relative depth over the true relief (measured on renders of the built-in head).
-DEPTH_SCALE = 0.9
-#: Weight of the depth term against the 2-D reprojection term (a fifth of it once the identity is free).
+#: The face-mesh model's relative depth over the true relief, and its tilt: the model reads a point
+#: ``DEPTH_TILT`` pixels deeper per pixel lower in the photo than the head's geometry puts it (its frontal
+#: face is pitched ``atan(0.13)``, 7 degrees, against the built-in head's). Medians over ten renders of the
+#: built-in head: ``python docs/scripts/photo_depth_calibration.py``
+#: (:func:`~l2t_gs.authoring.photo.correspondence.calibrate_depth`).
+DEPTH_SCALE = 1.02
+DEPTH_TILT = 0.13
+#: Weight of the depth term against the 2-D reprojection term (:data:`FULL_DEPTH_FACTOR` of it once the
+#: identity is free).
 DEPTH_WEIGHT = 0.5
+FULL_DEPTH_FACTOR = 1.0
 #: Scale of the robust landmark loss (inter-ocular units): residuals well beyond it barely pull.
 ROBUST_C = 0.05
 #: The inner lips' robust scale at the start of the full stage, narrowed to :data:`ROBUST_C` over its
@@ -115,6 +124,25 @@ def project(points: Tensor, viewmat: Tensor, K: Tensor) -> Tensor:
     cam = points @ viewmat[:3, :3].T + viewmat[:3, 3]
     z = cam[..., 2:].clamp_min(1e-6)
     return cam[..., :2] / z * torch.stack([K[0, 0], K[1, 1]]) + K[:2, 2]
+
+
+def true_relative_depth(landmarks: np.ndarray) -> np.ndarray:
+    """The relative depth ``[468]`` (pixels, mean zero) the face-mesh model's ``landmarks [468, 3]`` stand for,
+    its scale and tilt undone (:data:`DEPTH_SCALE`, :data:`DEPTH_TILT`); zeros for 2-D landmarks."""
+    marks = np.asarray(landmarks, dtype=np.float64)
+    if marks.shape[1] < 3:
+        return np.zeros(len(marks))
+    z = marks[:, 2] - marks[:, 2].mean()
+    v = marks[:, 1] - marks[:, 1].mean()
+    return (z - DEPTH_TILT * v) / DEPTH_SCALE
+
+
+def face_mesh_depth(points: np.ndarray, true_depth: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`true_relative_depth`: the depth ``[468]`` the face-mesh model reports for points
+    at pixels ``points [468, 2]`` whose true relative depth (pixels) is ``true_depth [468]``."""
+    v = np.asarray(points, dtype=np.float64)[:, 1]
+    t = np.asarray(true_depth, dtype=np.float64)
+    return DEPTH_SCALE * (t - t.mean()) + DEPTH_TILT * (v - v.mean())
 
 
 def lip_contact_pairs(head_model: HeadModel) -> tuple[np.ndarray, np.ndarray]:
@@ -202,8 +230,7 @@ def fit_landmarks(
     rig = FlameRig(head_model.to(dtype=dt))
     faces = head_model.faces.long()
     target = torch.as_tensor(np.asarray(landmarks)[:, :2], dtype=dt)
-    lz = np.asarray(landmarks)[:, 2] if np.asarray(landmarks).shape[1] > 2 else np.zeros(468)
-    target_z = torch.as_tensor(lz - lz.mean(), dtype=dt)
+    target_z = torch.as_tensor(true_relative_depth(np.asarray(landmarks)), dtype=dt)
     iod = inter_ocular(np.asarray(landmarks))
     f = float(focal if focal is not None else FOCAL_OVER_SIZE * max(width, height))
     K = torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], dtype=dt)
@@ -282,9 +309,9 @@ def fit_landmarks(
     def data_term(proj: Tensor, depth: Tensor, depth_weight: float) -> Tensor:
         r2 = ((proj - target) ** 2).sum(-1) / scale_px**2
         loss = (weights * r2 / (r2 + c2)).sum() / weights.sum()
-        # the face-mesh model's relative depth (same pixel scale as x, y; ~0.9 of the true relief)
+        # the face-mesh model's relative depth, brought to the true relief (same pixel scale as x, y)
         rel = (depth - depth.mean()) * f / depth.mean()
-        rz2 = ((rel - DEPTH_SCALE * target_z) / scale_px) ** 2
+        rz2 = ((rel - target_z) / scale_px) ** 2
         return loss + depth_weight * (weights * rz2 / (rz2 + c2)).sum() / weights.sum()
 
     history: list[float] = []
@@ -293,7 +320,7 @@ def fit_landmarks(
     stages = [(rigid, steps // 3, DEPTH_WEIGHT, False)]  # (groups, steps, depth weight, identity free)
     if fit_identity:
         full = rigid + [{"params": [shape, expr, jaw], "lr": 0.02}, {"params": [offset, lip_offset], "lr": 5e-4}]
-        stages.append((full, steps - steps // 3, DEPTH_WEIGHT * 0.2, True))
+        stages.append((full, steps - steps // 3, DEPTH_WEIGHT * FULL_DEPTH_FACTOR, True))
     for groups, n, depth_weight, identity in stages:
         opt = torch.optim.Adam([dict(g) for g in groups])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(n, 1), eta_min=1e-5)
