@@ -30,6 +30,7 @@ from l2t_gs.authoring.photo.build import (
     grey_sh,
     load_photo,
     photo_expression,
+    photo_face,
 )
 from l2t_gs.authoring.photo.correspondence import load_correspondence, points_on_mesh
 from l2t_gs.authoring.photo.fit import (
@@ -469,6 +470,23 @@ def test_face_too_small(tmp_path: Path, astronaut: np.ndarray) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_small_face_in_a_large_photo_is_taken_at_full_resolution(tmp_path: Path, astronaut: np.ndarray) -> None:
+    """The astronaut pasted at full size into a 2600x2000 canvas: downscaled to 1024 her eyes would be 17 px
+    apart (refused as too small); a 1024x1024 full-resolution window around her face keeps the 43 px."""
+    canvas = np.full((2000, 2600, 3), 200, np.uint8)
+    canvas[1300:1812, 1900:2412] = astronaut
+    Image.fromarray(canvas).save(tmp_path / "wide.png")
+    with pytest.raises(L2TError, match="face too small"):
+        _find_face(load_photo(tmp_path / "wide.png")[0], None, 30.0, "wide")
+    window, mesh, notes = photo_face(tmp_path / "wide.png")
+    assert window.shape == (1024, 1024, 3) and 38 < mesh.iod < 48
+    assert any("1024x1024 window" in n and "would have 17" in n for n in notes)
+    # the window is the photo's own pixels, the face where it was (nose tip 222, 128 in the astronaut photo)
+    (x0, y0), (x, y) = (int(v) for v in notes[0].split("at (")[1].split(")")[0].split(", ")), mesh.points[1, :2]
+    assert np.array_equal(window, canvas[y0 : y0 + 1024, x0 : x0 + 1024])
+    assert abs(x + x0 - 1900 - 222) < 8 and abs(y + y0 - 1300 - 128) < 8
+
+
 def test_grayscale_huge_and_exif(tmp_path: Path, astronaut: np.ndarray) -> None:
     Image.fromarray(astronaut).convert("L").save(tmp_path / "grey.png")
     grey, notes = load_photo(tmp_path / "grey.png")
@@ -487,6 +505,10 @@ def test_grayscale_huge_and_exif(tmp_path: Path, astronaut: np.ndarray) -> None:
     Image.fromarray(astronaut).resize((2400, 2400)).save(tmp_path / "huge.png")
     huge, notes = load_photo(tmp_path / "huge.png", max_side=1024)
     assert huge.shape == (1024, 1024, 3) and any("downscaled from 2400x2400" in n for n in notes)
+
+    # the same photo through photo_face: downscaled, her eyes 86 px apart, no window needed
+    small, mesh, notes = photo_face(tmp_path / "huge.png")
+    assert small.shape == (1024, 1024, 3) and 80 < mesh.iod < 95 and any("downscaled" in n for n in notes)
 
     # stored rotated by 90 degrees with EXIF orientation 6 ("rotate 90 CW to display")
     stored = Image.fromarray(astronaut).transpose(Image.Transpose.ROTATE_90)

@@ -3,11 +3,13 @@
 Stated choices for awkward input: EXIF orientation is applied; grayscale photos are used as RGB
 and the whole avatar is made grey (the template's eyes and mouth too); photos larger than
 ``max_side`` pixels are downscaled first (``fit.json`` then describes the downscaled size, which
-``photo.png`` in the folder shows); with several faces the largest is used unless ``face`` picks
-another (index in order of size). No face, a face whose eyes
-are closer than ``min_eye_distance`` pixels, or a file that is not an image is a one-line
-:class:`~l2t_gs.errors.L2TError`, and nothing is written: the folder is built in a temporary sibling
-and renamed into place at the end.
+``photo.png`` in the folder shows), unless the chosen face would then have fewer than
+:data:`CROP_EYE_DISTANCE` pixels between the eyes: then a ``max_side`` window of the full-resolution
+photo around the face is used instead (``fit.json`` and ``photo.png`` describe the window); with
+several faces the largest is used unless ``face`` picks another (index in order of size). No face, a
+face whose eyes are closer than ``min_eye_distance`` pixels, or a file that is not an image is a
+one-line :class:`~l2t_gs.errors.L2TError`, and nothing is written: the folder is built in a temporary
+sibling and renamed into place at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from l2t_gs.gaussians.avatar import GaussianAvatar
 
 __all__ = [
+    "CROP_EYE_DISTANCE",
     "MIN_EYE_DISTANCE",
     "PhotoAvatarConfig",
     "PhotoAvatarResult",
@@ -39,11 +42,15 @@ __all__ = [
     "grey_sh",
     "load_photo",
     "photo_expression",
+    "photo_face",
 ]
 
 #: Smallest distance between the eye centres (pixels) of a usable face. The issue asked for 80 px;
 #: scikit-image's 512-pixel astronaut photo has 43, so the default is lower (see docs/photo-avatar.md).
 MIN_EYE_DISTANCE = 30.0
+#: A face of a downscaled photo with fewer pixels than this between the eyes is taken from a
+#: full-resolution window around it instead (the issue's "too small" figure).
+CROP_EYE_DISTANCE = 80.0
 FIT_JSON = "fit.json"
 PHOTO_PNG = "photo.png"
 
@@ -70,8 +77,9 @@ class PhotoAvatarResult:
     seconds: float = 0.0
 
 
-def load_photo(path: str | os.PathLike, max_side: int = 1024) -> tuple[np.ndarray, list[str]]:
-    """An RGB uint8 photo ``[H, W, 3]`` with EXIF rotation applied, downscaled to ``max_side``; notes."""
+def load_photo(path: str | os.PathLike, max_side: int | None = 1024) -> tuple[np.ndarray, list[str]]:
+    """An RGB uint8 photo ``[H, W, 3]`` with EXIF rotation applied, downscaled to ``max_side`` (None: full
+    size); notes."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
@@ -103,13 +111,64 @@ def load_photo(path: str | os.PathLike, max_side: int = 1024) -> tuple[np.ndarra
     h, w = rgb.shape[:2]
     if min(h, w) < 32:
         raise L2TError(f"photo too small: {w}x{h} pixels")
-    if max(h, w) > max_side:
-        import cv2
-
-        s = max_side / max(h, w)
-        rgb = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    if max_side is not None and max(h, w) > max_side:
+        rgb = _downscale(rgb, max_side)
         notes.append(f"downscaled from {w}x{h} to {rgb.shape[1]}x{rgb.shape[0]}")
     return rgb, notes
+
+
+def _downscale(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    s = max_side / max(h, w)
+    return cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+
+
+def photo_face(
+    path: str | os.PathLike,
+    face: int | None = None,
+    min_eye_distance: float = MIN_EYE_DISTANCE,
+    max_side: int = 1024,
+):  # noqa: ANN201 - (photo [H, W, 3] uint8, FaceMesh, notes)
+    """The photo as the avatar is fitted to (at most ``max_side`` pixels), its chosen face and notes.
+
+    A larger photo is downscaled, and the faces are found on that. If the chosen face then has fewer
+    than :data:`CROP_EYE_DISTANCE` pixels between the eyes, a ``max_side`` window of the
+    full-resolution photo centred on it is used instead, where its eyes are farther apart.
+    """
+    full, notes = load_photo(path, None)
+    h, w = full.shape[:2]
+    if max(h, w) <= max_side:
+        mesh, more = _find_face(full, face, min_eye_distance, f"{path}")
+        return full, mesh, notes + more
+    small = _downscale(full, max_side)
+    scale = max(h, w) / max_side  # full-resolution pixels per downscaled pixel
+    mesh, more = _find_face(small, face, 0.0, f"{path}")
+    if mesh.iod >= CROP_EYE_DISTANCE or scale < 1.2:  # big enough, or too little to gain
+        notes.append(f"downscaled from {w}x{h} to {small.shape[1]}x{small.shape[0]}")
+        _check_size(mesh, min_eye_distance, f"{path}")
+        return small, mesh, notes + more
+    # a window of the full-resolution photo around the face (the nose tip's point at its centre)
+    cw, ch = min(w, max_side), min(h, max_side)
+    cx, cy = mesh.points[1, :2] * scale
+    x0 = int(np.clip(round(cx - cw / 2), 0, w - cw))
+    y0 = int(np.clip(round(cy - ch / 2), 0, h - ch))
+    window = np.ascontiguousarray(full[y0 : y0 + ch, x0 : x0 + cw])
+    meshes = _face_meshes(window)
+    if not meshes:  # cannot happen for a face found downscaled, but keep the downscaled photo then
+        notes.append(f"downscaled from {w}x{h} to {small.shape[1]}x{small.shape[0]}")
+        _check_size(mesh, min_eye_distance, f"{path}")
+        return small, mesh, notes + more
+    centre = np.array([cx - x0, cy - y0])
+    mesh = min(meshes, key=lambda m: float(np.linalg.norm(m.points[1, :2] - centre)))
+    notes.append(
+        f"{w}x{h} photo: using the {cw}x{ch} window at ({x0}, {y0}) around the face at full resolution "
+        f"({mesh.iod:.0f} px between the eyes; downscaled to {small.shape[1]}x{small.shape[0]} it would have "
+        f"{mesh.iod / scale:.0f})"
+    )
+    _check_size(mesh, min_eye_distance, f"{path}")
+    return window, mesh, notes + more
 
 
 def _landmark_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -192,12 +251,23 @@ def _lip_gap_mm(verts: torch.Tensor) -> float:
     return float((verts[upper] - verts[lower]).norm()) * 1000.0
 
 
-def _find_face(rgb: np.ndarray, face: int | None, min_eye_distance: float, what: str):  # noqa: ANN202
+def _face_meshes(rgb: np.ndarray) -> list:
+    """Every detection the face-mesh model confirms, largest (eye distance) first."""
     from l2t_gs.authoring.photo.landmarks import detect_faces, face_mesh
 
-    # every detection the face-mesh model confirms, largest (eye distance) first
     meshes = [face_mesh(rgb, f) for f in detect_faces(rgb)[:10]]
-    meshes = sorted((m for m in meshes if m.score >= 0.5), key=lambda m: -m.iod)
+    return sorted((m for m in meshes if m.score >= 0.5), key=lambda m: -m.iod)
+
+
+def _check_size(mesh, min_eye_distance: float, what: str) -> None:  # noqa: ANN001 - FaceMesh
+    if mesh.iod < min_eye_distance:
+        raise L2TError(
+            f"face too small in {what}: {mesh.iod:.0f} px between the eyes, at least {min_eye_distance:.0f} needed"
+        )
+
+
+def _find_face(rgb: np.ndarray, face: int | None, min_eye_distance: float, what: str):  # noqa: ANN202
+    meshes = _face_meshes(rgb)
     if not meshes:
         raise L2TError(f"no face found in {what}")
     notes = []
@@ -209,10 +279,7 @@ def _find_face(rgb: np.ndarray, face: int | None, min_eye_distance: float, what:
         mesh = meshes[0]
         if len(meshes) > 1:
             notes.append(f"{len(meshes)} faces found; using the largest (--face INDEX picks another, largest first)")
-    if mesh.iod < min_eye_distance:
-        raise L2TError(
-            f"face too small in {what}: {mesh.iod:.0f} px between the eyes, at least {min_eye_distance:.0f} needed"
-        )
+    _check_size(mesh, min_eye_distance, what)
     return mesh, notes
 
 
@@ -235,10 +302,8 @@ def build_photo_avatar(
     if cfg.steps < 0 or cfg.fit_steps < 3:
         raise L2TError(f"steps must be >= 0 and fit steps >= 3, got {cfg.steps}, {cfg.fit_steps}")
 
-    rgb, notes = load_photo(photo, cfg.max_side)
+    rgb, mesh, notes = photo_face(photo, cfg.face, cfg.min_eye_distance, cfg.max_side)
     h, w = rgb.shape[:2]
-    mesh, more = _find_face(rgb, cfg.face, cfg.min_eye_distance, f"{photo}")
-    notes += more
 
     base = load_avatar("default") if cfg.splats is None else build_default_avatar(num_splats=cfg.splats, seed=cfg.seed)
     fit = fit_landmarks(mesh.points, w, h, base.head_model, steps=cfg.fit_steps)
