@@ -194,6 +194,24 @@ def _view(azimuth: float, elevation: float, distance: float = 0.75):  # noqa: AN
     return look_at(eye, target), eye
 
 
+def _read_render(avatar, verts: torch.Tensor, view: torch.Tensor, k: torch.Tensor, size: int, what: str):  # noqa: ANN001, ANN202
+    """Render ``avatar`` on ``verts`` (white background, ``size`` square) and run the face-mesh model on it:
+    (image uint8 ``[size, size, 3]``, its landmarks ``[468, 3]``)."""
+    from l2t_gs.authoring.photo.landmarks import detect_faces, face_mesh
+    from l2t_gs.render import rasterize, to_uint8
+
+    with torch.no_grad():
+        rgb, _, _ = rasterize(
+            **avatar.splat_params(verts), viewmats=view[None], Ks=k[None], width=size, height=size,
+            backgrounds=torch.ones(1, 3), backend="torch",
+        )  # fmt: skip
+    image = to_uint8(rgb[0])
+    found = detect_faces(image)
+    if not found:
+        raise L2TError(f"the face-mesh model found no face on the default avatar's render {what}")
+    return image, face_mesh(image, found[0]).points
+
+
 def build_correspondence(size: int = 512, fov_y_deg: float = 20.0) -> tuple[Correspondence, dict[str, np.ndarray]]:
     """Build the correspondence from renders of the default avatar (see the module doc).
 
@@ -202,9 +220,9 @@ def build_correspondence(size: int = 512, fov_y_deg: float = 20.0) -> tuple[Corr
     surface. Returns the correspondence and diagnostics of the front view: ``image`` (the render),
     ``raw`` (face-mesh points on it [468, 2]), ``warped`` (after the anchor warp [468, 2]).
     """
-    from l2t_gs.authoring.photo.landmarks import FACE_OVAL, detect_faces, face_mesh
+    from l2t_gs.authoring.photo.landmarks import FACE_OVAL
     from l2t_gs.gaussians import load_avatar
-    from l2t_gs.render import intrinsics, rasterize, to_uint8
+    from l2t_gs.render import intrinsics
 
     avatar = load_avatar("default")
     verts_t = avatar.neutral_vertices()
@@ -220,16 +238,8 @@ def build_correspondence(size: int = 512, fov_y_deg: float = 20.0) -> tuple[Corr
     diag: dict[str, np.ndarray] = {}
     for azimuth, elevation in BUILD_VIEWS:
         view, eye = _view(azimuth, elevation)
-        with torch.no_grad():
-            rgb, _, _ = rasterize(
-                **avatar.splat_params(verts_t), viewmats=view[None], Ks=k, width=size, height=size,
-                backgrounds=torch.ones(1, 3), backend="torch",
-            )  # fmt: skip
-        image = to_uint8(rgb[0])
-        found = detect_faces(image)
-        if not found:
-            raise L2TError(f"the face-mesh model found no face on the default avatar's render ({azimuth}, {elevation})")
-        raw = face_mesh(image, found[0]).points[:, :2]
+        image, marks = _read_render(avatar, verts_t, view, k[0], size, f"({azimuth}, {elevation})")
+        raw = marks[:, :2]
         vm = view.double().numpy()
         cam = anchor_xyz @ vm[:3, :3].T + vm[:3, 3]
         anchor_px = cam[:, :2] / cam[:, 2:] * km[[0, 1], [0, 1]] + km[:2, 2]
@@ -271,9 +281,9 @@ def calibrate_depth(
     pitched ``atan(tilt)`` against the head's. Returns the medians over the views and the per-view
     ``[n, 2]`` (scale, tilt).
     """
-    from l2t_gs.authoring.photo.landmarks import FACE_OVAL, detect_faces, face_mesh
+    from l2t_gs.authoring.photo.landmarks import FACE_OVAL
     from l2t_gs.gaussians import load_avatar
-    from l2t_gs.render import intrinsics, rasterize, to_uint8
+    from l2t_gs.render import intrinsics
 
     avatar = load_avatar("default")
     verts = avatar.neutral_vertices()
@@ -284,16 +294,7 @@ def calibrate_depth(
     rows = []
     for azimuth, elevation, distance in views:
         view, _ = _view(azimuth, elevation, distance)
-        with torch.no_grad():
-            rgb, _, _ = rasterize(
-                **avatar.splat_params(verts), viewmats=view[None], Ks=k[None], width=size, height=size,
-                backgrounds=torch.ones(1, 3), backend="torch",
-            )  # fmt: skip
-        image = to_uint8(rgb[0])
-        found = detect_faces(image)
-        if not found:
-            raise L2TError(f"the face-mesh model found no face on the default avatar's render ({azimuth}, {elevation})")
-        marks = face_mesh(image, found[0]).points
+        _, marks = _read_render(avatar, verts, view, k, size, f"({azimuth}, {elevation}, {distance})")
         vm = view.double().numpy()
         depth = pts @ vm[2, :3] + vm[2, 3]
         true = (depth - depth.mean()) * float(k[0, 0]) / depth.mean()
