@@ -30,6 +30,7 @@ from l2t_gs.io.atomic import replace_dir
 from l2t_gs.io.tempfiles import make_temp_dir
 
 if TYPE_CHECKING:
+    from l2t_gs.authoring.photo.landmarks import FaceMesh
     from l2t_gs.gaussians.avatar import GaussianAvatar
 
 __all__ = [
@@ -130,8 +131,9 @@ def photo_face(
     face: int | None = None,
     min_eye_distance: float = MIN_EYE_DISTANCE,
     max_side: int = 1024,
-):  # noqa: ANN201 - (photo [H, W, 3] uint8, FaceMesh, notes)
-    """The photo as the avatar is fitted to (at most ``max_side`` pixels), its chosen face and notes.
+) -> tuple[np.ndarray, FaceMesh, list[str]]:
+    """The photo as the avatar is fitted to (``[H, W, 3]`` uint8, at most ``max_side`` pixels), its chosen
+    face and notes.
 
     A larger photo is downscaled, and the faces are found on that. If the chosen face then has fewer
     than :data:`CROP_EYE_DISTANCE` pixels between the eyes, a ``max_side`` window of the
@@ -251,7 +253,7 @@ def _lip_gap_mm(verts: torch.Tensor) -> float:
     return float((verts[upper] - verts[lower]).norm()) * 1000.0
 
 
-def _face_meshes(rgb: np.ndarray) -> list:
+def _face_meshes(rgb: np.ndarray) -> list[FaceMesh]:
     """Every detection the face-mesh model confirms, largest (eye distance) first."""
     from l2t_gs.authoring.photo.landmarks import detect_faces, face_mesh
 
@@ -259,14 +261,14 @@ def _face_meshes(rgb: np.ndarray) -> list:
     return sorted((m for m in meshes if m.score >= 0.5), key=lambda m: -m.iod)
 
 
-def _check_size(mesh, min_eye_distance: float, what: str) -> None:  # noqa: ANN001 - FaceMesh
+def _check_size(mesh: FaceMesh, min_eye_distance: float, what: str) -> None:
     if mesh.iod < min_eye_distance:
         raise L2TError(
             f"face too small in {what}: {mesh.iod:.0f} px between the eyes, at least {min_eye_distance:.0f} needed"
         )
 
 
-def _find_face(rgb: np.ndarray, face: int | None, min_eye_distance: float, what: str):  # noqa: ANN202
+def _find_face(rgb: np.ndarray, face: int | None, min_eye_distance: float, what: str) -> tuple[FaceMesh, list[str]]:
     meshes = _face_meshes(rgb)
     if not meshes:
         raise L2TError(f"no face found in {what}")
