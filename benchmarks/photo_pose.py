@@ -18,8 +18,8 @@ import math
 import numpy as np
 import torch
 
-from l2t_gs.authoring.photo.build import _find_face
-from l2t_gs.authoring.photo.fit import _FLIP, fit_landmarks
+from l2t_gs.authoring.photo.build import find_face
+from l2t_gs.authoring.photo.fit import fit_landmarks
 from l2t_gs.gaussians import load_avatar
 from l2t_gs.render import intrinsics, look_at, rasterize, to_uint8
 
@@ -28,7 +28,7 @@ SHAPE = (0.6, -0.5, 0.4, 0.0, 0.3, 0.0, -0.4, 0.0)  # the pose test's identity
 
 def _euler(r: np.ndarray) -> np.ndarray:
     """Yaw, pitch, roll (degrees) of a world-to-camera rotation's head."""
-    h = r @ _FLIP.numpy()
+    h = r @ np.diag([1.0, -1.0, -1.0])  # FLAME axes (y up, face toward +z) to OpenCV's
     return np.degrees([math.atan2(h[0, 2], h[2, 2]), math.asin(-h[1, 2]), math.atan2(h[1, 0], h[1, 1])])
 
 
@@ -54,7 +54,7 @@ def main() -> None:
                 **avatar.splat_params(verts), viewmats=view[None], Ks=k[None], width=args.size, height=args.size,
                 backgrounds=torch.ones(1, 3), backend="torch",
             )  # fmt: skip
-        mesh, _ = _find_face(to_uint8(rgb[0]), None, 10.0, "render")
+        mesh, _ = find_face(to_uint8(rgb[0]), None, 10.0, "render")
         fit = fit_landmarks(mesh.points, args.size, args.size, avatar.head_model, steps=args.steps)
         a, b = fit.viewmat[:3, :3].double().numpy(), view[:3, :3].double().numpy()
         err = math.degrees(math.acos(float(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1))))

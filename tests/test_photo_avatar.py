@@ -23,9 +23,9 @@ from l2t_gs.authoring.photo.appearance import (
 )
 from l2t_gs.authoring.photo.build import (
     PhotoAvatarConfig,
-    _find_face,
     _lip_gap_mm,
     build_photo_avatar,
+    find_face,
     fitted_avatar,
     grey_sh,
     load_photo,
@@ -69,7 +69,7 @@ def default_avatar() -> GaussianAvatar:
 
 @pytest.fixture(scope="module")
 def astronaut_fit(astronaut: np.ndarray, default_avatar: GaussianAvatar):
-    mesh, _ = _find_face(astronaut, None, 30.0, "astronaut")
+    mesh, _ = find_face(astronaut, None, 30.0, "astronaut")
     fit = fit_landmarks(mesh.points, 512, 512, default_avatar.head_model, steps=90)
     return mesh, fit
 
@@ -115,8 +115,8 @@ def test_a_turned_grey_photo_is_found_and_fitted(default_avatar: GaussianAvatar)
     fit turns the head about 50 degrees toward the image right (where he looks), upright."""
     photo = np.asarray(Image.open(CAMERA).convert("RGB"))
     with pytest.raises(L2TError, match="face too small"):
-        _find_face(photo, None, 30.0, "camera")
-    mesh, _ = _find_face(photo, None, 10.0, "camera")
+        find_face(photo, None, 30.0, "camera")
+    mesh, _ = find_face(photo, None, 10.0, "camera")
     assert abs(mesh.points[4, 0] - 253) < 6 and abs(mesh.points[4, 1] - 168) < 6  # nose tip (by hand)
     fit = fit_landmarks(mesh.points, 512, 512, default_avatar.head_model, steps=90)
     r = fit.viewmat[:3, :3].double().numpy() @ _FLIP.numpy()  # the head's rotation in the camera
@@ -180,7 +180,7 @@ def test_fit_recovers_pose_of_a_rendered_head(default_avatar: GaussianAvatar) ->
     verts = default_avatar.vertices_from_params({"shape": shape})[0]
     size = 384
     image, view, k = _render_head(default_avatar, verts, 20.0, -6.0, size)
-    mesh, _ = _find_face(image, None, 10.0, "render")
+    mesh, _ = find_face(image, None, 10.0, "render")
     fit = fit_landmarks(mesh.points, size, size, default_avatar.head_model, steps=120)
     # 2.7 degrees measured (3.2 before the face-mesh depth's tilt was undone), see docs/photo-avatar.md
     assert _angle_deg(fit.viewmat[:3, :3].double().numpy(), view[:3, :3].double().numpy()) < 3.0
@@ -290,13 +290,13 @@ def test_fit_holds_under_drawn_glasses_hat_and_beard(astronaut, default_avatar) 
     hundredths of the eye distance (measured: glasses 3.7 deg / 0.027, hat 1.2 / 0.016, beard 5.6 /
     0.041; docs/photo-avatar.md)."""
     steps = PhotoAvatarConfig().fit_steps
-    clean, _ = _find_face(astronaut, None, 30.0, "astronaut")
+    clean, _ = find_face(astronaut, None, 30.0, "astronaut")
     ref = fit_landmarks(clean.points, 512, 512, default_avatar.head_model, steps=steps)
     iod = lm.inter_ocular(clean.points)
     for kind, max_deg, max_shift in (("glasses", 5.0, 0.04), ("hat", 2.5, 0.025), ("beard", 7.5, 0.055)):
         img, mask = _occluders().draw(astronaut, clean.points, kind)
         assert mask.any() and (img[mask > 0] != astronaut[mask > 0]).any()
-        mesh, _ = _find_face(img, None, 30.0, kind)
+        mesh, _ = find_face(img, None, 30.0, kind)
         fit = fit_landmarks(mesh.points, 512, 512, default_avatar.head_model, steps=steps)
         turn = _angle_deg(fit.viewmat[:3, :3].double().numpy(), ref.viewmat[:3, :3].double().numpy())
         shift = float(np.linalg.norm(np.asarray(fit.projected) - np.asarray(ref.projected), axis=1).mean() / iod)
@@ -448,7 +448,7 @@ def test_fit_of_an_open_mouth_rests_closed(default_avatar: GaussianAvatar) -> No
     truth = default_avatar.vertices_from_params({"expr": expr, "jaw_pose": torch.tensor([0.18, 0.0, 0.0])})[0]
     size = 384
     image, _, _ = _render_head(default_avatar, truth, 15.0, -4.0, size)
-    mesh, _ = _find_face(image, None, 20.0, "render")
+    mesh, _ = find_face(image, None, 20.0, "render")
     fit = fit_landmarks(mesh.points, size, size, default_avatar.head_model, steps=120)
     a, shown = fitted_avatar(default_avatar, fit.params)
     template_gap = _lip_gap_mm(default_avatar.neutral_vertices())
@@ -494,7 +494,7 @@ def test_small_face_in_a_large_photo_is_taken_at_full_resolution(tmp_path: Path,
     canvas[1300:1812, 1900:2412] = astronaut
     Image.fromarray(canvas).save(tmp_path / "wide.png")
     with pytest.raises(L2TError, match="face too small"):
-        _find_face(load_photo(tmp_path / "wide.png")[0], None, 30.0, "wide")
+        find_face(load_photo(tmp_path / "wide.png")[0], None, 30.0, "wide")
     window, mesh, notes = photo_face(tmp_path / "wide.png")
     assert window.shape == (1024, 1024, 3) and 38 < mesh.iod < 48
     assert any("1024x1024 window" in n and "would have 17" in n for n in notes)
@@ -516,7 +516,7 @@ def test_grayscale_huge_and_exif(tmp_path: Path, astronaut: np.ndarray) -> None:
     g = grey_sh(sh)
     assert torch.equal(g[..., 0], g[..., 2]) and torch.equal(g[..., 1], g[..., 2])
     assert torch.allclose(g[..., 0], 0.299 * sh[..., 0] + 0.587 * sh[..., 1] + 0.114 * sh[..., 2])
-    mesh, _ = _find_face(grey, None, 30.0, "grey")
+    mesh, _ = find_face(grey, None, 30.0, "grey")
     assert mesh.score > 0.9
 
     Image.fromarray(astronaut).resize((2400, 2400)).save(tmp_path / "huge.png")
@@ -542,13 +542,13 @@ def test_several_faces(astronaut: np.ndarray) -> None:
     canvas = np.full((512, 896, 3), 255, np.uint8)
     canvas[:, :512] = astronaut
     canvas[:384, 512:] = small
-    mesh, notes = _find_face(canvas, None, 20.0, "pair")
+    mesh, notes = find_face(canvas, None, 20.0, "pair")
     assert any("2 faces found; using the largest" in n for n in notes)
     assert mesh.points[1, 0] < 512 and mesh.iod > 38
-    other, notes = _find_face(canvas, 1, 20.0, "pair")
+    other, notes = find_face(canvas, 1, 20.0, "pair")
     assert other.points[1, 0] > 512 and not notes and other.iod < 38
     with pytest.raises(L2TError, match="--face 5: pair has 2 face"):
-        _find_face(canvas, 5, 20.0, "pair")
+        find_face(canvas, 5, 20.0, "pair")
 
 
 # ------------------------------------------------------------------------------------------ camera file

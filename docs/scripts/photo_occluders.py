@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from l2t_gs.authoring.photo import landmarks as lm
-from l2t_gs.authoring.photo.build import PhotoAvatarConfig, _find_face, load_photo
+from l2t_gs.authoring.photo.build import PhotoAvatarConfig, find_face, load_photo
 from l2t_gs.authoring.photo.fit import fit_landmarks
 from l2t_gs.gaussians import load_avatar
 
@@ -115,14 +115,14 @@ def _rot_deg(a: np.ndarray, b: np.ndarray) -> float:
 def study(name: str, head_model, fit_steps: int) -> tuple[list[dict], list[np.ndarray]]:
     rgb, _ = load_photo(PHOTOS / f"{name}.jpg")
     h, w = rgb.shape[:2]
-    clean, _ = _find_face(rgb, None, 10.0, name)
+    clean, _ = find_face(rgb, None, 10.0, name)
     ref = fit_landmarks(clean.points, w, h, head_model, steps=fit_steps)
     rows, panels = [], []
     for kind in ("none", *OCCLUDERS):
         img, mask = (rgb, np.zeros(rgb.shape[:2], np.uint8)) if kind == "none" else draw(rgb, clean.points, kind)
         row = {"photo": name, "occluder": kind}
         try:
-            mesh, _ = _find_face(img, None, 10.0, f"{name} + {kind}")
+            mesh, _ = find_face(img, None, 10.0, f"{name} + {kind}")
         except Exception as exc:  # noqa: BLE001 - a study: report and go on
             rows.append(row | {"error": str(exc)})
             continue

@@ -39,6 +39,7 @@ __all__ = [
     "PhotoAvatarConfig",
     "PhotoAvatarResult",
     "build_photo_avatar",
+    "find_face",
     "fitted_avatar",
     "grey_sh",
     "load_photo",
@@ -142,11 +143,11 @@ def photo_face(
     full, notes = load_photo(path, None)
     h, w = full.shape[:2]
     if max(h, w) <= max_side:
-        mesh, more = _find_face(full, face, min_eye_distance, f"{path}")
+        mesh, more = find_face(full, face, min_eye_distance, f"{path}")
         return full, mesh, notes + more
     small = _downscale(full, max_side)
     scale = max(h, w) / max_side  # full-resolution pixels per downscaled pixel
-    mesh, more = _find_face(small, face, 0.0, f"{path}")
+    mesh, more = find_face(small, face, 0.0, f"{path}")
     if mesh.iod >= CROP_EYE_DISTANCE or scale < 1.2:  # big enough, or too little to gain
         notes.append(f"downscaled from {w}x{h} to {small.shape[1]}x{small.shape[0]}")
         _check_size(mesh, min_eye_distance, f"{path}")
@@ -268,7 +269,11 @@ def _check_size(mesh: FaceMesh, min_eye_distance: float, what: str) -> None:
         )
 
 
-def _find_face(rgb: np.ndarray, face: int | None, min_eye_distance: float, what: str) -> tuple[FaceMesh, list[str]]:
+def find_face(rgb: np.ndarray, face: int | None, min_eye_distance: float, what: str) -> tuple[FaceMesh, list[str]]:
+    """The face-mesh of face ``face`` of ``rgb [H, W, 3]`` (largest first; None: the largest) and notes.
+
+    One-line errors: no face in ``what``, no such index, fewer than ``min_eye_distance`` pixels between
+    the eyes."""
     meshes = _face_meshes(rgb)
     if not meshes:
         raise L2TError(f"no face found in {what}")
@@ -341,7 +346,7 @@ def build_photo_avatar(
     face_psnr = appearance.psnr(render, photo_f, region)
     render_u8 = (np.clip(render, 0, 1) * 255 + 0.5).astype(np.uint8)
     try:
-        again, _ = _find_face(render_u8, None, 0.0, "the re-render")
+        again, _ = find_face(render_u8, None, 0.0, "the re-render")
         rerender_error: float | None = _landmark_distance(again.points, mesh.points)
     except L2TError:
         rerender_error = None
