@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from l2t_gs.authoring.photo.correspondence import DEPTH_VIEWS, calibrate_depth
+from l2t_gs.authoring.photo.fit import DEPTH_VIEWS, calibrate_depth
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ __all__ = [
     "Correspondence",
     "anchor_points",
     "build_correspondence",
-    "calibrate_depth",
+    "orbit_view",
+    "read_render",
     "load_correspondence",
     "points_on_mesh",
 ]
@@ -185,7 +186,7 @@ BUILD_VIEWS: tuple[tuple[float, float], ...] = (
 )  # fmt: skip
 
 
-def _view(azimuth: float, elevation: float, distance: float = 0.75):  # noqa: ANN202
+def orbit_view(azimuth: float, elevation: float, distance: float = 0.75):  # noqa: ANN201 - (viewmat, eye)
     from l2t_gs.render import look_at
 
     a, e = np.radians(azimuth), np.radians(elevation)
@@ -194,7 +195,7 @@ def _view(azimuth: float, elevation: float, distance: float = 0.75):  # noqa: AN
     return look_at(eye, target), eye
 
 
-def _read_render(avatar, verts: torch.Tensor, view: torch.Tensor, k: torch.Tensor, size: int, what: str):  # noqa: ANN001, ANN202
+def read_render(avatar, verts: torch.Tensor, view: torch.Tensor, k: torch.Tensor, size: int, what: str):  # noqa: ANN001, ANN201
     """Render ``avatar`` on ``verts`` (white background, ``size`` square) and run the face-mesh model on it:
     (image uint8 ``[size, size, 3]``, its landmarks ``[468, 3]``)."""
     from l2t_gs.authoring.photo.landmarks import detect_faces, face_mesh
@@ -237,8 +238,8 @@ def build_correspondence(size: int = 512, fov_y_deg: float = 20.0) -> tuple[Corr
     atb = np.zeros((468, 3))
     diag: dict[str, np.ndarray] = {}
     for azimuth, elevation in BUILD_VIEWS:
-        view, eye = _view(azimuth, elevation)
-        image, marks = _read_render(avatar, verts_t, view, k[0], size, f"({azimuth}, {elevation})")
+        view, eye = orbit_view(azimuth, elevation)
+        image, marks = read_render(avatar, verts_t, view, k[0], size, f"({azimuth}, {elevation})")
         raw = marks[:, :2]
         vm = view.double().numpy()
         cam = anchor_xyz @ vm[:3, :3].T + vm[:3, 3]
@@ -260,48 +261,3 @@ def build_correspondence(size: int = 512, fov_y_deg: float = 20.0) -> tuple[Corr
     surface = np.unique(np.concatenate([np.asarray(avatar.head_model.masks[r].cpu()) for r in ("face", "lips")]))
     face_idx, bary = closest_surface_points(world, verts, faces, surface)
     return Correspondence(face_idx, bary), diag
-
-
-#: Views (azimuth, elevation in degrees, distance in metres) the depth convention is measured from.
-DEPTH_VIEWS: tuple[tuple[float, float, float], ...] = (
-    (0.0, 0.0, 0.9), (-25.0, 5.0, 0.9), (35.0, -10.0, 0.9), (10.0, 10.0, 0.9), (0.0, -15.0, 0.9),
-    (0.0, 15.0, 0.9), (-15.0, -5.0, 0.6), (25.0, 8.0, 1.2), (-40.0, 0.0, 0.9), (0.0, 0.0, 0.6),
-)  # fmt: skip
-
-
-def calibrate_depth(
-    views: tuple[tuple[float, float, float], ...] = DEPTH_VIEWS, size: int = 384, focal_over_size: float = 1.4
-) -> tuple[float, float, np.ndarray]:
-    """How the face-mesh model's relative depth relates to the true one, on renders of the default avatar.
-
-    In each view the model's depth ``z`` (mean removed, pixels) is regressed on the true relative depth of
-    the correspondence points (camera depth minus its mean, times ``focal / mean depth``) and on the
-    points' image row ``v`` (mean removed): ``z = scale * true + tilt * v``, face outline excluded (it
-    slides). ``tilt > 0``: the model reads the lower face as farther than it is, i.e. its frontal face is
-    pitched ``atan(tilt)`` against the head's. Returns the medians over the views and the per-view
-    ``[n, 2]`` (scale, tilt).
-    """
-    from l2t_gs.authoring.photo.landmarks import FACE_OVAL
-    from l2t_gs.gaussians import load_avatar
-    from l2t_gs.render import intrinsics
-
-    avatar = load_avatar("default")
-    verts = avatar.neutral_vertices()
-    corr = load_correspondence()
-    pts = points_on_mesh(corr, verts.double(), avatar.faces).numpy()
-    keep = np.setdiff1d(np.arange(468), FACE_OVAL)
-    k = intrinsics(None, size, size, focal=focal_over_size * size)
-    rows = []
-    for azimuth, elevation, distance in views:
-        view, _ = _view(azimuth, elevation, distance)
-        _, marks = _read_render(avatar, verts, view, k, size, f"({azimuth}, {elevation}, {distance})")
-        vm = view.double().numpy()
-        depth = pts @ vm[2, :3] + vm[2, 3]
-        true = (depth - depth.mean()) * float(k[0, 0]) / depth.mean()
-        z = marks[:, 2] - marks[:, 2].mean()
-        v = marks[:, 1] - marks[:, 1].mean()
-        a = np.stack([true[keep], v[keep], np.ones(len(keep))], 1)
-        coef = np.linalg.lstsq(a, z[keep], rcond=None)[0]
-        rows.append(coef[:2])
-    table = np.array(rows)
-    return float(np.median(table[:, 0])), float(np.median(table[:, 1])), table

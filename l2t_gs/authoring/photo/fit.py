@@ -43,7 +43,9 @@ __all__ = [
     "REST_ZEROED",
     "FitResult",
     "face_mesh_depth",
+    "calibrate_depth",
     "fit_landmarks",
+    "head_down",
     "lip_contact_pairs",
     "project",
     "photo_pose",
@@ -56,10 +58,10 @@ FOCAL_OVER_SIZE = 1.4
 #: Weight of the face outline's points (they slide along the silhouette as the head turns).
 OVAL_WEIGHT = 0.3
 #: The face-mesh model's relative depth over the true relief, and its tilt: the model reads a point
-#: ``DEPTH_TILT`` pixels deeper per pixel lower in the photo than the head's geometry puts it (its frontal
-#: face is pitched ``atan(0.13)``, 7 degrees, against the built-in head's). Medians over ten renders of the
-#: built-in head: ``python docs/scripts/photo_depth_calibration.py``
-#: (:func:`~l2t_gs.authoring.photo.correspondence.calibrate_depth`).
+#: ``DEPTH_TILT`` pixels deeper per pixel lower on the face (along the head's own down axis as the camera
+#: sees it, :func:`head_down`) than the head's geometry puts it: its frontal face is pitched
+#: ``atan(0.13)``, 7 degrees, against the built-in head's. Medians over ten renders of the built-in head,
+#: :func:`calibrate_depth` (``python docs/scripts/photo_depth_calibration.py``).
 DEPTH_SCALE = 1.02
 DEPTH_TILT = 0.13
 #: Weight of the depth term against the 2-D reprojection term (:data:`FULL_DEPTH_FACTOR` of it once the
@@ -126,23 +128,32 @@ def project(points: Tensor, viewmat: Tensor, K: Tensor) -> Tensor:
     return cam[..., :2] / z * torch.stack([K[0, 0], K[1, 1]]) + K[:2, 2]
 
 
-def true_relative_depth(landmarks: np.ndarray) -> np.ndarray:
-    """The relative depth ``[468]`` (pixels, mean zero) the face-mesh model's ``landmarks [468, 3]`` stand for,
-    its scale and tilt undone (:data:`DEPTH_SCALE`, :data:`DEPTH_TILT`); zeros for 2-D landmarks."""
+def head_down(viewmat: np.ndarray | Tensor) -> np.ndarray:
+    """Unit image direction ``[2]`` of the head's down axis (world -y) seen by a camera ``viewmat [4, 4]``:
+    ``(0, 1)`` for an upright head, turned with the head's roll."""
+    d = -np.asarray(viewmat, dtype=np.float64)[:2, 1]
+    return d / max(float(np.linalg.norm(d)), 1e-9)
+
+
+def true_relative_depth(landmarks: np.ndarray, down: np.ndarray | tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """The relative depth ``[468]`` (pixels, mean zero) the face-mesh model's ``landmarks [468, 3]`` stand
+    for, its scale and tilt undone (:data:`DEPTH_SCALE`, :data:`DEPTH_TILT`; the tilt along ``down``, the
+    head's down direction in the image, :func:`head_down`); zeros for 2-D landmarks."""
     marks = np.asarray(landmarks, dtype=np.float64)
     if marks.shape[1] < 3:
         return np.zeros(len(marks))
-    z = marks[:, 2] - marks[:, 2].mean()
-    v = marks[:, 1] - marks[:, 1].mean()
-    return (z - DEPTH_TILT * v) / DEPTH_SCALE
+    v = (marks[:, :2] - marks[:, :2].mean(0)) @ np.asarray(down, dtype=np.float64)
+    return (marks[:, 2] - marks[:, 2].mean() - DEPTH_TILT * v) / DEPTH_SCALE
 
 
-def face_mesh_depth(points: np.ndarray, true_depth: np.ndarray) -> np.ndarray:
+def face_mesh_depth(
+    points: np.ndarray, true_depth: np.ndarray, down: np.ndarray | tuple[float, float] = (0.0, 1.0)
+) -> np.ndarray:
     """The inverse of :func:`true_relative_depth`: the depth ``[468]`` the face-mesh model reports for points
     at pixels ``points [468, 2]`` whose true relative depth (pixels) is ``true_depth [468]``."""
-    v = np.asarray(points, dtype=np.float64)[:, 1]
+    p = np.asarray(points, dtype=np.float64)[:, :2]
     t = np.asarray(true_depth, dtype=np.float64)
-    return DEPTH_SCALE * (t - t.mean()) + DEPTH_TILT * (v - v.mean())
+    return DEPTH_SCALE * (t - t.mean()) + DEPTH_TILT * ((p - p.mean(0)) @ np.asarray(down, dtype=np.float64))
 
 
 def lip_contact_pairs(head_model: HeadModel) -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +241,6 @@ def fit_landmarks(
     rig = FlameRig(head_model.to(dtype=dt))
     faces = head_model.faces.long()
     target = torch.as_tensor(np.asarray(landmarks)[:, :2], dtype=dt)
-    target_z = torch.as_tensor(true_relative_depth(np.asarray(landmarks)), dtype=dt)
     iod = inter_ocular(np.asarray(landmarks))
     f = float(focal if focal is not None else FOCAL_OVER_SIZE * max(width, height))
     K = torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], dtype=dt)
@@ -252,6 +262,9 @@ def fit_landmarks(
         raise L2TError("cannot place the head in the photo (the landmarks do not fit a face)")
     r0 = torch.as_tensor(cv2.Rodrigues(rvec)[0], dtype=torch.float64) @ _FLIP  # camera-space part of R = R' @ FLIP
     aa0 = matrix_to_axis_angle(r0).to(dt)
+    # the model's depth, its tilt along the head's down axis as the initial pose shows it undone
+    down = head_down((r0 @ _FLIP).numpy())
+    target_z = torch.as_tensor(true_relative_depth(np.asarray(landmarks), down), dtype=dt)
     t0 = torch.as_tensor(tvec[:, 0], dtype=dt)
 
     aa = aa0.clone().requires_grad_(True)  # camera-space rotation
@@ -356,3 +369,49 @@ def fit_landmarks(
         return FitResult(
             params, viewmat().detach().float(), K.float(), verts.float(), proj.numpy(), float(err), history
         )
+
+
+#: Views (azimuth, elevation in degrees, distance in metres) the depth convention is measured from.
+DEPTH_VIEWS: tuple[tuple[float, float, float], ...] = (
+    (0.0, 0.0, 0.9), (-25.0, 5.0, 0.9), (35.0, -10.0, 0.9), (10.0, 10.0, 0.9), (0.0, -15.0, 0.9),
+    (0.0, 15.0, 0.9), (-15.0, -5.0, 0.6), (25.0, 8.0, 1.2), (-40.0, 0.0, 0.9), (0.0, 0.0, 0.6),
+)  # fmt: skip
+
+
+def calibrate_depth(
+    views: tuple[tuple[float, float, float], ...] = DEPTH_VIEWS, size: int = 384, focal_over_size: float = 1.4
+) -> tuple[float, float, np.ndarray]:
+    """How the face-mesh model's relative depth relates to the true one, on renders of the default avatar.
+
+    In each view the model's depth ``z`` (mean removed, pixels) is regressed on the true relative depth of
+    the correspondence points (camera depth minus its mean, times ``focal / mean depth``) and on the
+    points' position ``v`` along the head's down axis in the image (:func:`head_down`, mean removed):
+    ``z = scale * true + tilt * v``, face outline excluded (it slides). ``tilt > 0``: the model reads the
+    lower face as farther than it is, i.e. its frontal face is pitched ``atan(tilt)`` against the head's.
+    Returns the medians over the views and the per-view ``[n, 2]`` (scale, tilt).
+    """
+    from l2t_gs.authoring.photo.correspondence import orbit_view, read_render
+    from l2t_gs.authoring.photo.landmarks import FACE_OVAL
+    from l2t_gs.gaussians import load_avatar
+    from l2t_gs.render import intrinsics
+
+    avatar = load_avatar("default")
+    verts = avatar.neutral_vertices()
+    corr = load_correspondence()
+    pts = points_on_mesh(corr, verts.double(), avatar.faces).numpy()
+    keep = np.setdiff1d(np.arange(468), FACE_OVAL)
+    k = intrinsics(None, size, size, focal=focal_over_size * size)
+    rows = []
+    for azimuth, elevation, distance in views:
+        view, _ = orbit_view(azimuth, elevation, distance)
+        _, marks = read_render(avatar, verts, view, k, size, f"({azimuth}, {elevation}, {distance})")
+        vm = view.double().numpy()
+        depth = pts @ vm[2, :3] + vm[2, 3]
+        true = (depth - depth.mean()) * float(k[0, 0]) / depth.mean()
+        z = marks[:, 2] - marks[:, 2].mean()
+        v = (marks[:, :2] - marks[:, :2].mean(0)) @ head_down(vm)
+        a = np.stack([true[keep], v[keep], np.ones(len(keep))], 1)
+        coef = np.linalg.lstsq(a, z[keep], rcond=None)[0]
+        rows.append(coef[:2])
+    table = np.array(rows)
+    return float(np.median(table[:, 0])), float(np.median(table[:, 1])), table
