@@ -11,9 +11,10 @@ frame.
 Loss: a robust (Geman-McClure-like, ``r^2 / (r^2 + c^2)``) reprojection error of the landmarks in
 units of the inter-ocular distance, the face outline down-weighted (it slides along the silhouette),
 the same on the face-mesh model's relative depth (it pins the head's turn, which 2-D points alone
-leave to trade against the identity offsets), Gaussian priors on the coefficients and a
-graph-Laplacian smoothness + size prior on the offsets; once the identity is free, a one-sided term
-makes the head's projected silhouette reach the photo's outline (:data:`OUTLINE_COVERAGE_WEIGHT`).
+leave to trade against the identity offsets; the model's tilt and scale undone, :data:`DEPTH_TILT`),
+Gaussian priors on the coefficients and a graph-Laplacian smoothness + size prior on the offsets; once
+the identity is free, a one-sided term makes the head's projected silhouette reach the photo's outline
+(:data:`OUTLINE_COVERAGE_WEIGHT`).
 
 The identity offsets cannot open or shut the mouth: each vertex of the lower lip's inner edge takes
 the offset of the upper-lip vertex facing it (:func:`lip_contact_pairs`). What parts the lips in
