@@ -258,7 +258,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="build a talking avatar from one photo of a face (offline, CPU)",
         description="Fit the built-in head and a camera to the face-mesh landmarks of PHOTO (MediaPipe models "
         "run offline with LiteRT), colour the default avatar's splats from the photo and refine them "
-        "photometrically. Photos over 1024 px are downscaled, unless the face would then have fewer than 80 px "
+        "photometrically. Photos over 1024 px are downscaled, unless the face would then have fewer than 40 px "
         "between the eyes: then a 1024-px window around it is taken at full resolution. Writes an avatar folder "
         "with fit.json (the photo's camera) and photo.png (the photo as used), atomically. Needs the 'photo' extra.",
     )
