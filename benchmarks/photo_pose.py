@@ -19,10 +19,10 @@ import math
 import numpy as np
 import torch
 
-from l2t_gs.authoring.photo.build import find_face
+from l2t_gs.authoring.photo.correspondence import orbit_view, read_render
 from l2t_gs.authoring.photo.fit import fit_landmarks
 from l2t_gs.gaussians import load_avatar
-from l2t_gs.render import intrinsics, look_at, rasterize, to_uint8
+from l2t_gs.render import intrinsics
 
 SHAPE = (0.6, -0.5, 0.4, 0.0, 0.3, 0.0, -0.4, 0.0)  # the pose test's identity
 
@@ -47,18 +47,11 @@ def main() -> None:
     errors = []
     for pose in args.poses.split():
         yaw, pitch, roll = ([float(v) for v in pose.split(",")] + [0.0])[:3]
-        az, el = math.radians(yaw), math.radians(pitch)
-        eye = np.array([math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)]) * 0.9
-        view = look_at(eye + np.array([0.0, -0.01, 0.0]), (0.0, -0.01, 0.0))
+        view, _ = orbit_view(yaw, pitch, 0.9)
         c, s = math.cos(math.radians(roll)), math.sin(math.radians(roll))
         view = torch.tensor([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=view.dtype) @ view
-        with torch.no_grad():
-            rgb, _, _ = rasterize(
-                **avatar.splat_params(verts), viewmats=view[None], Ks=k[None], width=args.size, height=args.size,
-                backgrounds=torch.ones(1, 3), backend="torch",
-            )  # fmt: skip
-        mesh, _ = find_face(to_uint8(rgb[0]), None, 10.0, "render")
-        fit = fit_landmarks(mesh.points, args.size, args.size, avatar.head_model, steps=args.steps)
+        _, marks = read_render(avatar, verts, view, k, args.size, pose)
+        fit = fit_landmarks(marks, args.size, args.size, avatar.head_model, steps=args.steps)
         a, b = fit.viewmat[:3, :3].double().numpy(), view[:3, :3].double().numpy()
         err = math.degrees(math.acos(float(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1))))
         errors.append(err)

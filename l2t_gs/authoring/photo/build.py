@@ -115,17 +115,19 @@ def load_photo(path: str | os.PathLike, max_side: int | None = 1024) -> tuple[np
     if min(h, w) < 32:
         raise L2TError(f"photo too small: {w}x{h} pixels")
     if max_side is not None and max(h, w) > max_side:
-        rgb = _downscale(rgb, max_side)
-        notes.append(f"downscaled from {w}x{h} to {rgb.shape[1]}x{rgb.shape[0]}")
+        rgb, note = _downscale(rgb, max_side)
+        notes.append(note)
     return rgb, notes
 
 
-def _downscale(rgb: np.ndarray, max_side: int) -> np.ndarray:
+def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, str]:
+    """``rgb`` resized to ``max_side`` on its longer side, and the note that says so."""
     import cv2
 
     h, w = rgb.shape[:2]
     s = max_side / max(h, w)
-    return cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    return small, f"downscaled from {w}x{h} to {small.shape[1]}x{small.shape[0]}"
 
 
 def photo_face(
@@ -146,33 +148,29 @@ def photo_face(
     if max(h, w) <= max_side:
         mesh, more = find_face(full, face, min_eye_distance, f"{path}")
         return full, mesh, notes + more
-    small = _downscale(full, max_side)
+    small, downscaled = _downscale(full, max_side)
     scale = max(h, w) / max_side  # full-resolution pixels per downscaled pixel
     mesh, more = find_face(small, face, 0.0, f"{path}")
-    if mesh.iod >= CROP_EYE_DISTANCE or scale < 1.2:  # big enough, or too little to gain
-        notes.append(f"downscaled from {w}x{h} to {small.shape[1]}x{small.shape[0]}")
-        _check_size(mesh, min_eye_distance, f"{path}")
-        return small, mesh, notes + more
-    # a window of the full-resolution photo around the face (the nose tip's point at its centre)
-    cw, ch = min(w, max_side), min(h, max_side)
-    cx, cy = mesh.points[1, :2] * scale
-    x0 = int(np.clip(round(cx - cw / 2), 0, w - cw))
-    y0 = int(np.clip(round(cy - ch / 2), 0, h - ch))
-    window = np.ascontiguousarray(full[y0 : y0 + ch, x0 : x0 + cw])
-    meshes = _face_meshes(window)
-    if not meshes:  # cannot happen for a face found downscaled, but keep the downscaled photo then
-        notes.append(f"downscaled from {w}x{h} to {small.shape[1]}x{small.shape[0]}")
-        _check_size(mesh, min_eye_distance, f"{path}")
-        return small, mesh, notes + more
-    centre = np.array([cx - x0, cy - y0])
-    mesh = min(meshes, key=lambda m: float(np.linalg.norm(m.points[1, :2] - centre)))
-    notes.append(
-        f"{w}x{h} photo: using the {cw}x{ch} window at ({x0}, {y0}) around the face at full resolution "
-        f"({mesh.iod:.0f} px between the eyes; downscaled to {small.shape[1]}x{small.shape[0]} it would have "
-        f"{mesh.iod / scale:.0f})"
-    )
+    rgb, note = small, downscaled
+    if mesh.iod < CROP_EYE_DISTANCE and scale >= 1.2:  # small, and the full resolution has more to give
+        # a window of the full-resolution photo around the face (the nose tip's point at its centre)
+        cw, ch = min(w, max_side), min(h, max_side)
+        cx, cy = mesh.points[1, :2] * scale
+        x0 = int(np.clip(round(cx - cw / 2), 0, w - cw))
+        y0 = int(np.clip(round(cy - ch / 2), 0, h - ch))
+        window = np.ascontiguousarray(full[y0 : y0 + ch, x0 : x0 + cw])
+        centre = np.array([cx - x0, cy - y0])
+        meshes = _face_meshes(window)
+        if meshes:  # always, for a face found downscaled; else the downscaled photo stays
+            mesh = min(meshes, key=lambda m: float(np.linalg.norm(m.points[1, :2] - centre)))
+            rgb = window
+            note = (
+                f"{w}x{h} photo: using the {cw}x{ch} window at ({x0}, {y0}) around the face at full resolution "
+                f"({mesh.iod:.0f} px between the eyes; downscaled to {small.shape[1]}x{small.shape[0]} it would "
+                f"have {mesh.iod / scale:.0f})"
+            )
     _check_size(mesh, min_eye_distance, f"{path}")
-    return window, mesh, notes + more
+    return rgb, mesh, [*notes, note, *more]
 
 
 def _landmark_distance(a: np.ndarray, b: np.ndarray) -> float:

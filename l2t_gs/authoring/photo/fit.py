@@ -43,8 +43,8 @@ __all__ = [
     "FOCAL_OVER_SIZE",
     "REST_ZEROED",
     "FitResult",
-    "face_mesh_depth",
     "calibrate_depth",
+    "face_mesh_depth",
     "fit_landmarks",
     "head_down",
     "lip_contact_pairs",
@@ -65,10 +65,8 @@ OVAL_WEIGHT = 0.3
 #: :func:`calibrate_depth` (``python docs/scripts/photo_depth_calibration.py``).
 DEPTH_SCALE = 1.02
 DEPTH_TILT = 0.13
-#: Weight of the depth term against the 2-D reprojection term (:data:`FULL_DEPTH_FACTOR` of it once the
-#: identity is free).
+#: Weight of the depth term against the 2-D reprojection term, in both stages of the fit.
 DEPTH_WEIGHT = 0.5
-FULL_DEPTH_FACTOR = 1.0
 #: Scale of the robust landmark loss (inter-ocular units): residuals well beyond it barely pull.
 ROBUST_C = 0.05
 #: The inner lips' robust scale at the start of the full stage, narrowed to :data:`ROBUST_C` over its
@@ -136,6 +134,12 @@ def head_down(viewmat: np.ndarray | Tensor) -> np.ndarray:
     return d / max(float(np.linalg.norm(d)), 1e-9)
 
 
+def _along(points: np.ndarray, down: np.ndarray | tuple[float, float]) -> np.ndarray:
+    """Each of ``points [P, >=2]`` (pixels) along the image direction ``down [2]``, mean zero."""
+    p = np.asarray(points, dtype=np.float64)[:, :2]
+    return (p - p.mean(0)) @ np.asarray(down, dtype=np.float64)
+
+
 def true_relative_depth(landmarks: np.ndarray, down: np.ndarray | tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """The relative depth ``[468]`` (pixels, mean zero) the face-mesh model's ``landmarks [468, 3]`` stand
     for, its scale and tilt undone (:data:`DEPTH_SCALE`, :data:`DEPTH_TILT`; the tilt along ``down``, the
@@ -143,8 +147,7 @@ def true_relative_depth(landmarks: np.ndarray, down: np.ndarray | tuple[float, f
     marks = np.asarray(landmarks, dtype=np.float64)
     if marks.shape[1] < 3:
         return np.zeros(len(marks))
-    v = (marks[:, :2] - marks[:, :2].mean(0)) @ np.asarray(down, dtype=np.float64)
-    return (marks[:, 2] - marks[:, 2].mean() - DEPTH_TILT * v) / DEPTH_SCALE
+    return (marks[:, 2] - marks[:, 2].mean() - DEPTH_TILT * _along(marks, down)) / DEPTH_SCALE
 
 
 def face_mesh_depth(
@@ -152,9 +155,8 @@ def face_mesh_depth(
 ) -> np.ndarray:
     """The inverse of :func:`true_relative_depth`: the depth ``[468]`` the face-mesh model reports for points
     at pixels ``points [468, 2]`` whose true relative depth (pixels) is ``true_depth [468]``."""
-    p = np.asarray(points, dtype=np.float64)[:, :2]
     t = np.asarray(true_depth, dtype=np.float64)
-    return DEPTH_SCALE * (t - t.mean()) + DEPTH_TILT * ((p - p.mean(0)) @ np.asarray(down, dtype=np.float64))
+    return DEPTH_SCALE * (t - t.mean()) + DEPTH_TILT * _along(points, down)
 
 
 def lip_contact_pairs(head_model: HeadModel) -> tuple[np.ndarray, np.ndarray]:
@@ -334,7 +336,7 @@ def fit_landmarks(
     stages = [(rigid, steps // 3, DEPTH_WEIGHT, False)]  # (groups, steps, depth weight, identity free)
     if fit_identity:
         full = rigid + [{"params": [shape, expr, jaw], "lr": 0.02}, {"params": [offset, lip_offset], "lr": 5e-4}]
-        stages.append((full, steps - steps // 3, DEPTH_WEIGHT * FULL_DEPTH_FACTOR, True))
+        stages.append((full, steps - steps // 3, DEPTH_WEIGHT, True))
     for groups, n, depth_weight, identity in stages:
         opt = torch.optim.Adam([dict(g) for g in groups])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(n, 1), eta_min=1e-5)
@@ -410,7 +412,7 @@ def calibrate_depth(
         depth = pts @ vm[2, :3] + vm[2, 3]
         true = (depth - depth.mean()) * float(k[0, 0]) / depth.mean()
         z = marks[:, 2] - marks[:, 2].mean()
-        v = (marks[:, :2] - marks[:, :2].mean(0)) @ head_down(vm)
+        v = _along(marks, head_down(vm))
         a = np.stack([true[keep], v[keep], np.ones(len(keep))], 1)
         coef = np.linalg.lstsq(a, z[keep], rcond=None)[0]
         rows.append(coef[:2])
